@@ -1,0 +1,61 @@
+# The service-recovery backend. Two commands matter: `make run` and `make test`.
+# Both create the virtual environment and generate the protobuf code when needed.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SHELL  := bash
+.SHELLFLAGS := -eu -o pipefail -c
+PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
+
+.PHONY: run test test-unit test-integration test-e2e lint proto bench lock clean venv
+
+venv: $(VENV)/.installed
+
+# The repo root and gen/ go on the venv's path with a .pth file, so `python -m services.<name>`
+# works from any directory without installing the project as a package.
+$(VENV)/.installed: requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# This machine's pip config names local mirrors that may not exist; hide only those warnings.
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock 2>&1 \
+		| { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+	printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" \
+		> "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/service_recovery.pth"
+	touch $@
+
+proto: gen/.generated
+
+gen/.generated: $(PROTOS) $(VENV)/.installed scripts/gen_proto.py
+	$(PY) scripts/gen_proto.py
+	touch $@
+
+run: proto
+	$(PY) -m services
+
+test: proto
+	$(PY) -m pytest -q
+
+test-unit: proto
+	$(PY) -m pytest -q tests/unit
+
+test-integration: proto
+	$(PY) -m pytest -q tests/integration
+
+test-e2e: proto
+	$(PY) -m pytest -q tests/e2e
+
+lint: proto
+	$(PY) scripts/buf.py lint
+	$(PY) scripts/buf.py breaking
+	$(PY) -m ruff check services tests scripts
+
+bench: proto
+	$(PY) -m tests.bench
+
+lock:
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock.new
+	{ head -1 requirements.lock; cat requirements.lock.new; } > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock && rm requirements.lock.new
+
+clean:
+	rm -rf gen .pytest_cache .ruff_cache

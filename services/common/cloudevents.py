@@ -1,0 +1,135 @@
+"""CloudEvents Kafka binding, binary mode: attributes in ``ce_*`` headers, the event message as the value.
+
+The value is the protobuf message itself, as ``application/protobuf`` or as the proto3 JSON mapping
+(``application/json``), so other internal systems can publish either. ``ce_type`` is the message's
+full protobuf name (``recovery.events.v1.FailureReported``), which is also how a consumer finds the
+class to decode into.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+
+from services.common.errors import UndecodableRecord
+
+SPEC_VERSION = "1.0"
+PROTOBUF = "application/protobuf"
+JSON = "application/json"
+_CONTENT_TYPES = {PROTOBUF, "application/x-protobuf", JSON}
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class CloudEvent:
+    """The CloudEvents attributes of one record."""
+
+    id: str
+    type: str
+    source: str
+    time: datetime
+    content_type: str
+
+
+def type_of(message_class: type[Message]) -> str:
+    """Return the ``ce_type`` of a protobuf message class (its full name)."""
+    return message_class.DESCRIPTOR.full_name
+
+
+def registry(*message_classes: type[Message]) -> dict[str, type[Message]]:
+    """Return a ``ce_type -> class`` map for decoding."""
+    return {type_of(cls): cls for cls in message_classes}
+
+
+def encode(
+    message: Message,
+    *,
+    source: str,
+    id: str | None = None,
+    time: datetime | None = None,
+    content_type: str = PROTOBUF,
+) -> tuple[list[tuple[str, bytes]], bytes, str]:
+    """Return (headers, value, ce_id) for ``message`` in binary mode."""
+    ce_id = id or str(uuid.uuid4())
+    when = (time or datetime.now(UTC)).astimezone(UTC)
+    if content_type == JSON:
+        value = json_format.MessageToJson(message, indent=None, preserving_proto_field_name=False).encode()
+    elif content_type == PROTOBUF:
+        value = message.SerializeToString(deterministic=True)
+    else:
+        raise ValueError(f"unsupported content type {content_type!r}")
+    headers = [
+        ("ce_specversion", SPEC_VERSION.encode()),
+        ("ce_id", ce_id.encode()),
+        ("ce_type", type_of(type(message)).encode()),
+        ("ce_source", source.encode()),
+        ("ce_time", when.isoformat().replace("+00:00", "Z").encode()),
+        ("content-type", content_type.encode()),
+    ]
+    return headers, value, ce_id
+
+
+def header_map(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, bytes]:
+    """Return the headers as a dict (the last value of a repeated header wins)."""
+    return {k: v for k, v in (headers or ())}
+
+
+def _text(headers: Mapping[str, bytes], name: str) -> str:
+    raw = headers.get(name)
+    if raw is None or raw == b"":
+        raise UndecodableRecord(f"missing header {name}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UndecodableRecord(f"header {name} is not UTF-8") from exc
+
+
+def read_attributes(headers: Iterable[tuple[str, bytes]] | None) -> CloudEvent:
+    """Return the CloudEvents attributes; raises UndecodableRecord when one is missing or malformed."""
+    h = header_map(headers)
+    if (version := _text(h, "ce_specversion")) != SPEC_VERSION:
+        raise UndecodableRecord(f"unsupported ce_specversion {version!r}")
+    raw_time = _text(h, "ce_time")
+    try:
+        time = datetime.fromisoformat(raw_time)
+    except ValueError as exc:
+        raise UndecodableRecord(f"ce_time {raw_time!r} is not an RFC 3339 timestamp") from exc
+    if time.tzinfo is None:
+        raise UndecodableRecord(f"ce_time {raw_time!r} has no time zone")
+    content_type = _text(h, "content-type").split(";")[0].strip().lower()
+    if content_type not in _CONTENT_TYPES:
+        raise UndecodableRecord(f"unsupported content-type {content_type!r}")
+    return CloudEvent(
+        id=_text(h, "ce_id"),
+        type=_text(h, "ce_type"),
+        source=_text(h, "ce_source"),
+        time=time,
+        content_type=content_type,
+    )
+
+
+def decode(
+    headers: Iterable[tuple[str, bytes]] | None, value: bytes | None, types: Mapping[str, type[Message]]
+) -> tuple[CloudEvent, Message]:
+    """Return the attributes and the decoded message; raises UndecodableRecord saying what is wrong."""
+    event = read_attributes(headers)
+    cls = types.get(event.type)
+    if cls is None:
+        raise UndecodableRecord(f"unexpected ce_type {event.type!r} (accepted: {', '.join(sorted(types))})")
+    if value is None:
+        raise UndecodableRecord("record has no value")
+    message = cls()
+    try:
+        if event.content_type == JSON:
+            json_format.Parse(value.decode("utf-8"), message, ignore_unknown_fields=True)
+        else:
+            message.ParseFromString(value)
+    except (json_format.ParseError, DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise UndecodableRecord(f"{event.content_type} body does not decode as {event.type}: {exc}") from exc
+    return event, message

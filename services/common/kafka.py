@@ -1,0 +1,99 @@
+"""Kafka adapters: the producer the outbox relay uses, topic creation, and the faust app factory.
+
+Security (TLS, SASL_SSL with SCRAM) is configuration: the same settings feed aiokafka and faust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterable
+from pathlib import Path
+
+import faust
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from services.common.settings import KitSettings
+
+
+def _ssl_context(settings: KitSettings) -> ssl.SSLContext | None:
+    if "SSL" not in settings.kafka_security_protocol:
+        return None
+    return ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+
+
+def client_options(settings: KitSettings) -> dict:
+    """Return the aiokafka connection and security keyword arguments."""
+    options: dict = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+        "ssl_context": _ssl_context(settings),
+    }
+    if "SASL" in settings.kafka_security_protocol:
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": settings.kafka_sasl_password,
+        }
+    return options
+
+
+def make_producer(settings: KitSettings) -> AIOKafkaProducer:
+    """Return an (unstarted) producer that waits for all in-sync replicas."""
+    return AIOKafkaProducer(
+        **client_options(settings),
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        client_id=settings.service_name,
+        linger_ms=5,
+    )
+
+
+async def ensure_topics(settings: KitSettings, names: Iterable[str]) -> None:
+    """Create the missing topics with the configured partition count and replication."""
+    admin = AIOKafkaAdminClient(**client_options(settings), client_id=f"{settings.service_name}-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, settings.topic_partitions, settings.topic_replication)
+            for name in names
+            if name not in existing
+        ]
+        if missing:
+            await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+def make_faust_app(settings: KitSettings, *, group: str, datadir: Path) -> faust.App:
+    """Return a faust app consuming as consumer group ``group``; it creates no topics of its own."""
+    credentials = None
+    if "SASL" in settings.kafka_security_protocol:
+        credentials = faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=_ssl_context(settings),
+        )
+    elif settings.kafka_security_protocol == "SSL":
+        credentials = faust.SSLCredentials(_ssl_context(settings))
+    brokers = ";".join(f"kafka://{b.strip()}" for b in settings.kafka_bootstrap_servers.split(","))
+    return faust.App(
+        group,
+        broker=brokers,
+        broker_credentials=credentials,
+        loop=asyncio.get_running_loop(),
+        datadir=str(datadir),
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        # Topics come from the catalogue with one partition count; faust must not invent its own.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+    )

@@ -1,0 +1,69 @@
+"""JSON logs, one object per line, carrying ``customer_id``, ``case_id`` and ``ce_id`` when known.
+
+The ids come from a context set around the work on one record or request (``record_context``), so a
+handler's own log lines carry them without passing them around.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+CONTEXT_FIELDS = ("customer_id", "case_id", "ce_id")
+_context: ContextVar[dict[str, str]] = ContextVar("log_context", default={})
+
+
+@contextmanager
+def record_context(**ids: str | bytes | None) -> Iterator[None]:
+    """Attach ``ids`` (customer_id, case_id, ce_id) to every log line written inside the block."""
+    current = dict(_context.get())
+    for name, value in ids.items():
+        if value:
+            current[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    token = _context.set(current)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    """Format a record as one JSON object with time, level, service, logger, message and ids."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self._service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "service": self._service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(_context.get())
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value:
+                entry[name] = str(value)
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(*, service: str, level: str = "INFO") -> None:
+    """Send every log line to stderr as JSON."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # faust and aiokafka are chatty at INFO about every rebalance step.
+    for noisy in ("faust", "mode", "aiokafka"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

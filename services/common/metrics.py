@@ -1,0 +1,107 @@
+"""The kit's technical metrics, defined once; each service adds its business metrics beside them.
+
+Every metric lives in a registry the composition root creates, so tests can build as many
+independent sets as they like and nothing is registered at import time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Seconds; from a fast single-row transaction to a slow batch under load.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class KitMetrics:
+    """Consumer, outbox, database and RPC metrics shared by every service."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.records_consumed = Counter(
+            "recovery_records_consumed_total",
+            "Kafka records taken by a consumer, by topic and outcome (processed, duplicate, deadlettered).",
+            ["topic", "outcome"],
+            registry=registry,
+        )
+        self.records_deadlettered = Counter(
+            "recovery_records_deadlettered_total",
+            "Records sent to the dead-letter topic, by original topic and error class.",
+            ["topic", "error_class"],
+            registry=registry,
+        )
+        self.batch_duration = Histogram(
+            "recovery_consumer_batch_duration_seconds",
+            "Time to process one consumer batch in one transaction, by topic.",
+            ["topic"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_retries = Counter(
+            "recovery_consumer_batch_retries_total",
+            "Batches rolled back by a transient error and retried, by topic.",
+            ["topic"],
+            registry=registry,
+        )
+        self.outbox_backlog = Gauge(
+            "recovery_outbox_backlog",
+            "Outbox rows committed but not yet published.",
+            registry=registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "recovery_outbox_oldest_unsent_age_seconds",
+            "Age of the oldest unpublished outbox row (0 when the outbox is empty).",
+            registry=registry,
+        )
+        self.outbox_published = Counter(
+            "recovery_outbox_published_total",
+            "Outbox rows published to Kafka, by topic.",
+            ["topic"],
+            registry=registry,
+        )
+        self.db_pool_in_use = Gauge(
+            "recovery_db_pool_connections_in_use",
+            "Database pool connections currently checked out.",
+            registry=registry,
+        )
+        self.db_pool_size = Gauge(
+            "recovery_db_pool_connections",
+            "Database pool connections open.",
+            registry=registry,
+        )
+        self.rpc_handled = Counter(
+            "recovery_grpc_server_handled_total",
+            "gRPC calls completed, by method and status code.",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.rpc_duration = Histogram(
+            "recovery_grpc_server_handling_seconds",
+            "gRPC call latency, by method.",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def observe_rpc(self, method: str, code: str, seconds: float) -> None:
+        """Count one finished RPC and record its latency."""
+        self.rpc_handled.labels(method=method, code=code).inc()
+        self.rpc_duration.labels(method=method).observe(seconds)
+
+    @contextmanager
+    def time_batch(self, topic: str) -> Iterator[None]:
+        """Time a consumer batch."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.batch_duration.labels(topic=topic).observe(time.perf_counter() - started)
+
+
+def serve_metrics(registry: CollectorRegistry, *, host: str, port: int) -> tuple[object, int]:
+    """Serve ``registry`` over HTTP; returns the server (call ``shutdown()``) and the bound port."""
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server, server.server_port

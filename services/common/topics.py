@@ -1,0 +1,78 @@
+"""The topic catalogue in code: every topic, who produces and consumes it, and the message it carries.
+
+The README's topic table is the same catalogue for people; a test keeps the two equal. Every topic is
+keyed by customer id and has the same partition count, so one customer's events stay in order and land
+on the same partition number everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KEY = "customer_id"
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One catalogue row."""
+
+    name: str
+    message: str  # full protobuf name, also the records' ce_type; "" for raw records (dead letters)
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    meaning: str
+
+
+def _t(event: str, message: str, producers: str, consumers: str, meaning: str) -> Topic:
+    return Topic(
+        name=f"recovery.{event}.v1",
+        message=f"recovery.events.v1.{message}" if message else "",
+        producers=tuple(producers.split(", ")),
+        consumers=tuple(consumers.split(", ")) if consumers else (),
+        meaning=meaning,
+    )
+
+
+CATALOGUE: tuple[Topic, ...] = (
+    _t("failure-reported", "FailureReported", "internal systems, followup", "intake",
+       "A failure seen by a system, a survey or a failed recovery; intake turns it into a case."),
+    _t("case-opened", "CaseOpened", "intake", "compensation, escalation",
+       "A new case with its classification, outlook and the customer's history."),
+    _t("case-amended", "CaseAmended", "intake", "compensation, escalation",
+       "Another failure merged into an open case."),
+    _t("hotspot-detected", "HotspotDetected", "intake", "notification systems",
+       "Failures in one area exceed their trailing baseline."),
+    _t("offer-proposed", "OfferProposed", "compensation", "escalation",
+       "An itemised goodwill offer (a new version supersedes the previous one)."),
+    _t("offer-authorized", "OfferAuthorized", "escalation", "compensation, intake",
+       "An offer authorised by the owner, an approver or the system."),
+    _t("approval-requested", "ApprovalRequested", "escalation", "notification systems",
+       "An offer above the owner's limits waits for the lowest tier that covers it."),
+    _t("approval-decided", "ApprovalDecided", "escalation", "notification systems",
+       "An approver approved, rejected or modified an offer."),
+    _t("sla-breached", "SlaBreached", "escalation", "compensation",
+       "A case missed its acknowledgement, resolution or approval deadline."),
+    _t("customer-countered", "CustomerCountered", "escalation", "compensation",
+       "The customer asked for something else; compensation re-quotes."),
+    _t("case-resolved", "CaseResolved", "escalation", "followup, intake",
+       "The customer accepted; follow-ups get scheduled."),
+    _t("case-reopened", "CaseReopened", "escalation", "followup, compensation",
+       "A resolved case went back to its owner; pending check-ins are held."),
+    _t("case-reopen-requested", "CaseReopenRequested", "followup", "escalation",
+       "A dissatisfied answer asks escalation to reopen the case."),
+    _t("followup-due", "FollowupDue", "followup", "notification systems",
+       "A check-in, satisfaction check, personal note or corrective-action notice is due now."),
+    _t("feedback-received", "FeedbackReceived", "survey systems", "followup, intake",
+       "A customer's satisfaction answer."),
+    _t("corrective-action-completed", "CorrectiveActionCompleted", "engineering systems", "followup",
+       "A root cause was fixed; every customer whose case pointed at it hears about it."),
+    _t("deadletter", "", "intake, escalation, compensation, followup", "SREs (replay tool)",
+       "Records a consumer could not process: original bytes and headers plus where and why."),
+)
+
+BY_NAME = {t.name: t for t in CATALOGUE}
+
+
+def topic(name: str) -> Topic:
+    """Return the catalogue row for ``name``; raises KeyError for a topic not in the catalogue."""
+    return BY_NAME[name]
