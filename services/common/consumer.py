@@ -131,7 +131,11 @@ class ConsumerHarness:
                     self._metrics.batch_retries.labels(topic=topic_name).inc()
                     log.warning(
                         "batch of %d on %s rolled back (%s: %s); retrying in %.2fs",
-                        len(records), topic_name, type(exc).__name__, exc, delay,
+                        len(records),
+                        topic_name,
+                        type(exc).__name__,
+                        exc,
+                        delay,
                         exc_info=not is_transient(exc),
                     )
                     await asyncio.sleep(delay)
@@ -172,8 +176,14 @@ class ConsumerHarness:
     async def _deadletter(self, conn: asyncpg.Connection, record: RawRecord, exc: Exception) -> None:
         level = logging.WARNING if isinstance(exc, UndecodableRecord) else logging.ERROR
         log.log(
-            level, "dead-lettering %s[%d]@%d: %s: %s", record.topic, record.partition, record.offset,
-            type(exc).__name__, exc, exc_info=level == logging.ERROR,
+            level,
+            "dead-lettering %s[%d]@%d: %s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            type(exc).__name__,
+            exc,
+            exc_info=level == logging.ERROR,
         )
         await outbox.stage(conn, deadletter_record(record, group=self._group, error=exc))
         self._metrics.records_deadlettered.labels(topic=record.topic, error_class=type(exc).__name__).inc()

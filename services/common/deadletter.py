@@ -33,7 +33,9 @@ class RawRecord:
     headers: tuple[tuple[str, bytes], ...]
 
 
-def deadletter_record(record: RawRecord, *, group: str, error: BaseException, now: datetime | None = None) -> OutgoingRecord:
+def deadletter_record(
+    record: RawRecord, *, group: str, error: BaseException, now: datetime | None = None
+) -> OutgoingRecord:
     """Return the dead-letter record for ``record``, which ``group`` could not process because of ``error``."""
     reason = (getattr(error, "message", None) or str(error) or type(error).__name__).encode()[:MAX_REASON_BYTES]
     # A record that is itself a dead letter replayed and failing again keeps only the newest failure.

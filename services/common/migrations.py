@@ -57,7 +57,9 @@ async def apply(conn: asyncpg.Connection, *, schema: str, migrations: list[Migra
                    checksum   text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+        done = {
+            r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        }
         for migration in migrations:
             if migration.version in done:
                 if done[migration.version] != migration.checksum:

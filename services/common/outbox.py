@@ -50,7 +50,9 @@ def event_record(
     content_type: str = cloudevents.PROTOBUF,
 ) -> OutgoingRecord:
     """Return the record for ``message`` on ``topic``, keyed by ``key`` (the customer id)."""
-    headers, value, event_id = cloudevents.encode(message, source=source, id=ce_id, time=time, content_type=content_type)
+    headers, value, event_id = cloudevents.encode(
+        message, source=source, id=ce_id, time=time, content_type=content_type
+    )
     return OutgoingRecord(topic=topic, key=key.encode(), value=value, headers=tuple(headers), ce_id=event_id)
 
 
@@ -59,7 +61,8 @@ async def stage(conn: asyncpg.Connection, record: OutgoingRecord) -> None:
     if record.key is not None:
         # Serialise transactions per key so outbox ids follow commit order for that key.
         await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('outbox-key:' || encode($1, 'hex'), 0))", record.key
+            "SELECT pg_advisory_xact_lock(hashtextextended('outbox-key:' || encode($1, 'hex'), 0))",
+            record.key,
         )
     await conn.execute(
         """INSERT INTO outbox (topic, key, value, header_keys, header_values, ce_id)
@@ -111,8 +114,13 @@ class OutboxRelay:
                 raise
             except Exception as exc:
                 # Keep going whatever happened: a relay that dies silently loses nothing but stalls everything.
-                log.warning("outbox relay round failed (%s: %s); retrying in %.2fs", type(exc).__name__, exc, delay,
-                            exc_info=not is_transient(exc))
+                log.warning(
+                    "outbox relay round failed (%s: %s); retrying in %.2fs",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    exc_info=not is_transient(exc),
+                )
                 await self._release_lock()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2 or 0.05, self._retry_max_seconds)
@@ -153,9 +161,12 @@ class OutboxRelay:
             sent_ids.append(row["id"])
             self._metrics.outbox_published.labels(topic=row["topic"]).inc()
         if sent_ids:
-            await self._db.pool.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", sent_ids)
+            await self._mark_sent(sent_ids)
         if failure is not None:
             raise failure
+
+    async def _mark_sent(self, ids: list[int]) -> None:
+        await self._db.pool.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", ids)
 
     async def _observe_backlog(self) -> None:
         backlog, oldest = await self._db.pool.fetchrow(
@@ -168,7 +179,8 @@ class OutboxRelay:
         if now - self._last_prune > 60:
             self._last_prune = now
             await self._db.pool.execute(
-                "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)", self._retention_seconds
+                "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)",
+                self._retention_seconds,
             )
 
     async def flush(self, timeout: float = 10.0) -> bool:

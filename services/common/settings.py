@@ -58,7 +58,9 @@ class KitSettings:
     kafka_sasl_password: str = env("KAFKA_SASL_PASSWORD", "", doc="SASL password (from a secret).")
     kafka_ssl_cafile: str = env("KAFKA_SSL_CAFILE", "", doc="CA bundle for TLS to the brokers.")
     kafka_enable_idempotence: bool = env(
-        "KAFKA_ENABLE_IDEMPOTENCE", False, doc="Idempotent producer; turn on for Apache Kafka (Tansu lacks it)."
+        "KAFKA_ENABLE_IDEMPOTENCE",
+        False,
+        doc="Idempotent producer; turn on for Apache Kafka (Tansu lacks it).",
     )
     topic_partitions: int = env("TOPIC_PARTITIONS", 6, doc="Partition count of every topic (one count for all).")
     topic_replication: int = env("TOPIC_REPLICATION", 1, doc="Replication factor when creating topics.")
@@ -77,7 +79,7 @@ class KitSettings:
     grpc_max_message_bytes: int = env("GRPC_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, doc="Largest gRPC message.")
     grpc_deadline_cap_seconds: float = env("GRPC_DEADLINE_CAP_SECONDS", 30.0, doc="Longest a unary call may run.")
     jwt_algorithm: str = env("JWT_ALGORITHM", "HS256", doc="HS256 (local) or RS256 (production).")
-    jwt_secret: str = env("JWT_SECRET", "local-dev-secret-change-me", doc="HS256 shared secret.")
+    jwt_secret: str = env("JWT_SECRET", "local-dev-only-secret-change-me-in-production", doc="HS256 shared secret.")
     jwt_public_key_file: str = env("JWT_PUBLIC_KEY_FILE", "", doc="RS256 public key (PEM).")
     metrics_host: str = env("METRICS_HOST", "127.0.0.1", doc="Address the Prometheus endpoint binds.")
     metrics_port: int = env("METRICS_PORT", 0, doc="Prometheus port (0 picks a free one).")
