@@ -8,6 +8,8 @@ class to decode into.
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +26,9 @@ JSON = "application/json"
 _CONTENT_TYPES = {PROTOBUF, "application/x-protobuf", JSON}
 
 Headers = Sequence[tuple[str, bytes]]
+
+# RFC 3339 date-time (section 5.6): full date, "T", full time with seconds, a zone; "T"/"Z" any case.
+_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 @dataclass(frozen=True)
@@ -90,18 +95,28 @@ def _text(headers: Mapping[str, bytes], name: str) -> str:
         raise UndecodableRecord(f"header {name} is not UTF-8") from exc
 
 
+def parse_time(raw: str) -> datetime:
+    """Return the RFC 3339 timestamp ``raw`` as an aware datetime; raises UndecodableRecord otherwise."""
+    match = _RFC3339.match(raw)
+    if not match:
+        if _RFC3339.match(raw + "Z"):
+            raise UndecodableRecord(f"ce_time {raw!r} has no time zone")
+        raise UndecodableRecord(f"ce_time {raw!r} is not an RFC 3339 timestamp")
+    fraction = (match.group(7) or "")[:7]  # Python keeps microseconds: drop digits beyond them
+    zone = "+00:00" if match.group(8) in ("Z", "z") else match.group(8)
+    text = f"{'-'.join(match.group(1, 2, 3))}T{':'.join(match.group(4, 5, 6))}{fraction}{zone}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:  # e.g. month 13, second 61
+        raise UndecodableRecord(f"ce_time {raw!r} is not an RFC 3339 timestamp: {exc}") from exc
+
+
 def read_attributes(headers: Iterable[tuple[str, bytes]] | None) -> CloudEvent:
     """Return the CloudEvents attributes; raises UndecodableRecord when one is missing or malformed."""
     h = header_map(headers)
     if (version := _text(h, "ce_specversion")) != SPEC_VERSION:
         raise UndecodableRecord(f"unsupported ce_specversion {version!r}")
-    raw_time = _text(h, "ce_time")
-    try:
-        time = datetime.fromisoformat(raw_time)
-    except ValueError as exc:
-        raise UndecodableRecord(f"ce_time {raw_time!r} is not an RFC 3339 timestamp") from exc
-    if time.tzinfo is None:
-        raise UndecodableRecord(f"ce_time {raw_time!r} has no time zone")
+    time = parse_time(_text(h, "ce_time"))
     content_type = _text(h, "content-type").split(";")[0].strip().lower()
     if content_type not in _CONTENT_TYPES:
         raise UndecodableRecord(f"unsupported content-type {content_type!r}")
@@ -127,9 +142,19 @@ def decode(
     message = cls()
     try:
         if event.content_type == JSON:
-            json_format.Parse(value.decode("utf-8"), message, ignore_unknown_fields=True)
+            document = json.loads(value.decode("utf-8"))
+            if not isinstance(document, dict):
+                raise TypeError(f"the JSON body must be an object, not {type(document).__name__}")
+            json_format.ParseDict(document, message, ignore_unknown_fields=True)
         else:
             message.ParseFromString(value)
-    except (json_format.ParseError, DecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (
+        json_format.ParseError,
+        json.JSONDecodeError,
+        TypeError,
+        DecodeError,
+        UnicodeDecodeError,
+        RecursionError,
+    ) as exc:
         raise UndecodableRecord(f"{event.content_type} body does not decode as {event.type}: {exc}") from exc
     return event, message

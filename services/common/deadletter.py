@@ -37,7 +37,9 @@ def deadletter_record(
     record: RawRecord, *, group: str, error: BaseException, now: datetime | None = None
 ) -> OutgoingRecord:
     """Return the dead-letter record for ``record``, which ``group`` could not process because of ``error``."""
-    reason = (getattr(error, "message", None) or str(error) or type(error).__name__).encode()[:MAX_REASON_BYTES]
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    # Cut on a character boundary so the header stays valid UTF-8.
+    reason = text.encode()[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode()
     # A record that is itself a dead letter replayed and failing again keeps only the newest failure.
     original = tuple((k, v) for k, v in record.headers if k not in _ADDED)
     added = (

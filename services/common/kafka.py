@@ -79,6 +79,7 @@ def make_faust_app(settings: KitSettings, *, group: str, datadir: Path) -> faust
         )
     elif settings.kafka_security_protocol == "SSL":
         credentials = faust.SSLCredentials(_ssl_context(settings))
+    datadir.mkdir(parents=True, exist_ok=True)
     brokers = ";".join(f"kafka://{b.strip()}" for b in settings.kafka_bootstrap_servers.split(","))
     return faust.App(
         group,
@@ -96,4 +97,8 @@ def make_faust_app(settings: KitSettings, *, group: str, datadir: Path) -> faust
         topic_partitions=settings.topic_partitions,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Tansu holds a new group's join for half the session timeout; a short session also means a dead
+        # replica's partitions move to a survivor quickly. Heartbeats stay well inside it.
+        broker_session_timeout=settings.consumer_session_timeout_seconds,
+        broker_heartbeat_interval=settings.consumer_session_timeout_seconds / 5,
     )

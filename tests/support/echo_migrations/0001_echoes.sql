@@ -1,0 +1,1 @@
+CREATE TABLE echoes (ce_id text PRIMARY KEY, value text NOT NULL);
