@@ -8,7 +8,7 @@ SHELL  := bash
 .SHELLFLAGS := -eu -o pipefail -c
 PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 
-.PHONY: run test test-unit test-integration test-e2e lint proto bench lock clean venv
+.PHONY: run test test-unit test-integration test-e2e lint proto lock clean venv
 
 venv: $(VENV)/.installed
 
@@ -48,9 +48,6 @@ lint: proto
 	$(PY) scripts/buf.py lint
 	$(PY) scripts/buf.py breaking
 	$(PY) -m ruff check services tests scripts
-
-bench: proto
-	$(PY) -m tests.bench
 
 lock:
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock.new

@@ -1,8 +1,8 @@
 """The topic catalogue in code: every topic, who produces and consumes it, and the message it carries.
 
-The README's topic table is the same catalogue for people; a test keeps the two equal. Every topic is
-keyed by customer id and has the same partition count, so one customer's events stay in order and land
-on the same partition number everywhere.
+The README's topic table is the same catalogue for people; a test keeps the two equal. Topics are keyed
+by customer id and share one partition count, so one customer's events stay in order and land on the same
+partition number everywhere. The two events that are not about one customer say what their key is.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ class Topic:
     producers: tuple[str, ...]
     consumers: tuple[str, ...]
     meaning: str
+    key: str = KEY
 
 
-def _t(event: str, message: str, producers: str, consumers: str, meaning: str) -> Topic:
+def _t(event: str, message: str, producers: str, consumers: str, meaning: str, key: str = KEY) -> Topic:
     return Topic(
+        key=key,
         name=f"recovery.{event}.v1",
         message=f"recovery.events.v1.{message}" if message else "",
         producers=tuple(producers.split(", ")),
@@ -61,6 +63,7 @@ CATALOGUE: tuple[Topic, ...] = (
         "intake",
         "notification systems",
         "Failures in one area exceed their trailing baseline.",
+        key="hotspot:<dimension>:<value>",
     ),
     _t(
         "offer-proposed",
@@ -145,6 +148,7 @@ CATALOGUE: tuple[Topic, ...] = (
         "engineering systems",
         "followup",
         "A root cause was fixed; every customer whose case pointed at it hears about it.",
+        key="area:component:<component> (or area:team:<team>)",
     ),
     _t(
         "deadletter",
