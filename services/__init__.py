@@ -1,0 +1,1 @@
+"""The service-recovery backend: four services (intake, escalation, compensation, followup) and their kit."""

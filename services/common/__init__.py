@@ -1,0 +1,1 @@
+"""The shared service kit: infrastructure every service uses, no domain rules."""
