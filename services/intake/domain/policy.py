@@ -1,0 +1,207 @@
+"""The classification policy: loaded from TOML, validated whole, refused with every bad key named.
+
+Layout (see ``services/intake/policy.toml``)::
+
+    version = "..."                                  required, non-empty
+    [severity.base]        <category> = "<severity>" every category, required
+    [severity.impact]      <impact> = "<severity>"   optional per impact
+    [severity.money]       include_order_value = bool (default true)
+    [severity.money.thresholds.<CUR>]  moderate, major, critical = minor units, non-decreasing
+    [outlook]              repeat_window_days = int  (default 365)
+    [merge]                window_hours = int        (default 48)
+    [hotspot]              factor_bps = int (default 30000), min_count = int (default 5)
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Any
+
+from services.common.errors import FieldViolation
+from services.intake.domain.errors import PolicyError
+from services.intake.domain.model import KNOWN_CURRENCIES, Category, Impact, Severity
+
+# The severities a money threshold can raise to, lowest first; "minor" needs no threshold.
+THRESHOLD_LEVELS: tuple[Severity, ...] = (Severity.MODERATE, Severity.MAJOR, Severity.CRITICAL)
+
+
+@dataclass(frozen=True)
+class MoneyThresholds:
+    """Minor-unit amounts at stake (in one currency) from which severity is at least that level."""
+
+    moderate: int
+    major: int
+    critical: int
+
+    def level(self, amount_minor: int) -> tuple[Severity, int] | None:
+        """Return the highest level reached by ``amount_minor`` and its threshold, or None below all of them."""
+        reached = None
+        for severity, threshold in zip(THRESHOLD_LEVELS, (self.moderate, self.major, self.critical), strict=True):
+            if amount_minor >= threshold:
+                reached = (severity, threshold)
+        return reached
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated classification policy; build it with ``load_policy``."""
+
+    version: str
+    base_severity: Mapping[Category, Severity]
+    impact_severity: Mapping[Impact, Severity]
+    money_thresholds: Mapping[str, MoneyThresholds]
+    include_order_value: bool = True
+    repeat_window: timedelta = timedelta(days=365)
+    merge_window: timedelta = timedelta(hours=48)
+    hotspot_factor_bps: int = 30_000
+    hotspot_min_count: int = 5
+
+
+_TOP_KEYS = frozenset({"version", "severity", "outlook", "merge", "hotspot"})
+_SEVERITY_KEYS = frozenset({"base", "impact", "money"})
+_MONEY_KEYS = frozenset({"include_order_value", "thresholds"})
+_SEVERITY_BY_NAME = {s.value: s for s in Severity}
+_CATEGORY_BY_NAME = {c.value: c for c in Category}
+_IMPACT_BY_NAME = {i.value: i for i in Impact}
+
+
+class _Reader:
+    """Reads typed values out of the parsed TOML, collecting a violation per bad key instead of stopping."""
+
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def bad(self, key: str, why: str) -> None:
+        self.violations.append(FieldViolation(key, why))
+
+    def table(self, data: Mapping[str, Any], key: str, path: str, *, required: bool) -> Mapping[str, Any]:
+        value = data.get(key)
+        if value is None:
+            if required:
+                self.bad(path, "is required")
+            return {}
+        if not isinstance(value, dict):
+            self.bad(path, "must be a table")
+            return {}
+        return value
+
+    def only(self, data: Mapping[str, Any], allowed: frozenset[str], path: str) -> None:
+        # Unknown keys are refused: a typo ("window_hour") would otherwise silently fall back to a default.
+        for key in sorted(set(data) - allowed):
+            self.bad(f"{path}.{key}" if path else key, "unknown key")
+
+    def integer(self, data: Mapping[str, Any], key: str, path: str, default: int | None, *, minimum: int) -> int:
+        value = data.get(key, default)
+        if value is None:
+            self.bad(path, "is required")
+            return 0
+        # bool is an int subclass in Python and TOML floats would bring binary fractions into money: refuse both.
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.bad(path, f"must be an integer, got {type(value).__name__}")
+            return 0
+        if value < minimum:
+            self.bad(path, f"must be at least {minimum}, got {value}")
+        return value
+
+    def severity(self, value: Any, path: str) -> Severity:
+        found = _SEVERITY_BY_NAME.get(value) if isinstance(value, str) else None
+        if found is None:
+            self.bad(path, f"must be one of {', '.join(_SEVERITY_BY_NAME)}, got {value!r}")
+            return Severity.MINOR
+        return found
+
+
+def load_policy(text: str) -> Policy:
+    """Return the policy in TOML ``text``; raise ``PolicyError`` naming every missing, unknown or bad key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError.of(FieldViolation("<file>", f"not valid TOML: {exc}")) from exc
+    r = _Reader()
+    r.only(data, _TOP_KEYS, "")
+    version = data.get("version")
+    if not isinstance(version, str) or not version.strip():
+        r.bad("version", "is required and must be a non-empty string")
+    severity = r.table(data, "severity", "severity", required=True)
+    r.only(severity, _SEVERITY_KEYS, "severity")
+    base = _base(r, r.table(severity, "base", "severity.base", required=True))
+    impacts = _impacts(r, r.table(severity, "impact", "severity.impact", required=False))
+    money = r.table(severity, "money", "severity.money", required=False)
+    r.only(money, _MONEY_KEYS, "severity.money")
+    include_order_value = money.get("include_order_value", True)
+    if not isinstance(include_order_value, bool):
+        r.bad("severity.money.include_order_value", "must be true or false")
+    thresholds = _thresholds(r, r.table(money, "thresholds", "severity.money.thresholds", required=False))
+    outlook = r.table(data, "outlook", "outlook", required=False)
+    r.only(outlook, frozenset({"repeat_window_days"}), "outlook")
+    repeat_days = r.integer(outlook, "repeat_window_days", "outlook.repeat_window_days", 365, minimum=1)
+    merge = r.table(data, "merge", "merge", required=False)
+    r.only(merge, frozenset({"window_hours"}), "merge")
+    merge_hours = r.integer(merge, "window_hours", "merge.window_hours", 48, minimum=0)
+    hotspot = r.table(data, "hotspot", "hotspot", required=False)
+    r.only(hotspot, frozenset({"factor_bps", "min_count"}), "hotspot")
+    # A factor below 1x (10000 bps) would flag ordinary traffic as a hot spot.
+    factor_bps = r.integer(hotspot, "factor_bps", "hotspot.factor_bps", 30_000, minimum=10_000)
+    min_count = r.integer(hotspot, "min_count", "hotspot.min_count", 5, minimum=1)
+    if r.violations:
+        raise PolicyError.of(*r.violations)
+    return Policy(
+        version=str(version),
+        base_severity=MappingProxyType(base),
+        impact_severity=MappingProxyType(impacts),
+        money_thresholds=MappingProxyType(thresholds),
+        include_order_value=bool(include_order_value),
+        repeat_window=timedelta(days=repeat_days),
+        merge_window=timedelta(hours=merge_hours),
+        hotspot_factor_bps=factor_bps,
+        hotspot_min_count=min_count,
+    )
+
+
+def _base(r: _Reader, table: Mapping[str, Any]) -> dict[Category, Severity]:
+    base = {}
+    for name, value in table.items():
+        category = _CATEGORY_BY_NAME.get(name)
+        if category is None:
+            r.bad(f"severity.base.{name}", "unknown category")
+            continue
+        base[category] = r.severity(value, f"severity.base.{name}")
+    if table:
+        # Every category needs a base: a new category must be classified on purpose, not by accident.
+        for category in Category:
+            if category.value not in table:
+                r.bad(f"severity.base.{category.value}", "is required")
+    return base
+
+
+def _impacts(r: _Reader, table: Mapping[str, Any]) -> dict[Impact, Severity]:
+    impacts = {}
+    for name, value in table.items():
+        impact = _IMPACT_BY_NAME.get(name)
+        if impact is None:
+            r.bad(f"severity.impact.{name}", "unknown impact")
+            continue
+        impacts[impact] = r.severity(value, f"severity.impact.{name}")
+    return impacts
+
+
+def _thresholds(r: _Reader, table: Mapping[str, Any]) -> dict[str, MoneyThresholds]:
+    thresholds = {}
+    for currency, levels in table.items():
+        path = f"severity.money.thresholds.{currency}"
+        if currency not in KNOWN_CURRENCIES:
+            r.bad(path, "unknown ISO-4217 currency")
+            continue
+        if not isinstance(levels, dict):
+            r.bad(path, "must be a table")
+            continue
+        r.only(levels, frozenset(s.value for s in THRESHOLD_LEVELS), path)
+        amounts = [r.integer(levels, s.value, f"{path}.{s.value}", None, minimum=0) for s in THRESHOLD_LEVELS]
+        if amounts != sorted(amounts):
+            r.bad(path, "thresholds must not decrease from moderate to major to critical")
+        thresholds[currency] = MoneyThresholds(*amounts)
+    return thresholds
