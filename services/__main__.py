@@ -2,8 +2,9 @@
 
 Starts a Tansu broker and an embedded PostgreSQL (data under ``.data/``) unless
 ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` name existing ones, creates the catalogue's topics,
-applies every service's migrations, starts each service as its own process, prints where everything
-listens, and on Ctrl-C or SIGTERM stops the services gracefully, then the broker and the database.
+starts each service as its own process (each applies its own migrations as it starts, as in production),
+prints where everything listens, and on Ctrl-C or SIGTERM stops the services gracefully, then the broker
+and the database.
 If a service dies on its own, the rest are stopped too and the exit code says so.
 """
 
@@ -18,7 +19,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common import migrations
 from services.common.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from services.common.kafka import ensure_topics
 from services.common.settings import KitSettings
@@ -88,12 +88,6 @@ def main() -> int:
         )
         asyncio.run(ensure_topics(settings, [t.name for t in CATALOGUE]))
         names = existing_services()
-        for name in names:
-            asyncio.run(
-                migrations.migrate(
-                    database_url, schema=name, service_migrations=ROOT / "services" / name / "migrations"
-                )
-            )
         for name in names:
             children.append(_spawn(name, settings))
 
