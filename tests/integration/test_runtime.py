@@ -21,7 +21,7 @@ from services.common import cloudevents
 from services.common.auth import issue_token
 from services.common.kafka import ensure_topics
 from services.common.runtime import Endpoints, run_service
-from tests.integration.conftest import eventually, read_topic
+from tests.integration.conftest import read_topic
 from tests.support import echo_service
 
 pytestmark = pytest.mark.integration
@@ -125,7 +125,3 @@ async def test_sigterm_stops_a_service_process_cleanly(settings, echo_topics, tm
             process.kill()
             await process.wait()
     assert all(line["service"] == settings.service_name for line in lines)
-
-
-async def test_eventually_helper_is_usable():
-    assert await eventually(lambda: asyncio.sleep(0, result=True))
