@@ -10,10 +10,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 # Seconds; from a fast single-row transaction to a slow batch under load.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Seconds a durable timer fired after its due time: a healthy scheduler stays under a second or two.
+LATENESS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
 class KitMetrics:
@@ -83,6 +85,38 @@ class KitMetrics:
             "gRPC call latency, by method.",
             ["method"],
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+        self.scheduler_fired = Counter(
+            "recovery_scheduler_fired_total",
+            "Durable timers fired (committed), by scheduler.",
+            ["scheduler"],
+            registry=registry,
+        )
+        self.scheduler_lateness = Histogram(
+            "recovery_scheduler_lateness_seconds",
+            "How long after its due time a timer fired, by scheduler.",
+            ["scheduler"],
+            buckets=LATENESS_BUCKETS,
+            registry=registry,
+        )
+        self.scheduler_failures = Counter(
+            "recovery_scheduler_failed_rounds_total",
+            "Scheduler rounds rolled back by an error and retried, by scheduler.",
+            ["scheduler"],
+            registry=registry,
+        )
+        self.policy_reloads = Counter(
+            "recovery_policy_loads_total",
+            "Policy file loads, by policy and outcome (loaded, refused).",
+            ["policy", "outcome"],
+            registry=registry,
+        )
+        self.policy_version = Info(
+            "recovery_policy",
+            "The policy version in force, by policy.",
+            ["policy"],
             registry=registry,
         )
 

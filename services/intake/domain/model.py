@@ -10,22 +10,9 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-# ISO-4217 codes this system accepts. A closed list on purpose: a typo ("EUE") must be refused, not stored.
-KNOWN_CURRENCIES: frozenset[str] = frozenset(
-    {
-        "EUR", "USD", "GBP", "PLN", "CHF", "SEK", "NOK", "DKK", "CZK", "HUF", "RON", "BGN", "ISK",
-        "JPY", "CNY", "HKD", "SGD", "KRW", "INR", "AUD", "NZD", "CAD", "MXN", "BRL", "ZAR", "TRY",
-        "AED", "ILS", "UAH", "RSD",
-    }
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Money:
-    """An amount in integer minor units of an ISO-4217 currency; never a float."""
-
-    amount_minor: int
-    currency: str
+# Re-exported: money is part of intake's vocabulary, defined once for every service.
+from services.common.money import KNOWN_CURRENCIES as KNOWN_CURRENCIES
+from services.common.money import Money as Money
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,114 @@
+"""Generic translation between protobuf wire values and the plain Python values domains use.
+
+No service vocabulary lives here: each service's ``adapters/wire.py`` maps its own dataclasses and passes
+its own enums in. The conventions it relies on (see proto/README.md):
+
+- a domain enum's values are the proto value names without the enum prefix, lower case
+  (``CATEGORY_LATE_DELIVERY`` <-> ``Category.LATE_DELIVERY = "late_delivery"``);
+- ``*_UNSPECIFIED`` (and any value this build does not know yet) is ``None`` in the domain;
+- an unset ``Timestamp`` or message field is ``None``.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.timestamp_pb2 import Timestamp
+from recovery.events.v1 import common_pb2
+
+from services.common.money import Money
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _prefix(proto_enum: EnumTypeWrapper) -> str:
+    zero = proto_enum.DESCRIPTOR.values_by_number[0].name
+    if not zero.endswith("_UNSPECIFIED"):
+        raise ValueError(f"{proto_enum.DESCRIPTOR.full_name}: zero value must be *_UNSPECIFIED")
+    return zero.removesuffix("UNSPECIFIED")
+
+
+def enum_from_proto(proto_enum: EnumTypeWrapper, number: int, domain: type[E]) -> E | None:
+    """Return the domain member for wire value ``number``; None for UNSPECIFIED or a value unknown here."""
+    if number == 0:
+        return None
+    descriptor = proto_enum.DESCRIPTOR.values_by_number.get(number)
+    if descriptor is None:
+        return None  # a newer publisher's value: treated as unspecified, as the contract says
+    name = descriptor.name.removeprefix(_prefix(proto_enum)).lower()
+    try:
+        return domain(name)
+    except ValueError:
+        return None
+
+
+def enum_to_proto(proto_enum: EnumTypeWrapper, member: enum.Enum | None) -> int:
+    """Return the wire number of ``member`` (0, UNSPECIFIED, for None)."""
+    if member is None:
+        return 0
+    return proto_enum.Value(_prefix(proto_enum) + str(member.value).upper())
+
+
+def enums_from_proto(proto_enum: EnumTypeWrapper, numbers: Any, domain: type[E]) -> tuple[E, ...]:
+    """Return the known members of a repeated enum field, in order, without UNSPECIFIED or unknown values."""
+    found = (enum_from_proto(proto_enum, n, domain) for n in numbers)
+    return tuple(m for m in found if m is not None)
+
+
+def money_from_proto(message: Any, field: str) -> Money | None:
+    """Return ``message.<field>`` as Money; None when the field is unset."""
+    if not message.HasField(field):
+        return None
+    value = getattr(message, field)
+    return Money(amount_minor=value.amount_minor, currency=value.currency)
+
+
+def money_to_proto(money: Money | None) -> common_pb2.Money | None:
+    """Return the wire Money (None stays None, so callers can leave a field unset)."""
+    if money is None:
+        return None
+    return common_pb2.Money(amount_minor=money.amount_minor, currency=money.currency)
+
+
+def time_from_proto(message: Any, field: str) -> datetime | None:
+    """Return ``message.<field>`` as an aware UTC datetime; None when unset."""
+    if not message.HasField(field):
+        return None
+    return getattr(message, field).ToDatetime(tzinfo=UTC)
+
+
+def time_to_proto(at: datetime | None) -> Timestamp | None:
+    """Return the wire Timestamp for an aware datetime (None stays None)."""
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        raise ValueError("naive datetimes are ambiguous; use an aware one")
+    stamp = Timestamp()
+    stamp.FromDatetime(at.astimezone(UTC))
+    return stamp
+
+
+def duration_from_proto(message: Any, field: str) -> timedelta | None:
+    """Return ``message.<field>`` as a timedelta; None when unset."""
+    if not message.HasField(field):
+        return None
+    return getattr(message, field).ToTimedelta()
+
+
+def duration_to_proto(span: timedelta | None) -> Duration | None:
+    """Return the wire Duration (None stays None)."""
+    if span is None:
+        return None
+    wire = Duration()
+    wire.FromTimedelta(span)
+    return wire
+
+
+def set_optional(message: Any, field: str, value: Any) -> None:
+    """Set the message-typed ``field`` to ``value`` (a message), leaving it unset when ``value`` is None."""
+    if value is not None:
+        getattr(message, field).CopyFrom(value)
