@@ -47,7 +47,7 @@ CATALOGUE: tuple[Topic, ...] = (
         "case-opened",
         "CaseOpened",
         "intake",
-        "compensation, escalation",
+        "compensation, escalation, followup",
         "A new case with its classification, outlook and the customer's history.",
     ),
     _t(
@@ -118,7 +118,7 @@ CATALOGUE: tuple[Topic, ...] = (
         "case-reopened",
         "CaseReopened",
         "escalation",
-        "followup, compensation",
+        "followup, compensation, intake",
         "A resolved case went back to its owner; pending check-ins are held.",
     ),
     _t(
@@ -138,7 +138,7 @@ CATALOGUE: tuple[Topic, ...] = (
     _t(
         "feedback-received",
         "FeedbackReceived",
-        "survey systems",
+        "survey systems, followup",
         "followup, intake",
         "A customer's satisfaction answer.",
     ),
