@@ -1,6 +1,5 @@
 """Intake: captures failures from internal systems (Kafka) and the frontline (gRPC), once, with context.
 
 Validates, de-duplicates, merges, enriches with the customer's history, classifies severity,
-avoidability and recovery outlook, and spots hot spots. Built in issue 3; until it has a
-``__main__.py``, ``make run`` lists it as not built yet.
+avoidability and recovery outlook, and spots hot spots.
 """

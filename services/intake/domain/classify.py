@@ -134,4 +134,5 @@ def classify(report: FailureReport, history: CustomerHistory, policy: Policy, *,
         outlook=result,
         outlook_reasons=outlook_reasons,
         policy_version=policy.version,
+        avoidability=report.avoidability,
     )

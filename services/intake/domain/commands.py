@@ -1,4 +1,4 @@
-"""Commands intake accepts, as the edge builds them from gRPC requests or Kafka records (not yet validated)."""
+"""Commands intake accepts, as the edge builds them from gRPC requests or Kafka records."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import datetime
 from services.intake.domain.model import (
     Area,
     Avoidability,
+    CaseStatus,
     Category,
     Channel,
     CostItem,
@@ -15,6 +16,7 @@ from services.intake.domain.model import (
     Impact,
     Money,
     RiskTag,
+    SatisfactionAnswer,
     Source,
 )
 
@@ -45,3 +47,35 @@ class ReportFailure:
     related_case_id: str = ""
     customer_timezone: str = ""
     preferred_channel: Channel | None = None
+
+
+@dataclass(frozen=True)
+class RecordCompensation:
+    """Remember what was authorised on a case (from escalation's offer-authorized event)."""
+
+    customer_id: str
+    case_id: str
+    offer_id: str
+    offer_version: int
+    amount: Money
+    authorized_at: datetime
+
+
+@dataclass(frozen=True)
+class RecordCaseStatus:
+    """Remember that a case was resolved or reopened (from escalation's events)."""
+
+    case_id: str
+    status: CaseStatus
+    at: datetime
+
+
+@dataclass(frozen=True)
+class RecordSatisfaction:
+    """Remember a customer's satisfaction answer (from the feedback-received event)."""
+
+    customer_id: str
+    case_id: str
+    source: str
+    feedback_id: str
+    answer: SatisfactionAnswer

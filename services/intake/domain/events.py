@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.intake.domain.model import Classification, CustomerHistory, FailureReport
+from services.intake.domain.model import Classification, CustomerHistory, FailureReport, HotspotDimension
 
 
 @dataclass(frozen=True)
@@ -18,35 +18,36 @@ class CaseOpened:
     classification: Classification
     history: CustomerHistory
     owner_employee_id: str
+    owning_team: str
     opened_at: datetime
 
 
 @dataclass(frozen=True)
 class CaseAmended:
-    """An open case absorbed another failure (same customer and reference within the merge window)."""
+    """An open case absorbed another failure; ``case_report`` combines all of the case's failures."""
 
     case_id: str
+    revision: int
     failure_id: str
-    report: FailureReport
+    merged_report: FailureReport
+    failure_ids: tuple[str, ...]
+    case_report: FailureReport
     classification: Classification
+    history: CustomerHistory
     amended_at: datetime
-
-
-@dataclass(frozen=True)
-class DuplicateDropped:
-    """A report with an already-seen (source, source event id) was dropped."""
-
-    failure_id: str
-    report: FailureReport
 
 
 @dataclass(frozen=True)
 class HotspotDetected:
     """A window's failure count in one dimension exceeded its trailing baseline by the policy factor."""
 
-    dimension: str
+    hotspot_id: str
+    dimension: HotspotDimension
     value: str
     window_start: datetime
     window_end: datetime
     count: int
-    baseline: int
+    baseline_total: int
+    baseline_windows: int
+    factor_bps: int
+    detected_at: datetime

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 # Re-exported: money is part of intake's vocabulary, defined once for every service.
 from services.common.money import KNOWN_CURRENCIES as KNOWN_CURRENCIES
@@ -127,6 +127,25 @@ class RemedyKind(enum.Enum):
     REIMBURSEMENT = "reimbursement"
 
 
+class HotspotDimension(enum.Enum):
+    """A dimension failures are counted by to spot where they cluster."""
+
+    CATEGORY = "category"
+    COMPONENT = "component"
+    RELEASE = "release"
+    TEAM = "team"
+    EMPLOYEE = "employee"
+    HOUR_OF_DAY = "hour_of_day"
+
+
+class CaseStatus(enum.Enum):
+    """Where a case stands as far as intake knows (escalation owns the full lifecycle)."""
+
+    OPEN = "open"
+    RESOLVED = "resolved"
+    REOPENED = "reopened"
+
+
 class Channel(enum.Enum):
     EMAIL = "email"
     SMS = "sms"
@@ -216,6 +235,9 @@ class CustomerHistory:
     # Compensation authorised in the case lookback (90 days), one entry per currency.
     compensation_received: tuple[Money, ...] = ()
     last_satisfaction: SatisfactionAnswer | None = None
+    # The windows the store looked back over, shown to staff beside the counts.
+    failure_lookback: timedelta = timedelta(days=365)
+    case_lookback: timedelta = timedelta(days=90)
 
     def prior_failures_since(self, since: datetime) -> int:
         """Return how many prior failures occurred at or after ``since``."""
@@ -243,3 +265,5 @@ class Classification:
     outlook: Outlook
     outlook_reasons: tuple[Reason, ...]
     policy_version: str
+    # What the reports said (None when nobody knew); ``avoidable`` is the decision drawn from it.
+    avoidability: Avoidability | None = None

@@ -7,23 +7,28 @@ Layout (see ``services/intake/policy.toml``)::
     [severity.impact]      <impact> = "<severity>"   optional per impact
     [severity.money]       include_order_value = bool (default true)
     [severity.money.thresholds.<CUR>]  moderate, major, critical = minor units, non-decreasing
-    [outlook]              repeat_window_days = int  (default 365)
+    [outlook]              repeat_window_days = int  (default 365; also the history's failure lookback)
+    [history]              case_lookback_days = int  (default 90: prior cases and compensation received)
     [merge]                window_hours = int        (default 48)
-    [hotspot]              factor_bps = int (default 30000), min_count = int (default 5)
+    [routing]              default_team = "..."      (required: the queue of system-detected failures)
+    [routing.category]     <category> = "<team>"     optional per category
+    [hotspot]              factor_bps = int (default 30000), min_count = int (default 5),
+                           window_minutes = int (default 60), baseline_windows = int (default 24)
+    [hotspot.dimension.<dimension>]  window_minutes, baseline_windows: per-dimension overrides
 """
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
 from services.common.errors import FieldViolation
 from services.intake.domain.errors import PolicyError
-from services.intake.domain.model import KNOWN_CURRENCIES, Category, Impact, Severity
+from services.intake.domain.model import KNOWN_CURRENCIES, Category, HotspotDimension, Impact, Severity
 
 # The severities a money threshold can raise to, lowest first; "minor" needs no threshold.
 THRESHOLD_LEVELS: tuple[Severity, ...] = (Severity.MODERATE, Severity.MAJOR, Severity.CRITICAL)
@@ -47,6 +52,18 @@ class MoneyThresholds:
 
 
 @dataclass(frozen=True)
+class HotspotWindow:
+    """How one dimension is counted: windows of ``size``, compared with the ``baseline_windows`` before."""
+
+    size: timedelta = timedelta(hours=1)
+    baseline_windows: int = 24
+
+
+# Hour of day compares a day's hour with the same hour on the days before, not with the previous hours.
+_DEFAULT_WINDOWS = {HotspotDimension.HOUR_OF_DAY: HotspotWindow(size=timedelta(days=1), baseline_windows=7)}
+
+
+@dataclass(frozen=True)
 class Policy:
     """A validated classification policy; build it with ``load_policy``."""
 
@@ -59,9 +76,19 @@ class Policy:
     merge_window: timedelta = timedelta(hours=48)
     hotspot_factor_bps: int = 30_000
     hotspot_min_count: int = 5
+    hotspot_windows: Mapping[HotspotDimension, HotspotWindow] = field(default_factory=dict)
+    case_lookback: timedelta = timedelta(days=90)
+    default_team: str = "customer-care"
+    team_by_category: Mapping[Category, str] = field(default_factory=dict)
+
+    def hotspot_window(self, dimension: HotspotDimension) -> HotspotWindow:
+        """Return how ``dimension`` is counted."""
+        return self.hotspot_windows.get(dimension) or _DEFAULT_WINDOWS.get(dimension) or HotspotWindow()
 
 
-_TOP_KEYS = frozenset({"version", "severity", "outlook", "merge", "hotspot"})
+_TOP_KEYS = frozenset({"version", "severity", "outlook", "history", "merge", "routing", "hotspot"})
+_WINDOW_KEYS = frozenset({"window_minutes", "baseline_windows"})
+_DIMENSION_BY_NAME = {d.value: d for d in HotspotDimension}
 _SEVERITY_KEYS = frozenset({"base", "impact", "money"})
 _MONEY_KEYS = frozenset({"include_order_value", "thresholds"})
 _SEVERITY_BY_NAME = {s.value: s for s in Severity}
@@ -107,6 +134,13 @@ class _Reader:
             self.bad(path, f"must be at least {minimum}, got {value}")
         return value
 
+    def text(self, data: Mapping[str, Any], key: str, path: str) -> str:
+        value = data.get(key)
+        if not isinstance(value, str) or not value.strip():
+            self.bad(path, "is required and must be a non-empty string")
+            return ""
+        return value
+
     def severity(self, value: Any, path: str) -> Severity:
         found = _SEVERITY_BY_NAME.get(value) if isinstance(value, str) else None
         if found is None:
@@ -142,11 +176,19 @@ def load_policy(text: str) -> Policy:
     merge = r.table(data, "merge", "merge", required=False)
     r.only(merge, frozenset({"window_hours"}), "merge")
     merge_hours = r.integer(merge, "window_hours", "merge.window_hours", 48, minimum=0)
+    history = r.table(data, "history", "history", required=False)
+    r.only(history, frozenset({"case_lookback_days"}), "history")
+    case_days = r.integer(history, "case_lookback_days", "history.case_lookback_days", 90, minimum=1)
+    routing = r.table(data, "routing", "routing", required=True)
+    r.only(routing, frozenset({"default_team", "category"}), "routing")
+    default_team = r.text(routing, "default_team", "routing.default_team")
+    team_by_category = _routes(r, r.table(routing, "category", "routing.category", required=False))
     hotspot = r.table(data, "hotspot", "hotspot", required=False)
-    r.only(hotspot, frozenset({"factor_bps", "min_count"}), "hotspot")
+    r.only(hotspot, frozenset({"factor_bps", "min_count", "dimension"}) | _WINDOW_KEYS, "hotspot")
     # A factor below 1x (10000 bps) would flag ordinary traffic as a hot spot.
     factor_bps = r.integer(hotspot, "factor_bps", "hotspot.factor_bps", 30_000, minimum=10_000)
     min_count = r.integer(hotspot, "min_count", "hotspot.min_count", 5, minimum=1)
+    windows = _windows(r, hotspot, r.table(hotspot, "dimension", "hotspot.dimension", required=False))
     if r.violations:
         raise PolicyError.of(*r.violations)
     return Policy(
@@ -159,7 +201,53 @@ def load_policy(text: str) -> Policy:
         merge_window=timedelta(hours=merge_hours),
         hotspot_factor_bps=factor_bps,
         hotspot_min_count=min_count,
+        hotspot_windows=MappingProxyType(windows),
+        case_lookback=timedelta(days=case_days),
+        default_team=default_team,
+        team_by_category=MappingProxyType(team_by_category),
     )
+
+
+def _window(r: _Reader, table: Mapping[str, Any], path: str, default: HotspotWindow) -> HotspotWindow:
+    minutes = r.integer(
+        table, "window_minutes", f"{path}.window_minutes", int(default.size.total_seconds() // 60), minimum=1
+    )
+    baseline = r.integer(table, "baseline_windows", f"{path}.baseline_windows", default.baseline_windows, minimum=1)
+    return HotspotWindow(size=timedelta(minutes=minutes), baseline_windows=baseline)
+
+
+def _windows(r: _Reader, hotspot: Mapping[str, Any], table: Mapping[str, Any]) -> dict[HotspotDimension, HotspotWindow]:
+    # The [hotspot] keys set every dimension's window; [hotspot.dimension.<name>] overrides one.
+    general = _window(r, hotspot, "hotspot", HotspotWindow())
+    windows = {}
+    for dimension in HotspotDimension:
+        default = general if _WINDOW_KEYS & hotspot.keys() else _DEFAULT_WINDOWS.get(dimension, general)
+        windows[dimension] = default
+    for name, value in table.items():
+        path = f"hotspot.dimension.{name}"
+        dimension = _DIMENSION_BY_NAME.get(name)
+        if dimension is None:
+            r.bad(path, f"unknown dimension; one of {', '.join(_DIMENSION_BY_NAME)}")
+            continue
+        if not isinstance(value, dict):
+            r.bad(path, "must be a table")
+            continue
+        r.only(value, _WINDOW_KEYS, path)
+        windows[dimension] = _window(r, value, path, windows[dimension])
+    return windows
+
+
+def _routes(r: _Reader, table: Mapping[str, Any]) -> dict[Category, str]:
+    routes = {}
+    for name, team in table.items():
+        category = _CATEGORY_BY_NAME.get(name)
+        if category is None:
+            r.bad(f"routing.category.{name}", "unknown category")
+        elif not isinstance(team, str) or not team.strip():
+            r.bad(f"routing.category.{name}", "must be a non-empty team name")
+        else:
+            routes[category] = team
+    return routes
 
 
 def _base(r: _Reader, table: Mapping[str, Any]) -> dict[Category, Severity]:

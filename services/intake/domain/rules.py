@@ -1,8 +1,11 @@
-"""Intake's small decisions besides classification: the dedupe key, merging into an open case, hot spots."""
+"""Intake's small decisions besides classification: the dedupe key, merging into an open case, routing."""
 
 from __future__ import annotations
 
-from services.intake.domain.model import FailureReport, OpenCaseSummary, Source
+from collections.abc import Sequence
+from dataclasses import replace
+
+from services.intake.domain.model import Avoidability, FailureReport, OpenCaseSummary, Source
 from services.intake.domain.policy import Policy
 
 
@@ -25,7 +28,44 @@ def should_merge(report: FailureReport, open_case: OpenCaseSummary, policy: Poli
     return abs(report.occurred_at - open_case.first_failure_at) <= policy.merge_window
 
 
-def is_hot_spot(count: int, baseline: int, *, policy: Policy) -> bool:
-    """Return True when a window's ``count`` reaches the minimum and exceeds ``baseline`` times the policy factor."""
-    # Basis points keep the comparison in integers: count / baseline > factor_bps / 10000.
-    return count >= policy.hotspot_min_count and count * 10_000 > baseline * policy.hotspot_factor_bps
+def owning_team(report: FailureReport, *, reporter_team: str, policy: Policy) -> str:
+    """Return the team that owns a new case: the reporter's (frontline first), else the category's queue."""
+    return reporter_team or policy.team_by_category.get(report.category, policy.default_team)
+
+
+def _avoidability(reports: Sequence[FailureReport]) -> Avoidability | None:
+    # One avoidable failure makes the case avoidable in the customer's eyes; unknown only when nobody knows.
+    known = {r.avoidability for r in reports} - {None}
+    if Avoidability.AVOIDABLE in known:
+        return Avoidability.AVOIDABLE
+    return Avoidability.UNAVOIDABLE if known else None
+
+
+def _latest(values: Sequence, empty=None):
+    found = [v for v in values if v not in (None, "", empty)]
+    return found[-1] if found else empty
+
+
+def combine(reports: Sequence[FailureReport]) -> FailureReport:
+    """Return one report standing for all of a case's failures, oldest first, to classify the case as a whole.
+
+    The first failure gives the case its identity (category, reference, time, area, reporter); costs add up;
+    impacts, risk tags and avoidability accumulate; the customer's latest request and contact details win.
+    """
+    if not reports:
+        raise ValueError("a case has at least one failure")
+    first = reports[0]
+    return replace(
+        first,
+        reported_costs=tuple(item for r in reports for item in r.reported_costs),
+        stated_impacts=frozenset().union(*(r.stated_impacts for r in reports)),
+        impact_details="\n".join(r.impact_details for r in reports if r.impact_details),
+        risk_tags=frozenset().union(*(r.risk_tags for r in reports)),
+        avoidability=_avoidability(reports),
+        customer_request=_latest([r.customer_request for r in reports]),
+        order_value=_latest([r.order_value for r in reports]),
+        customer_value=_latest([r.customer_value for r in reports]),
+        customer_timezone=_latest([r.customer_timezone for r in reports], ""),
+        preferred_channel=_latest([r.preferred_channel for r in reports]),
+        reported_by_employee_id=next((r.reported_by_employee_id for r in reports if r.reported_by_employee_id), ""),
+    )

@@ -48,6 +48,11 @@ def validate_report(raw: ReportFailure, *, now: datetime, limits: Limits = DEFAU
     violations = [v for check in _CHECKS for v in check(raw, now, limits)]
     if violations:
         raise InvalidFailureReport.of(*violations)
+    return accepted(raw)
+
+
+def accepted(raw: ReportFailure) -> FailureReport:
+    """Return ``raw`` as a ``FailureReport`` without checking it: only for reports validated before (the store)."""
     assert raw.source is not None and raw.category is not None and raw.occurred_at is not None
     return FailureReport(
         customer_id=raw.customer_id,

@@ -43,6 +43,12 @@ repeat_window_days = 365
 [merge]
 window_hours = 48
 
+[routing]
+default_team = "care"
+
+[routing.category]
+billing_error = "billing-care"
+
 [hotspot]
 factor_bps = 30000
 min_count = 5

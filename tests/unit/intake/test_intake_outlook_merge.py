@@ -4,6 +4,7 @@ import pytest
 from intake_builders import NOW, policy, report
 
 from services.intake.domain.classify import classify, outlook
+from services.intake.domain.hotspots import is_hot_spot
 from services.intake.domain.model import (
     Avoidability,
     CustomerHistory,
@@ -13,7 +14,7 @@ from services.intake.domain.model import (
     Severity,
     Source,
 )
-from services.intake.domain.rules import dedupe_key, is_hot_spot, should_merge
+from services.intake.domain.rules import dedupe_key, should_merge
 
 POLICY = policy()
 FIRST = CustomerHistory()
@@ -101,8 +102,10 @@ def test_dedupe_key_is_source_and_event_id():
 
 
 @pytest.mark.parametrize(
-    ("count", "baseline", "hot"),
-    [(4, 0, False), (5, 0, True), (30, 10, False), (31, 10, True)],
+    ("count", "baseline_total", "baseline_windows", "hot"),
+    # min_count 5, factor 3x: the baseline is the average per window (total / windows).
+    [(4, 0, 24, False), (5, 0, 24, True), (30, 10, 1, False), (31, 10, 1, True), (30, 240, 24, False),
+     (31, 240, 24, True)],
 )
-def test_hot_spot_needs_min_count_and_the_factor(count, baseline, hot):
-    assert is_hot_spot(count, baseline, policy=POLICY) is hot
+def test_hot_spot_needs_min_count_and_the_factor(count, baseline_total, baseline_windows, hot):
+    assert is_hot_spot(count, baseline_total, baseline_windows, policy=POLICY) is hot

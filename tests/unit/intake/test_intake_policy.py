@@ -6,8 +6,8 @@ from intake_builders import POLICY_TEXT
 
 from services.common.errors import InvalidInput
 from services.intake.domain.errors import PolicyError
-from services.intake.domain.model import Category, Impact, Severity
-from services.intake.domain.policy import load_policy
+from services.intake.domain.model import Category, HotspotDimension, Impact, Severity
+from services.intake.domain.policy import HotspotWindow, load_policy
 
 SHIPPED = Path(__file__).resolve().parents[3] / "services" / "intake" / "policy.toml"
 
@@ -30,12 +30,58 @@ def test_valid_policy_loads_with_every_value():
 
 
 def test_optional_sections_take_defaults():
-    text = POLICY_TEXT.split("[severity.impact]")[0]
+    text = POLICY_TEXT.split("[severity.impact]")[0] + '[routing]\ndefault_team = "care"\n'
     policy = load_policy(text)
     assert policy.merge_window == timedelta(hours=48)
     assert policy.repeat_window == timedelta(days=365)
+    assert policy.case_lookback == timedelta(days=90)
     assert policy.hotspot_factor_bps == 30000
     assert dict(policy.impact_severity) == {}
+    assert dict(policy.team_by_category) == {}
+    assert policy.hotspot_window(HotspotDimension.COMPONENT) == HotspotWindow(timedelta(hours=1), 24)
+    # Hour of day is compared with the same hour on the days before, by default.
+    assert policy.hotspot_window(HotspotDimension.HOUR_OF_DAY) == HotspotWindow(timedelta(days=1), 7)
+
+
+def test_routing_is_required_so_system_detected_cases_land_in_a_real_queue():
+    text = POLICY_TEXT.split("[severity.impact]")[0]
+    assert "routing" in refused(text)
+
+
+def test_hotspot_windows_are_set_for_all_and_overridden_per_dimension():
+    text = POLICY_TEXT.replace(
+        "min_count = 5",
+        "min_count = 5\nwindow_minutes = 10\nbaseline_windows = 6\n"
+        "[hotspot.dimension.team]\nwindow_minutes = 30",
+    )
+    policy = load_policy(text)
+    assert policy.hotspot_window(HotspotDimension.CATEGORY) == HotspotWindow(timedelta(minutes=10), 6)
+    assert policy.hotspot_window(HotspotDimension.HOUR_OF_DAY) == HotspotWindow(timedelta(minutes=10), 6)
+    assert policy.hotspot_window(HotspotDimension.TEAM) == HotspotWindow(timedelta(minutes=30), 6)
+
+
+@pytest.mark.parametrize(
+    ("addition", "key"),
+    [
+        ("[hotspot.dimension.planet]\nwindow_minutes = 5", "hotspot.dimension.planet"),
+        ("[hotspot.dimension.team]\nwindow_minutes = 0", "hotspot.dimension.team.window_minutes"),
+        ("[hotspot.dimension.team]\nwindows = 3", "hotspot.dimension.team.windows"),
+    ],
+)
+def test_bad_window_keys_are_named(addition, key):
+    assert key in refused(POLICY_TEXT + "\n" + addition + "\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('billing_error = ""', "routing.category.billing_error"),
+        ('spaceship = "x"', "routing.category.spaceship"),
+        ("billing_error = 3", "routing.category.billing_error"),
+    ],
+)
+def test_bad_routes_are_named(line, key):
+    assert key in refused(POLICY_TEXT.replace('billing_error = "billing-care"', line))
 
 
 def refused(text):

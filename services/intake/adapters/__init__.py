@@ -1,0 +1,1 @@
+"""Intake's adapters: Postgres store, protobuf translation, metrics."""

@@ -1,0 +1,1 @@
+"""Intake's entrypoints: Kafka consumers and the gRPC API. Decode, hand to a handler, encode."""

@@ -1,0 +1,127 @@
+"""Intake's gRPC API for the frontline UI: report a failure (the caller owns the case), read a history."""
+
+from __future__ import annotations
+
+import hashlib
+
+from recovery.events.v1 import common_pb2
+from recovery.intake.v1 import intake_pb2, intake_pb2_grpc
+
+from services.common import idempotency
+from services.common.auth import Rule, allow
+from services.common.db import Database
+from services.common.errors import FieldViolation, InvalidInput
+from services.common.grpc_server import method_path, principal
+from services.common.wire import enum_to_proto, money_to_proto, set_optional, time_to_proto
+from services.intake.adapters import repository, wire
+from services.intake.service_layer import handlers
+from services.intake.service_layer.handlers import Deps, HistoryView
+
+SERVICE = intake_pb2.DESCRIPTOR.services_by_name["IntakeService"].full_name
+STAFF = ("agent", "senior_agent", "team_lead", "manager", "director")
+RULES: dict[str, Rule] = {
+    method_path(SERVICE, "ReportFailure"): allow(*STAFF),
+    method_path(SERVICE, "GetCustomerHistory"): allow(*STAFF),
+}
+DEFAULT_HISTORY_LIMIT = 20
+MAX_HISTORY_LIMIT = 100
+
+
+class IntakeApi(intake_pb2_grpc.IntakeServiceServicer):
+    """The IntakeService servicer: decode, run the handler in a transaction, encode."""
+
+    def __init__(self, *, db: Database, deps: Deps) -> None:
+        self._db = db
+        self._deps = deps
+
+    async def ReportFailure(
+        self, request: intake_pb2.ReportFailureRequest, context
+    ) -> intake_pb2.ReportFailureResponse:
+        caller = principal()
+        method = method_path(SERVICE, "ReportFailure")
+        request_id = idempotency.require_request_id(request.request_id)
+        # The caller is part of the request: the same id from another employee is not a retry of this one.
+        digest = hashlib.sha256(idempotency.fingerprint(request) + caller.employee_id.encode()).digest()
+        async with self._db.transaction() as conn:
+            stored = await idempotency.replay(conn, method=method, request_id=request_id, fingerprint=digest)
+            if stored is not None:
+                return intake_pb2.ReportFailureResponse.FromString(stored)
+            command = wire.command_from_request(request, reporter=caller.employee_id)
+            outcome = await handlers.report_failure(
+                conn, command, deps=self._deps, channel="grpc", reporter_team=caller.team
+            )
+            case = await repository.get_case(conn, outcome.case_id)
+            assert case is not None
+            response = intake_pb2.ReportFailureResponse(
+                failure_id=outcome.failure_id,
+                case_id=outcome.case_id,
+                merged=outcome.merged,
+                classification=case.classification,
+                history=case.history,
+            )
+            await idempotency.remember(
+                conn, method=method, request_id=request_id, fingerprint=digest, response=response.SerializeToString()
+            )
+        return response
+
+    async def GetCustomerHistory(
+        self, request: intake_pb2.GetCustomerHistoryRequest, context
+    ) -> intake_pb2.GetCustomerHistoryResponse:
+        limit = _history_limit(request)
+        async with self._db.transaction() as conn:
+            view = await handlers.customer_history(conn, request.customer_id, limit=limit, deps=self._deps)
+        return _history_response(request.customer_id, view)
+
+
+def _history_limit(request: intake_pb2.GetCustomerHistoryRequest) -> int:
+    violations = []
+    if not request.customer_id:
+        violations.append(FieldViolation("customer_id", "is required"))
+    elif len(request.customer_id) > 128:
+        violations.append(FieldViolation("customer_id", "must be at most 128 characters"))
+    if request.limit < 0:
+        violations.append(FieldViolation("limit", "must not be negative"))
+    if violations:
+        raise InvalidInput.of(*violations)
+    return min(request.limit or DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT)
+
+
+def _history_response(customer_id: str, view: HistoryView) -> intake_pb2.GetCustomerHistoryResponse:
+    response = intake_pb2.GetCustomerHistoryResponse(
+        customer_id=customer_id, summary=wire.history_to_proto(view.summary)
+    )
+    for failure in view.failures:
+        report = wire.report_to_proto(failure.report)
+        response.failures.append(
+            intake_pb2.FailureRecord(
+                failure_id=failure.failure_id,
+                case_id=failure.case_id,
+                source=report.source,
+                source_event_id=report.source_event_id,
+                reference=report.reference,
+                category=report.category,
+                description=report.description,
+                area=report.area,
+                reported_by_employee_id=report.reported_by_employee_id,
+                occurred_at=report.occurred_at,
+                received_at=time_to_proto(failure.received_at),
+            )
+        )
+    for item in view.cases:
+        case = item.case
+        record = intake_pb2.CaseRecord(
+            case_id=case.case_id,
+            status=wire.case_status_to_proto(case.status),
+            category=enum_to_proto(common_pb2.Category, case.category),
+            severity=case.classification.severity.severity,
+            outlook=case.classification.outlook.outlook,
+            owner_employee_id=case.owner_employee_id,
+            failure_ids=list(item.failure_ids),
+            opened_at=time_to_proto(case.opened_at),
+        )
+        if item.compensation is not None:
+            record.compensation_received.append(money_to_proto(item.compensation))
+        set_optional(record, "satisfaction", wire.satisfaction_to_proto(item.satisfaction))
+        set_optional(record, "resolved_at", time_to_proto(case.resolved_at))
+        response.cases.append(record)
+    return response

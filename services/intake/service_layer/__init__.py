@@ -1,0 +1,1 @@
+"""Intake's handlers: one per command, each inside the caller's transaction."""
