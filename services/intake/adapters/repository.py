@@ -449,7 +449,7 @@ async def add_counts(conn: asyncpg.Connection, counts: dict[WindowKey, int]) -> 
 async def baseline_total(conn: asyncpg.Connection, key: WindowKey, *, since: datetime) -> int:
     """Return the failures counted for the key's dimension value in windows from ``since`` up to the key's."""
     return await conn.fetchval(
-        """SELECT coalesce(sum(count), 0) FROM hotspot_counts
+        """SELECT coalesce(sum(count), 0)::bigint FROM hotspot_counts
            WHERE dimension = $1 AND value = $2 AND window_start >= $3 AND window_start < $4""",
         key.dimension,
         key.value,

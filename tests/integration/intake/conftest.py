@@ -97,3 +97,18 @@ async def read_events(bootstrap: str, topic: str, message_class, *, key: str, co
 
     records = await read_topic(bootstrap, topic, until=lambda rs: len(mine(rs)) >= count, settle=settle, timeout=40)
     return [message_class.FromString(r.value) for r in mine(records)]
+
+
+def metric(intake: Intake, name: str, **labels: str) -> float:
+    """Return the value of one sample scraped from the running service's metrics endpoint (0 when absent)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{intake.endpoints.metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0

@@ -13,7 +13,7 @@ from recovery.events.v1 import common_pb2, events_pb2
 from services.common import cloudevents, deadletter
 from services.common.wire import time_to_proto
 from tests.integration.conftest import read_topic
-from tests.integration.intake.conftest import new_id, now, publish, read_events
+from tests.integration.intake.conftest import metric, new_id, now, publish, read_events
 
 FAILURES = "recovery.failure-reported.v1"
 OPENED = "recovery.case-opened.v1"
@@ -98,6 +98,7 @@ async def test_json_and_protobuf_bodies_are_both_accepted(intake, publisher):
 async def test_the_same_source_event_twice_is_one_failure(intake, publisher):
     customer = new_id("cust")
     report = failure(customer)
+    dropped = metric(intake, "recovery_intake_duplicates_dropped_total", source="delivery_tracking")
     await publish(publisher, FAILURES, report)
     await publish(publisher, FAILURES, report)  # a publisher retry: new ce_id, same (source, event id)
     await publish(publisher, FAILURES, failure(customer, reference=""))  # a later, different failure
@@ -106,6 +107,10 @@ async def test_the_same_source_event_twice_is_one_failure(intake, publisher):
     )
     assert len(opened) == 2
     assert len(await cases_of(intake, customer)) == 2
+    # Dropped as a duplicate, not refused: the publisher did nothing wrong by retrying.
+    assert metric(intake, "recovery_intake_duplicates_dropped_total", source="delivery_tracking") == dropped + 1
+    dead = await read_topic(intake.settings.kafka_bootstrap_servers, deadletter.DEADLETTER_TOPIC, until=lambda rs: True)
+    assert not [r for r in dead if r.key == customer.encode()]
 
 
 async def test_failures_on_one_order_merge_within_the_window_and_not_outside_it(intake, publisher):
