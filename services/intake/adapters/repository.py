@@ -6,6 +6,7 @@ store holds is exactly what was accepted and published.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -239,37 +240,34 @@ async def history(
     exclude_case_id: str | None = None,
 ) -> CustomerHistory:
     """Return what intake knows of the customer before now, leaving out ``exclude_case_id``'s own records."""
-    excluded = exclude_case_id or ""
-    failure_times = await conn.fetch(
-        """SELECT occurred_at FROM failures
-           WHERE customer_id = $1 AND case_id <> $2 AND occurred_at >= $3 ORDER BY occurred_at""",
+    # One round trip: this runs for every accepted failure, so it is on intake's hot path.
+    row = await conn.fetchrow(
+        """SELECT
+             ARRAY(SELECT occurred_at FROM failures
+                   WHERE customer_id = $1 AND case_id <> $2 AND occurred_at >= $3
+                   ORDER BY occurred_at) AS failure_times,
+             (SELECT count(*) FROM cases
+              WHERE customer_id = $1 AND case_id <> $2 AND opened_at >= $4) AS prior_cases,
+             (SELECT json_object_agg(currency, total) FROM (
+                 SELECT currency, sum(amount_minor) AS total FROM compensations
+                 WHERE customer_id = $1 AND case_id <> $2 AND authorized_at >= $4 GROUP BY currency) AS sums
+             ) AS received,
+             last.score, last.satisfied, last.received_at
+           FROM (SELECT 1) AS one
+           LEFT JOIN LATERAL (
+             SELECT score, satisfied, received_at FROM satisfaction
+             WHERE customer_id = $1 ORDER BY received_at DESC LIMIT 1) AS last ON true""",
         customer_id,
-        excluded,
+        exclude_case_id or "",
         now - failure_lookback,
-    )
-    prior_cases = await conn.fetchval(
-        "SELECT count(*) FROM cases WHERE customer_id = $1 AND case_id <> $2 AND opened_at >= $3",
-        customer_id,
-        excluded,
         now - case_lookback,
     )
-    received = await conn.fetch(
-        """SELECT currency, sum(amount_minor) AS total FROM compensations
-           WHERE customer_id = $1 AND case_id <> $2 AND authorized_at >= $3 GROUP BY currency ORDER BY currency""",
-        customer_id,
-        excluded,
-        now - case_lookback,
-    )
-    answer = await conn.fetchrow(
-        """SELECT score, satisfied, received_at FROM satisfaction
-           WHERE customer_id = $1 ORDER BY received_at DESC LIMIT 1""",
-        customer_id,
-    )
+    received = json.loads(row["received"] or "{}")
     return CustomerHistory(
-        prior_failure_times=tuple(r["occurred_at"] for r in failure_times),
-        prior_case_count=prior_cases,
-        compensation_received=tuple(Money(int(r["total"]), r["currency"]) for r in received),
-        last_satisfaction=_answer(answer),
+        prior_failure_times=tuple(row["failure_times"]),
+        prior_case_count=row["prior_cases"],
+        compensation_received=tuple(Money(int(received[c]), c) for c in sorted(received)),
+        last_satisfaction=_answer(row) if row["received_at"] else None,
         failure_lookback=failure_lookback,
         case_lookback=case_lookback,
     )
