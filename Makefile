@@ -8,7 +8,7 @@ SHELL  := bash
 .SHELLFLAGS := -eu -o pipefail -c
 PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 
-.PHONY: run test test-unit test-integration test-e2e lint proto lock clean venv
+.PHONY: run test test-unit test-integration test-e2e bench lint proto lock clean venv
 
 venv: $(VENV)/.installed
 
@@ -43,6 +43,12 @@ test-integration: proto
 
 test-e2e: proto
 	$(PY) -m pytest -q tests/e2e
+
+# Every module in tests/bench/ is a benchmark printing its figures beside a baseline measured in the same run.
+BENCHES := $(basename $(notdir $(filter-out tests/bench/__init__.py,$(wildcard tests/bench/*.py))))
+
+bench: proto
+	for bench in $(BENCHES); do $(PY) -m tests.bench.$$bench; done
 
 lint: proto
 	$(PY) scripts/buf.py lint

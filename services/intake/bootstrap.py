@@ -25,7 +25,7 @@ async def build(kit: Kit) -> ServiceParts:
     """Return intake's parts: five consumers, the IntakeService API, the hot-spot loop and the policy watcher."""
     settings = kit.settings
     assert isinstance(settings, IntakeSettings)
-    policies = PolicyStore(Path(settings.policy_path), load_policy, name="intake", metrics=kit.metrics)
+    policies = PolicyStore(settings.policy_file, load_policy, name="intake", metrics=kit.metrics)
     deps = handlers.Deps(policy=lambda: policies.current, metrics=IntakeMetrics(kit.registry))
     hotspots = Scheduler(
         name="intake-hotspots",

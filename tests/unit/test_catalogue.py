@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
 import recovery.events.v1.events_pb2 as events_pb2
 from google.protobuf import descriptor_pool
 
+from services.__main__ import existing_services
 from services.common.settings import KitSettings
 from services.common.topics import CATALOGUE
 
@@ -54,3 +56,20 @@ def test_every_event_message_has_a_topic():
 def test_readme_configuration_table_is_the_settings_reference():
     expected = [[name, str(default), doc] for name, default, doc in KitSettings.reference()]
     assert table("config") == expected
+
+
+def service_settings() -> dict[str, type[KitSettings]]:
+    """Return each built service's settings class (the KitSettings subclass in its config.py)."""
+    found = {}
+    for name in existing_services():
+        module = importlib.import_module(f"services.{name}.config")
+        classes = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, KitSettings)]
+        [found[name]] = [c for c in classes if c is not KitSettings]
+    return found
+
+
+def test_readme_has_each_services_own_settings():
+    shared = {name for name, _, _ in KitSettings.reference()}
+    for service, settings in service_settings().items():
+        own = [[name, str(default), doc] for name, default, doc in settings.reference() if name not in shared]
+        assert table(f"config-{service}") == own, service
