@@ -3,8 +3,8 @@
 Starts a Tansu broker and an embedded PostgreSQL (data under ``.data/``) unless
 ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` name existing ones, creates the catalogue's topics,
 starts each service as its own process (each applies its own migrations as it starts, as in production),
-prints where everything listens, and on Ctrl-C or SIGTERM stops the services gracefully, then the broker
-and the database.
+waits until every service's gRPC health reports SERVING, prints where everything listens, and on Ctrl-C
+or SIGTERM stops the services gracefully, then the broker and the database.
 If a service dies on its own, the rest are stopped too and the exit code says so.
 """
 
@@ -18,6 +18,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from services.common.kafka import ensure_topics
@@ -90,6 +93,9 @@ def main() -> int:
         names = existing_services()
         for name in names:
             children.append(_spawn(name, settings))
+        if not _wait_until_serving(children, stopping=lambda: stopping):
+            exit_code = 1
+            return exit_code
 
         _say(f"kafka      {kafka}   ({len(CATALOGUE)} topics, {settings.topic_partitions} partitions each)")
         _say(f"postgres   {database_url}")
@@ -132,6 +138,36 @@ def _spawn(name: str, settings: KitSettings) -> Child:
     }
     process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env, cwd=ROOT)
     return Child(name=name, process=process, grpc_port=grpc_port, metrics_port=metrics_port)
+
+
+def _serving(port: int) -> bool:
+    """True when the gRPC health service on ``port`` reports SERVING."""
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+def _wait_until_serving(children: list[Child], *, stopping, timeout: float = 180.0) -> bool:
+    """Wait until every service reports SERVING; False when one exits, Ctrl-C comes or ``timeout`` passes."""
+    waiting = list(children)
+    deadline = time.monotonic() + timeout
+    while waiting:
+        if stopping():
+            return False
+        for child in list(waiting):
+            if child.process.poll() is not None:
+                _say(f"{child.name} exited with code {child.process.returncode} while starting")
+                return False
+            if _serving(child.grpc_port):
+                waiting.remove(child)
+        if time.monotonic() > deadline:
+            _say(f"not serving after {timeout:.0f}s: {', '.join(c.name for c in waiting)}")
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _stop_children(children: list[Child], grace: float = 30.0) -> None:
