@@ -10,132 +10,24 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-# Re-exported: money is part of intake's vocabulary, defined once for every service.
+# Re-exported: money and the contract's enums are intake's vocabulary too, defined once for every service.
 from services.common.money import KNOWN_CURRENCIES as KNOWN_CURRENCIES
 from services.common.money import Money as Money
-
-
-@dataclass(frozen=True)
-class Reason:
-    """One reason behind a decision: a stable snake-case ``code`` and a ``detail`` for staff."""
-
-    code: str
-    detail: str
-
-
-class Category(enum.Enum):
-    LATE_DELIVERY = "late_delivery"
-    BILLING_ERROR = "billing_error"
-    CANCELLATION = "cancellation"
-    DAMAGED_ITEM = "damaged_item"
-    WRONG_ITEM = "wrong_item"
-    SERVICE_QUALITY = "service_quality"
-    NO_SHOW = "no_show"
-    OTHER = "other"
-
-
-class Severity(enum.Enum):
-    """How big a failure is; members compare by size (minor < moderate < major < critical)."""
-
-    MINOR = "minor"
-    MODERATE = "moderate"
-    MAJOR = "major"
-    CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        """Return 1 for minor up to 4 for critical, the proto enum's numbers."""
-        return _SEVERITY_RANK[self]
-
-    def __lt__(self, other: object) -> bool:
-        if not isinstance(other, Severity):
-            return NotImplemented
-        return self.rank < other.rank
-
-    def __le__(self, other: object) -> bool:
-        if not isinstance(other, Severity):
-            return NotImplemented
-        return self.rank <= other.rank
-
-    def __gt__(self, other: object) -> bool:
-        if not isinstance(other, Severity):
-            return NotImplemented
-        return self.rank > other.rank
-
-    def __ge__(self, other: object) -> bool:
-        if not isinstance(other, Severity):
-            return NotImplemented
-        return self.rank >= other.rank
-
-
-_SEVERITY_RANK = {Severity.MINOR: 1, Severity.MODERATE: 2, Severity.MAJOR: 3, Severity.CRITICAL: 4}
-
-
-class Avoidability(enum.Enum):
-    AVOIDABLE = "avoidable"
-    UNAVOIDABLE = "unavoidable"
-
-
-class Outlook(enum.Enum):
-    RECOVERABLE = "recoverable"
-    AT_RISK = "at_risk"
-
-
-class Impact(enum.Enum):
-    INCONVENIENCE = "inconvenience"
-    TIME_LOST = "time_lost"
-    FINANCIAL_LOSS = "financial_loss"
-    MISSED_IMPORTANT_EVENT = "missed_important_event"
-    SAFETY = "safety"
-
-
-class RiskTag(enum.Enum):
-    COMPLEX_SCHEDULING = "complex_scheduling"
-    NEW_PRODUCT = "new_product"
-    HIGH_TURNOVER = "high_turnover"
-
-
-class Source(enum.Enum):
-    DELIVERY_TRACKING = "delivery_tracking"
-    BILLING = "billing"
-    FLIGHT_OPS = "flight_ops"
-    SURVEY = "survey"
-    FRONTLINE = "frontline"
-    FOLLOWUP = "followup"
-
-
-class CostKind(enum.Enum):
-    TOWING = "towing"
-    TAXI = "taxi"
-    CAR_RENTAL = "car_rental"
-    HOTEL = "hotel"
-    MEAL = "meal"
-    REBOOKING = "rebooking"
-    OTHER = "other"
-
-
-class RemedyKind(enum.Enum):
-    REFUND = "refund"
-    ACCOUNT_CREDIT = "account_credit"
-    VOUCHER = "voucher"
-    FREE_UPGRADE = "free_upgrade"
-    WAIVED_FEE = "waived_fee"
-    REPLACEMENT = "replacement"
-    GIFT = "gift"
-    APOLOGY_NOTE = "apology_note"
-    STATUTORY_COMPENSATION = "statutory_compensation"
-    REIMBURSEMENT = "reimbursement"
-
-
-class HotspotDimension(enum.Enum):
-    """A dimension failures are counted by to spot where they cluster."""
-
-    CATEGORY = "category"
-    COMPONENT = "component"
-    RELEASE = "release"
-    TEAM = "team"
-    EMPLOYEE = "employee"
-    HOUR_OF_DAY = "hour_of_day"
+from services.common.vocabulary import Area as Area
+from services.common.vocabulary import Avoidability as Avoidability
+from services.common.vocabulary import Category as Category
+from services.common.vocabulary import Channel as Channel
+from services.common.vocabulary import CostItem as CostItem
+from services.common.vocabulary import CostKind as CostKind
+from services.common.vocabulary import CustomerRequest as CustomerRequest
+from services.common.vocabulary import HotspotDimension as HotspotDimension
+from services.common.vocabulary import Impact as Impact
+from services.common.vocabulary import Outlook as Outlook
+from services.common.vocabulary import Reason as Reason
+from services.common.vocabulary import RemedyKind as RemedyKind
+from services.common.vocabulary import RiskTag as RiskTag
+from services.common.vocabulary import Severity as Severity
+from services.common.vocabulary import Source as Source
 
 
 class CaseStatus(enum.Enum):
@@ -144,44 +36,6 @@ class CaseStatus(enum.Enum):
     OPEN = "open"
     RESOLVED = "resolved"
     REOPENED = "reopened"
-
-
-class Channel(enum.Enum):
-    EMAIL = "email"
-    SMS = "sms"
-    PHONE = "phone"
-    PUSH = "push"
-    LETTER = "letter"
-
-
-@dataclass(frozen=True)
-class CostItem:
-    """One cost the failure caused the customer (towing, taxi, hotel...)."""
-
-    kind: CostKind | None
-    amount: Money
-    description: str = ""
-    has_receipt: bool = False
-
-
-@dataclass(frozen=True)
-class CustomerRequest:
-    """What the customer considers a fair solution; ``amount`` is None when they named none."""
-
-    remedy_kind: RemedyKind | None = None
-    amount: Money | None = None
-    text: str = ""
-
-
-@dataclass(frozen=True)
-class Area:
-    """Where in the company the failure came from; every field may be empty."""
-
-    component: str = ""
-    release: str = ""
-    team: str = ""
-    employee_id: str = ""
-    location: str = ""
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,13 @@ Layout (see ``services/intake/policy.toml``)::
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
-from services.common.errors import FieldViolation
+from services.common.policy_reader import PolicyReader, load_toml
 from services.intake.domain.errors import PolicyError
 from services.intake.domain.model import KNOWN_CURRENCIES, Category, HotspotDimension, Impact, Severity
 
@@ -91,70 +90,20 @@ _WINDOW_KEYS = frozenset({"window_minutes", "baseline_windows"})
 _DIMENSION_BY_NAME = {d.value: d for d in HotspotDimension}
 _SEVERITY_KEYS = frozenset({"base", "impact", "money"})
 _MONEY_KEYS = frozenset({"include_order_value", "thresholds"})
-_SEVERITY_BY_NAME = {s.value: s for s in Severity}
 _CATEGORY_BY_NAME = {c.value: c for c in Category}
 _IMPACT_BY_NAME = {i.value: i for i in Impact}
 
 
-class _Reader:
-    """Reads typed values out of the parsed TOML, collecting a violation per bad key instead of stopping."""
-
-    def __init__(self) -> None:
-        self.violations: list[FieldViolation] = []
-
-    def bad(self, key: str, why: str) -> None:
-        self.violations.append(FieldViolation(key, why))
-
-    def table(self, data: Mapping[str, Any], key: str, path: str, *, required: bool) -> Mapping[str, Any]:
-        value = data.get(key)
-        if value is None:
-            if required:
-                self.bad(path, "is required")
-            return {}
-        if not isinstance(value, dict):
-            self.bad(path, "must be a table")
-            return {}
-        return value
-
-    def only(self, data: Mapping[str, Any], allowed: frozenset[str], path: str) -> None:
-        # Unknown keys are refused: a typo ("window_hour") would otherwise silently fall back to a default.
-        for key in sorted(set(data) - allowed):
-            self.bad(f"{path}.{key}" if path else key, "unknown key")
-
-    def integer(self, data: Mapping[str, Any], key: str, path: str, default: int | None, *, minimum: int) -> int:
-        value = data.get(key, default)
-        if value is None:
-            self.bad(path, "is required")
-            return 0
-        # bool is an int subclass in Python and TOML floats would bring binary fractions into money: refuse both.
-        if not isinstance(value, int) or isinstance(value, bool):
-            self.bad(path, f"must be an integer, got {type(value).__name__}")
-            return 0
-        if value < minimum:
-            self.bad(path, f"must be at least {minimum}, got {value}")
-        return value
-
-    def text(self, data: Mapping[str, Any], key: str, path: str) -> str:
-        value = data.get(key)
-        if not isinstance(value, str) or not value.strip():
-            self.bad(path, "is required and must be a non-empty string")
-            return ""
-        return value
+class _Reader(PolicyReader):
+    """The kit's policy reader plus intake's own value: a severity level."""
 
     def severity(self, value: Any, path: str) -> Severity:
-        found = _SEVERITY_BY_NAME.get(value) if isinstance(value, str) else None
-        if found is None:
-            self.bad(path, f"must be one of {', '.join(_SEVERITY_BY_NAME)}, got {value!r}")
-            return Severity.MINOR
-        return found
+        return self.member(value, Severity, path, Severity.MINOR)
 
 
 def load_policy(text: str) -> Policy:
     """Return the policy in TOML ``text``; raise ``PolicyError`` naming every missing, unknown or bad key."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError.of(FieldViolation("<file>", f"not valid TOML: {exc}")) from exc
+    data = load_toml(text, PolicyError)
     r = _Reader()
     r.only(data, _TOP_KEYS, "")
     version = data.get("version")
@@ -166,9 +115,7 @@ def load_policy(text: str) -> Policy:
     impacts = _impacts(r, r.table(severity, "impact", "severity.impact", required=False))
     money = r.table(severity, "money", "severity.money", required=False)
     r.only(money, _MONEY_KEYS, "severity.money")
-    include_order_value = money.get("include_order_value", True)
-    if not isinstance(include_order_value, bool):
-        r.bad("severity.money.include_order_value", "must be true or false")
+    include_order_value = r.boolean(money, "include_order_value", "severity.money.include_order_value", True)
     thresholds = _thresholds(r, r.table(money, "thresholds", "severity.money.thresholds", required=False))
     outlook = r.table(data, "outlook", "outlook", required=False)
     r.only(outlook, frozenset({"repeat_window_days"}), "outlook")
@@ -189,14 +136,13 @@ def load_policy(text: str) -> Policy:
     factor_bps = r.integer(hotspot, "factor_bps", "hotspot.factor_bps", 30_000, minimum=10_000)
     min_count = r.integer(hotspot, "min_count", "hotspot.min_count", 5, minimum=1)
     windows = _windows(r, hotspot, r.table(hotspot, "dimension", "hotspot.dimension", required=False))
-    if r.violations:
-        raise PolicyError.of(*r.violations)
+    r.raise_if_bad(PolicyError)
     return Policy(
         version=str(version),
         base_severity=MappingProxyType(base),
         impact_severity=MappingProxyType(impacts),
         money_thresholds=MappingProxyType(thresholds),
-        include_order_value=bool(include_order_value),
+        include_order_value=include_order_value,
         repeat_window=timedelta(days=repeat_days),
         merge_window=timedelta(hours=merge_hours),
         hotspot_factor_bps=factor_bps,
