@@ -209,3 +209,21 @@ async def test_every_bad_record_is_deadlettered_with_its_reason_and_changes_noth
         assert fragment in text, fragment
     await asyncio.sleep(0.5)
     assert await cases_of(intake, customer) == []  # nothing of the bad records was written
+
+
+async def test_a_negative_survey_answer_is_a_failure_like_any_other(intake, publisher):
+    customer = new_id("cust")
+    answer = failure(
+        customer,
+        source=common_pb2.SOURCE_SURVEY,
+        survey_score=2,
+        reference="",
+        category=common_pb2.CATEGORY_SERVICE_QUALITY,
+        description="'How was everything?' - 'the driver was rude and late'",
+    )
+    await publish(publisher, FAILURES, answer, source="survey-tool")
+    [opened] = await read_events(
+        intake.settings.kafka_bootstrap_servers, OPENED, events_pb2.CaseOpened, key=customer, count=1
+    )
+    assert opened.source == common_pb2.SOURCE_SURVEY and opened.system_detected
+    assert opened.owning_team == "customer-care"  # no category route: the default queue

@@ -104,8 +104,14 @@ def test_dedupe_key_is_source_and_event_id():
 @pytest.mark.parametrize(
     ("count", "baseline_total", "baseline_windows", "hot"),
     # min_count 5, factor 3x: the baseline is the average per window (total / windows).
-    [(4, 0, 24, False), (5, 0, 24, True), (30, 10, 1, False), (31, 10, 1, True), (30, 240, 24, False),
-     (31, 240, 24, True)],
+    [
+        (4, 0, 24, False),
+        (5, 0, 24, True),
+        (30, 10, 1, False),
+        (31, 10, 1, True),
+        (30, 240, 24, False),
+        (31, 240, 24, True),
+    ],
 )
 def test_hot_spot_needs_min_count_and_the_factor(count, baseline_total, baseline_windows, hot):
     assert is_hot_spot(count, baseline_total, baseline_windows, policy=POLICY) is hot

@@ -51,8 +51,7 @@ def test_routing_is_required_so_system_detected_cases_land_in_a_real_queue():
 def test_hotspot_windows_are_set_for_all_and_overridden_per_dimension():
     text = POLICY_TEXT.replace(
         "min_count = 5",
-        "min_count = 5\nwindow_minutes = 10\nbaseline_windows = 6\n"
-        "[hotspot.dimension.team]\nwindow_minutes = 30",
+        "min_count = 5\nwindow_minutes = 10\nbaseline_windows = 6\n[hotspot.dimension.team]\nwindow_minutes = 30",
     )
     policy = load_policy(text)
     assert policy.hotspot_window(HotspotDimension.CATEGORY) == HotspotWindow(timedelta(minutes=10), 6)
