@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import faust
+from faust.types import TP
 from google.protobuf.message import Message
 
 from services.common import cloudevents, inbox, outbox
@@ -87,12 +88,16 @@ class ConsumerHarness:
         self._retry_initial = retry_initial_seconds
         self._retry_max = retry_max_seconds
         self._stopping = False
+        self._app: faust.App | None = None
+        # Next offset to process per (topic, partition), advanced only after a batch commits.
+        self._next_offsets: dict[tuple[str, int], int] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
     def attach(self, app: faust.App, *, batch_size: int, batch_window_seconds: float) -> None:
         """Declare one faust agent per subscription on ``app``."""
+        self._app = app
         for topic_name in self._subscriptions:
             channel = app.topic(topic_name, key_type=bytes, value_type=bytes)
             app.agent(channel, name=f"{self._group}.{topic_name}", concurrency=1)(
@@ -109,6 +114,10 @@ class ConsumerHarness:
                 await self.process_batch(topic_name, records)
                 for event in events:
                     await stream.ack(event)
+                for record in records:
+                    key = (record.topic, record.partition)
+                    self._next_offsets[key] = max(self._next_offsets.get(key, 0), record.offset + 1)
+                self.observe_lag()
 
         agent.__name__ = agent.__qualname__ = f"consume_{topic_name.replace('.', '_').replace('-', '_')}"
         return agent
@@ -187,6 +196,27 @@ class ConsumerHarness:
         )
         await outbox.stage(conn, deadletter_record(record, group=self._group, error=exc))
         self._metrics.records_deadlettered.labels(topic=record.topic, error_class=type(exc).__name__).inc()
+
+    def observe_lag(self) -> None:
+        """Set each partition's lag: records on the broker this consumer has not committed an effect for yet."""
+        if self._app is None:
+            return
+        consumer = self._app.consumer
+        for (topic_name, partition), next_offset in self._next_offsets.items():
+            try:
+                highwater = consumer.highwater(TP(topic_name, partition))
+            except Exception:  # not assigned (any more) or not fetched yet: nothing to say about it
+                continue
+            if highwater is not None:
+                self._metrics.consumer_lag.labels(topic=topic_name, partition=str(partition)).set(
+                    max(0, highwater - next_offset)
+                )
+
+    async def watch_lag(self, interval: float = 5.0) -> None:
+        """Refresh the lag gauges until cancelled, so a stalled consumer's lag keeps growing where alerts see it."""
+        while True:
+            await asyncio.sleep(interval)
+            self.observe_lag()
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Stop taking new batches and wait for the one in hand to commit (graceful shutdown)."""

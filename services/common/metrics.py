@@ -35,6 +35,12 @@ class KitMetrics:
             ["topic", "error_class"],
             registry=registry,
         )
+        self.consumer_lag = Gauge(
+            "recovery_consumer_lag",
+            "Records on the broker not yet processed by this consumer, by topic and partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
         self.batch_duration = Histogram(
             "recovery_consumer_batch_duration_seconds",
             "Time to process one consumer batch in one transaction, by topic.",

@@ -142,6 +142,7 @@ async def run_service(
             await app.start()
             running.push_async_callback(app.stop)
             running.push_async_callback(harness.drain)
+            running.push_async_callback(_cancel, asyncio.create_task(harness.watch_lag(), name="consumer-lag"))
 
         server = None
         if parts.grpc_register:

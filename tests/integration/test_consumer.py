@@ -105,6 +105,9 @@ async def test_bad_records_are_deadlettered_with_reasons_and_the_consumer_carrie
     assert "unexpected ce_type 'recovery.events.v1.NoSuchEvent'" in reasons[2]
     assert "value: must not be 'invalid'" in reasons[3]
     assert mine[0]["value"] == b"\x00\xffnot an event"  # the original bytes, untouched
+    # Everything on the partition was processed (dead letters count as processed): no lag left.
+    partition = mine[0]["dlq_original_partition"]
+    assert metrics.registry.get_sample_value("recovery_consumer_lag", {"topic": topic, "partition": partition}) == 0
     assert {d["dlq_consumer_group"] for d in mine} == {settings.service_name}
     assert all(d["dlq_original_partition"].isdigit() and d["dlq_original_offset"].isdigit() for d in mine)
     assert await effects(db) == ["one", "two"]  # nothing of the bad records was written
