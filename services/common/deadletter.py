@@ -65,3 +65,35 @@ def describe(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
     """Return the dead-letter fields of a dead-lettered record's headers, as text."""
     found = {k: v.decode("utf-8", "replace") for k, v in headers if k in _ADDED}
     return found
+
+
+def original(headers: Sequence[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
+    """Return a dead letter's original headers: what to publish again when replaying it."""
+    return tuple((k, v) for k, v in headers if k not in _ADDED)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which dead letters to act on; an empty field matches everything."""
+
+    original_topic: str = ""
+    group: str = ""
+    error_class: str = ""
+    reason_contains: str = ""
+    key: str = ""
+    positions: frozenset[tuple[int, int]] = frozenset()  # (dead-letter partition, offset)
+
+    def matches(self, *, partition: int, offset: int, key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> bool:
+        """Return True when the dead letter at (partition, offset) is selected."""
+        fields = describe(headers)
+        wanted = (
+            (self.original_topic, fields.get(ORIGINAL_TOPIC, "")),
+            (self.group, fields.get(CONSUMER_GROUP, "")),
+            (self.error_class, fields.get(ERROR_CLASS, "")),
+            (self.key, (key or b"").decode("utf-8", "replace")),
+        )
+        if any(want and want != have for want, have in wanted):
+            return False
+        if self.reason_contains and self.reason_contains not in fields.get(REASON, ""):
+            return False
+        return not self.positions or (partition, offset) in self.positions
