@@ -203,7 +203,15 @@ class OutboxRelay:
         if self._lock_conn is not None and not self._lock_conn.is_closed():
             return True
         conn = await self._db.pool.acquire()
-        if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self._lock_key):
+        try:
+            locked = await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self._lock_key)
+        except BaseException:
+            # Cancelled (a shutdown right after start) or failed mid-query: the connection must go back,
+            # or closing the pool waits for it forever. Terminating it also drops a lock just taken.
+            conn.terminate()
+            await self._db.pool.release(conn)
+            raise
+        if locked:
             self._lock_conn = conn
             return True
         await self._db.pool.release(conn)

@@ -1,7 +1,8 @@
 """Generic translation between protobuf wire values and the plain Python values domains use.
 
-No service vocabulary lives here: each service's ``adapters/wire.py`` maps its own dataclasses and passes
-its own enums in. The conventions it relies on (see proto/README.md):
+No service's own vocabulary lives here: each service's ``adapters/wire.py`` maps its own dataclasses and
+passes its own enums in. Only the contract's shared value messages (``services.common.vocabulary``) translate
+here, once for every service. The conventions it relies on (see proto/README.md):
 
 - a domain enum's values are the proto value names without the enum prefix, lower case
   (``CATEGORY_LATE_DELIVERY`` <-> ``Category.LATE_DELIVERY = "late_delivery"``);
@@ -21,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from recovery.events.v1 import common_pb2
 
 from services.common.money import Money
+from services.common.vocabulary import CostItem, CostKind, CustomerRequest, RemedyKind
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -112,3 +114,50 @@ def set_optional(message: Any, field: str, value: Any) -> None:
     """Set the message-typed ``field`` to ``value`` (a message), leaving it unset when ``value`` is None."""
     if value is not None:
         getattr(message, field).CopyFrom(value)
+
+
+# ------------------------------------------------------------------ value messages of common.proto
+
+
+def cost_from_proto(item: common_pb2.CostItem) -> CostItem:
+    """Return the domain cost item (decoding never validates: it carries what the wire said)."""
+    return CostItem(
+        kind=enum_from_proto(common_pb2.CostKind, item.kind, CostKind),
+        # No amount at all is carried as an empty currency, so validation names the field.
+        amount=money_from_proto(item, "amount") or Money(amount_minor=0, currency=""),
+        description=item.description,
+        has_receipt=item.has_receipt,
+    )
+
+
+def cost_to_proto(item: CostItem) -> common_pb2.CostItem:
+    """Return the wire cost item."""
+    return common_pb2.CostItem(
+        kind=enum_to_proto(common_pb2.CostKind, item.kind),
+        amount=money_to_proto(item.amount),
+        description=item.description,
+        has_receipt=item.has_receipt,
+    )
+
+
+def request_from_proto(message: Any, field: str) -> CustomerRequest | None:
+    """Return ``message.<field>`` as a customer request; None when unset."""
+    if not message.HasField(field):
+        return None
+    wire = getattr(message, field)
+    return CustomerRequest(
+        remedy_kind=enum_from_proto(common_pb2.RemedyKind, wire.remedy_kind, RemedyKind),
+        amount=money_from_proto(wire, "amount"),
+        text=wire.text,
+    )
+
+
+def request_to_proto(request: CustomerRequest | None) -> common_pb2.CustomerRequest | None:
+    """Return the wire customer request (None stays None, so callers can leave a field unset)."""
+    if request is None:
+        return None
+    wire = common_pb2.CustomerRequest(
+        remedy_kind=enum_to_proto(common_pb2.RemedyKind, request.remedy_kind), text=request.text
+    )
+    set_optional(wire, "amount", money_to_proto(request.amount))
+    return wire

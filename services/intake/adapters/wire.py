@@ -12,14 +12,17 @@ from recovery.events.v1 import common_pb2, events_pb2
 from recovery.intake.v1 import intake_pb2
 
 from services.common.errors import FieldViolation, InvalidInput
-from services.common.money import Money
 from services.common.wire import (
+    cost_from_proto,
+    cost_to_proto,
     duration_to_proto,
     enum_from_proto,
     enum_to_proto,
     enums_from_proto,
     money_from_proto,
     money_to_proto,
+    request_from_proto,
+    request_to_proto,
     set_optional,
     time_from_proto,
     time_to_proto,
@@ -33,15 +36,11 @@ from services.intake.domain.model import (
     Category,
     Channel,
     Classification,
-    CostItem,
-    CostKind,
     CustomerHistory,
-    CustomerRequest,
     FailureReport,
     HotspotDimension,
     Impact,
     Reason,
-    RemedyKind,
     RiskTag,
     SatisfactionAnswer,
     Source,
@@ -49,30 +48,6 @@ from services.intake.domain.model import (
 from services.intake.domain.validation import money_violations
 
 # ------------------------------------------------------------------------------------------ decoding
-
-
-def _costs(items) -> tuple[CostItem, ...]:
-    return tuple(
-        CostItem(
-            kind=enum_from_proto(common_pb2.CostKind, item.kind, CostKind),
-            # No amount at all is carried as an empty currency, so validation names the field.
-            amount=money_from_proto(item, "amount") or Money(amount_minor=0, currency=""),
-            description=item.description,
-            has_receipt=item.has_receipt,
-        )
-        for item in items
-    )
-
-
-def _request(message, field: str) -> CustomerRequest | None:
-    if not message.HasField(field):
-        return None
-    request = getattr(message, field)
-    return CustomerRequest(
-        remedy_kind=enum_from_proto(common_pb2.RemedyKind, request.remedy_kind, RemedyKind),
-        amount=money_from_proto(request, "amount"),
-        text=request.text,
-    )
 
 
 def _area(area: common_pb2.Area) -> Area:
@@ -93,10 +68,10 @@ def _common_fields(message) -> dict:
         "category": enum_from_proto(common_pb2.Category, message.category, Category),
         "occurred_at": time_from_proto(message, "occurred_at"),
         "description": message.description,
-        "reported_costs": _costs(message.reported_costs),
+        "reported_costs": tuple(cost_from_proto(item) for item in message.reported_costs),
         "stated_impacts": enums_from_proto(common_pb2.Impact, message.stated_impacts, Impact),
         "impact_details": message.impact_details,
-        "customer_request": _request(message, "customer_request"),
+        "customer_request": request_from_proto(message, "customer_request"),
         "avoidability": enum_from_proto(common_pb2.Avoidability, message.avoidability, Avoidability),
         "area": _area(message.area),
         "risk_tags": enums_from_proto(common_pb2.RiskTag, message.risk_tags, RiskTag),
@@ -132,25 +107,6 @@ def command_from_request(request: intake_pb2.ReportFailureRequest, *, reporter: 
 # ------------------------------------------------------------------------------------------ encoding
 
 
-def _cost_to_proto(item: CostItem) -> common_pb2.CostItem:
-    return common_pb2.CostItem(
-        kind=enum_to_proto(common_pb2.CostKind, item.kind),
-        amount=money_to_proto(item.amount),
-        description=item.description,
-        has_receipt=item.has_receipt,
-    )
-
-
-def _request_to_proto(request: CustomerRequest | None) -> common_pb2.CustomerRequest | None:
-    if request is None:
-        return None
-    wire = common_pb2.CustomerRequest(
-        remedy_kind=enum_to_proto(common_pb2.RemedyKind, request.remedy_kind), text=request.text
-    )
-    set_optional(wire, "amount", money_to_proto(request.amount))
-    return wire
-
-
 def _area_to_proto(area: Area) -> common_pb2.Area:
     return common_pb2.Area(
         component=area.component,
@@ -170,10 +126,10 @@ def _facts(message, report: FailureReport) -> None:
     """Copy the facts every case event and the stored report share onto ``message``."""
     message.reference = report.reference
     message.category = enum_to_proto(common_pb2.Category, report.category)
-    message.reported_costs.extend(_cost_to_proto(item) for item in report.reported_costs)
+    message.reported_costs.extend(cost_to_proto(item) for item in report.reported_costs)
     message.stated_impacts.extend(enum_to_proto(common_pb2.Impact, i) for i in _sorted(report.stated_impacts))
     message.impact_details = report.impact_details
-    set_optional(message, "customer_request", _request_to_proto(report.customer_request))
+    set_optional(message, "customer_request", request_to_proto(report.customer_request))
     message.area.CopyFrom(_area_to_proto(report.area))
     message.risk_tags.extend(enum_to_proto(common_pb2.RiskTag, t) for t in _sorted(report.risk_tags))
     set_optional(message, "order_value", money_to_proto(report.order_value))
