@@ -1,0 +1,305 @@
+"""Compensation's store in Postgres (asyncpg SQL only; callers own the transaction)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import asyncpg
+from recovery.compensation.v1 import compensation_pb2
+
+from services.compensation.adapters import wire
+from services.compensation.domain.model import CaseFacts, CustomerHistory, Offer
+
+
+@dataclass(frozen=True)
+class StoredCase:
+    """A case's latest facts (with the recovery's own failures counted in) and its bookkeeping."""
+
+    facts: CaseFacts
+    revision: int
+    opened_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredPolicy:
+    """A policy version's text as it was loaded."""
+
+    version: str
+    sha256: str
+    text: str
+    loaded_at: datetime
+
+
+# ------------------------------------------------------------------------------------ cases
+
+
+async def insert_case(
+    conn: asyncpg.Connection, facts: CaseFacts, *, revision: int, opened_at: datetime, unverified: int
+) -> bool:
+    """Store a new case's facts; False when the case id is already known (a duplicate: nothing written)."""
+    status = await conn.execute(
+        """INSERT INTO cases (case_id, customer_id, owning_team, revision, failure_at, opened_at, unverified_claims,
+                              facts, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $6)
+           ON CONFLICT (case_id) DO NOTHING""",
+        facts.case_id,
+        facts.customer_id,
+        facts.owning_team,
+        revision,
+        facts.failure_at,
+        opened_at,
+        unverified,
+        wire.facts_to_proto(facts, at=facts.failure_at).SerializeToString(),
+    )
+    return status.endswith(" 1")
+
+
+async def update_case(
+    conn: asyncpg.Connection, facts: CaseFacts, *, revision: int, unverified: int, at: datetime
+) -> None:
+    """Replace a case's facts with a newer revision (the caller holds the row lock)."""
+    await conn.execute(
+        """UPDATE cases SET revision = $2, unverified_claims = $3, facts = $4, updated_at = $5 WHERE case_id = $1""",
+        facts.case_id,
+        revision,
+        unverified,
+        wire.facts_to_proto(facts, at=facts.failure_at).SerializeToString(),
+        at,
+    )
+
+
+async def lock_case(conn: asyncpg.Connection, case_id: str) -> StoredCase | None:
+    """Return the case with its row locked for this transaction (re-quotes of one case run one at a time)."""
+    return await _case(conn, case_id, lock=True)
+
+
+async def get_case(conn: asyncpg.Connection, case_id: str) -> StoredCase | None:
+    """Return the case's latest facts, or None when compensation never saw it opened."""
+    return await _case(conn, case_id, lock=False)
+
+
+async def _case(conn: asyncpg.Connection, case_id: str, *, lock: bool) -> StoredCase | None:
+    row = await conn.fetchrow(
+        "SELECT * FROM cases WHERE case_id = $1" + (" FOR UPDATE" if lock else ""),
+        case_id,
+    )
+    if row is None:
+        return None
+    stored = compensation_pb2.CaseFacts.FromString(row["facts"])
+    facts = wire.facts_from_proto(stored, at=row["failure_at"], case_id=case_id)
+    breaches = await conn.fetchval("SELECT count(*) FROM sla_breaches WHERE case_id = $1", case_id)
+    reopens = await conn.fetchval("SELECT count(*) FROM reopenings WHERE case_id = $1", case_id)
+    facts = replace(facts, owning_team=row["owning_team"], sla_breaches=breaches, reopen_count=reopens)
+    return StoredCase(facts=facts, revision=row["revision"], opened_at=row["opened_at"])
+
+
+async def unverified_claims_elsewhere(
+    conn: asyncpg.Connection, *, customer_id: str, case_id: str, since: datetime
+) -> int:
+    """Return the costs without receipt on the customer's other cases opened since ``since``."""
+    value = await conn.fetchval(
+        """SELECT coalesce(sum(unverified_claims), 0) FROM cases
+           WHERE customer_id = $1 AND case_id <> $2 AND opened_at >= $3""",
+        customer_id,
+        case_id,
+        since,
+    )
+    return int(value)
+
+
+async def record_breach(
+    conn: asyncpg.Connection,
+    *,
+    case_id: str,
+    clock: str,
+    deadline_at: datetime,
+    approval_id: str,
+    breached_at: datetime,
+) -> bool:
+    """Record a missed deadline once; False when it was already counted."""
+    status = await conn.execute(
+        """INSERT INTO sla_breaches (case_id, clock, deadline_at, approval_id, breached_at)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
+        case_id,
+        clock,
+        deadline_at,
+        approval_id,
+        breached_at,
+    )
+    return status.endswith(" 1")
+
+
+async def record_reopening(
+    conn: asyncpg.Connection, *, case_id: str, dedupe_key: str, reason: str, reopened_at: datetime
+) -> bool:
+    """Record a reopening once; False when it was already counted."""
+    status = await conn.execute(
+        """INSERT INTO reopenings (case_id, dedupe_key, reason, reopened_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT DO NOTHING""",
+        case_id,
+        dedupe_key,
+        reason,
+        reopened_at,
+    )
+    return status.endswith(" 1")
+
+
+# ------------------------------------------------------------------------------------ offers
+
+
+def _offer(row: asyncpg.Record) -> Offer:
+    offer = wire.offer_from_proto(compensation_pb2.Offer.FromString(row["offer"]))
+    return replace(offer, superseded_by_offer_id=row["superseded_by_offer_id"] or "")
+
+
+async def insert_offer(
+    conn: asyncpg.Connection, offer: Offer, *, facts: CaseFacts, history: CustomerHistory, team_spent_minor: int
+) -> None:
+    """Store a new offer version with everything it was computed from (for recomputation)."""
+    await conn.execute(
+        """INSERT INTO offers (offer_id, case_id, customer_id, version, policy_version, total_minor, currency,
+                               needs_review, budget_exceeded, proposed_at, offer, facts, team_spent_minor,
+                               unverified_elsewhere)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
+        offer.offer_id,
+        offer.case_id,
+        offer.customer_id,
+        offer.version,
+        offer.policy_version,
+        offer.total.amount_minor,
+        offer.total.currency,
+        offer.needs_review,
+        offer.budget_exceeded,
+        offer.proposed_at,
+        wire.offer_to_proto(offer).SerializeToString(),
+        wire.facts_to_proto(facts, at=offer.proposed_at).SerializeToString(),
+        team_spent_minor,
+        history.unverified_claims_in_window,
+    )
+
+
+async def supersede(conn: asyncpg.Connection, *, offer_id: str, by: str) -> None:
+    """Mark ``offer_id`` as replaced by ``by``."""
+    await conn.execute("UPDATE offers SET superseded_by_offer_id = $2 WHERE offer_id = $1", offer_id, by)
+
+
+async def current_offer(conn: asyncpg.Connection, case_id: str) -> Offer | None:
+    """Return the case's current offer (the one not superseded), or None."""
+    row = await conn.fetchrow("SELECT * FROM offers WHERE case_id = $1 AND superseded_by_offer_id IS NULL", case_id)
+    return None if row is None else _offer(row)
+
+
+async def get_offer(conn: asyncpg.Connection, offer_id: str) -> Offer | None:
+    """Return one offer version, or None."""
+    row = await conn.fetchrow("SELECT * FROM offers WHERE offer_id = $1", offer_id)
+    return None if row is None else _offer(row)
+
+
+@dataclass(frozen=True)
+class OfferInputs:
+    """An offer with everything it was computed from."""
+
+    offer: Offer
+    facts: CaseFacts
+    history: CustomerHistory
+    team_spent_minor: int
+
+
+async def offer_inputs(conn: asyncpg.Connection, offer_id: str) -> OfferInputs | None:
+    """Return an offer with the facts, history and team spend it was computed from, or None."""
+    row = await conn.fetchrow("SELECT * FROM offers WHERE offer_id = $1", offer_id)
+    if row is None:
+        return None
+    offer = _offer(row)
+    facts = wire.facts_from_proto(
+        compensation_pb2.CaseFacts.FromString(row["facts"]), at=row["proposed_at"], case_id=row["case_id"]
+    )
+    history = CustomerHistory(unverified_claims_in_window=row["unverified_elsewhere"])
+    return OfferInputs(offer, facts, history, row["team_spent_minor"])
+
+
+async def list_offers(
+    conn: asyncpg.Connection, case_id: str, *, include_superseded: bool, below_version: int | None, limit: int
+) -> list[Offer]:
+    """Return the case's offers, newest version first, below ``below_version`` when given."""
+    rows = await conn.fetch(
+        """SELECT * FROM offers
+           WHERE case_id = $1 AND ($2 OR superseded_by_offer_id IS NULL) AND ($3::int IS NULL OR version < $3)
+           ORDER BY version DESC LIMIT $4""",
+        case_id,
+        include_superseded,
+        below_version,
+        limit,
+    )
+    return [_offer(row) for row in rows]
+
+
+# ------------------------------------------------------------------------------------ policies
+
+
+async def save_policy(conn: asyncpg.Connection, *, version: str, sha256: str, text: str, loaded_at: datetime) -> None:
+    """Keep a policy version's text (the first text seen for a version stays)."""
+    await conn.execute(
+        """INSERT INTO policy_versions (version, sha256, text, loaded_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (version) DO NOTHING""",
+        version,
+        sha256,
+        text,
+        loaded_at,
+    )
+
+
+async def get_policy(conn: asyncpg.Connection, version: str) -> StoredPolicy | None:
+    """Return a stored policy version, or None."""
+    row = await conn.fetchrow("SELECT * FROM policy_versions WHERE version = $1", version)
+    return None if row is None else StoredPolicy(row["version"], row["sha256"], row["text"], row["loaded_at"])
+
+
+async def policy_checksums(conn: asyncpg.Connection) -> dict[str, str]:
+    """Return every stored policy version's SHA-256."""
+    return {row["version"]: row["sha256"] for row in await conn.fetch("SELECT version, sha256 FROM policy_versions")}
+
+
+# ------------------------------------------------------------------------------------ spend ledger
+
+
+def period_of(at: datetime) -> str:
+    """Return the budget period ``at`` falls in: its UTC month, 'YYYY-MM'."""
+    return at.astimezone(UTC).strftime("%Y-%m")
+
+
+async def record_spend(
+    conn: asyncpg.Connection,
+    *,
+    offer_id: str,
+    case_id: str,
+    team: str,
+    currency: str,
+    amount_minor: int,
+    authorized_at: datetime,
+) -> bool:
+    """Add an authorised offer to its team's spend once; False when it was already recorded."""
+    status = await conn.execute(
+        """INSERT INTO spend (offer_id, case_id, team, period, currency, amount_minor, authorized_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (offer_id) DO NOTHING""",
+        offer_id,
+        case_id,
+        team,
+        period_of(authorized_at),
+        currency,
+        amount_minor,
+        authorized_at,
+    )
+    return status.endswith(" 1")
+
+
+async def team_spent(conn: asyncpg.Connection, *, team: str, currency: str, at: datetime) -> int:
+    """Return what ``team`` has had authorised in ``currency`` in the month of ``at``."""
+    value = await conn.fetchval(
+        "SELECT coalesce(sum(amount_minor), 0) FROM spend WHERE team = $1 AND period = $2 AND currency = $3",
+        team,
+        period_of(at),
+        currency,
+    )
+    return int(value)

@@ -1,0 +1,403 @@
+"""The offer: a pure, deterministic function of (case facts, customer history, policy, now).
+
+``compute_offer`` returns the itemised offer; the rounding rules are in ``domain/policy.py``'s docstring.
+The parts, in the order the lines appear:
+
+1. reimbursement of each reported cost (in the case's currency), cut to the policy's per-kind cap;
+2. statutory lines (a regulation's fixed amounts): separate, never capped or scaled;
+3. the goodwill part: a gesture sized by severity and adjustments, shaped by the customer's request
+   (granted plus a small extra, or the closest allowed alternative), capped per case and by order value,
+   never below the floor for a real failure;
+4. the apology note (zero cost, always).
+
+Then the abuse guard (review flag) and the team budget (budget flag); neither changes the amounts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from services.common.money import scale
+from services.compensation.domain.model import (
+    Avoidability,
+    CaseFacts,
+    Category,
+    CostKind,
+    CustomerHistory,
+    LineItem,
+    Money,
+    Offer,
+    Reason,
+    RemedyKind,
+    RequestOutcome,
+)
+from services.compensation.domain.policy import Policy, StatutoryRule
+
+FULL_BP = 10_000
+
+
+def compute_offer(
+    *, facts: CaseFacts, history: CustomerHistory, policy: Policy, now: datetime, team_spent_minor: int = 0
+) -> Offer:
+    """Return the offer for ``facts`` under ``policy`` at ``now``; the same inputs always give the same offer.
+
+    ``team_spent_minor`` is what the owning team has had authorised this month in the case's currency.
+    """
+    currency = case_currency(facts, policy)
+    reviews: list[Reason] = []
+    lines: list[LineItem] = []
+    outcome = None
+    if currency not in policy.currencies:
+        reviews.append(Reason("currency_not_priced", f"the policy has no amounts in {currency}"))
+    else:
+        lines += _reimbursements(facts, policy, currency, reviews)
+        lines += _statutory_lines(facts, policy, currency)
+        goodwill = size_goodwill(facts, policy, currency, now)
+        goodwill_lines, outcome = _shape_by_request(facts, policy, currency, goodwill)
+        lines += goodwill_lines
+    lines.append(_apology(currency))
+    reviews += _abuse_reasons(facts, history, policy)
+    total = Money(sum(line.amount.amount_minor for line in lines), currency)
+    budget = policy.budget(facts.owning_team, currency)
+    return Offer(
+        case_id=facts.case_id,
+        customer_id=facts.customer_id,
+        policy_version=policy.version,
+        line_items=tuple(lines),
+        total=total,
+        proposed_at=now,
+        needs_review=bool(reviews),
+        review_reasons=tuple(reviews),
+        budget_exceeded=budget is not None and team_spent_minor + total.amount_minor > budget,
+        request_outcome=outcome,
+    )
+
+
+def case_currency(facts: CaseFacts, policy: Policy) -> str:
+    """Return the currency of the case: the order's, else the customer value's, else the first cost's."""
+    for money in (facts.order_value, facts.customer_value, *(c.amount for c in facts.reported_costs)):
+        if money is not None:
+            return money.currency
+    return policy.currencies[0]
+
+
+def round_up(amount_minor: int, step: int) -> int:
+    """Return ``amount_minor`` rounded up to a multiple of ``step`` (integers only)."""
+    return -(-amount_minor // step) * step
+
+
+# ------------------------------------------------------------------------------------ reimbursement
+
+
+def _reimbursements(facts: CaseFacts, policy: Policy, currency: str, reviews: list[Reason]) -> list[LineItem]:
+    lines = []
+    caps = policy.reimbursement_caps[currency]
+    threshold = policy.receipt_threshold[currency]
+    for i, cost in enumerate(facts.reported_costs):
+        if cost.amount.currency != currency:
+            # Never converted: a human decides how to repay a cost in another currency.
+            reviews.append(Reason("cost_currency_mismatch", f"reported cost {i} is in {cost.amount.currency}"))
+            continue
+        if cost.amount.amount_minor <= 0:
+            continue
+        kind = cost.kind or CostKind.OTHER
+        cap = caps[kind]
+        amount = min(cost.amount.amount_minor, cap)
+        needs_receipt = not cost.has_receipt and cost.amount.amount_minor > threshold
+        internal = f"reported {cost.amount.amount_minor} {currency}, {kind.value} cap {cap}"
+        if amount < cost.amount.amount_minor:
+            internal += f": cut to the cap ({cost.amount.amount_minor - amount} not repaid)"
+        if needs_receipt:
+            internal += f"; above the receipt threshold {threshold} without a receipt"
+        what = cost.description or kind.value.replace("_", " ")
+        explanation = f"We repay the cost the failure caused you ({what})."
+        if needs_receipt:
+            explanation += " Please send us the receipt so we can pay it."
+        lines.append(
+            LineItem(
+                kind=RemedyKind.REIMBURSEMENT,
+                amount=Money(amount, currency),
+                rule_id=f"reimbursement.{kind.value}",
+                internal_reason=internal,
+                customer_explanation=explanation,
+                needs_receipt=needs_receipt,
+                cost_kind=kind,
+            )
+        )
+    return lines
+
+
+# ------------------------------------------------------------------------------------------ statutory
+
+
+def _statutory_lines(facts: CaseFacts, policy: Policy, currency: str) -> list[LineItem]:
+    lines = []
+    for rule in policy.statutory:
+        if not statutory_applies(rule, facts):
+            continue
+        amount = statutory_amount(rule, facts, currency)
+        if amount <= 0:
+            continue
+        lines.append(
+            LineItem(
+                kind=RemedyKind.STATUTORY_COMPENSATION,
+                amount=Money(amount, currency),
+                rule_id=rule.rule_id,
+                internal_reason=f"statutory amount for {rule.category.value} (order value band); never capped",
+                customer_explanation=rule.explanation,
+            )
+        )
+    return lines
+
+
+def statutory_applies(rule: StatutoryRule, facts: CaseFacts) -> bool:
+    """True when the regulation behind ``rule`` gives the customer its fixed amount for this case."""
+    if facts.category != rule.category:
+        return False
+    if rule.min_severity is not None and (facts.severity is None or facts.severity < rule.min_severity):
+        return False
+    return not (rule.excluded_when_unavoidable and facts.avoidability is Avoidability.UNAVOIDABLE)
+
+
+def statutory_amount(rule: StatutoryRule, facts: CaseFacts, currency: str) -> int:
+    """Return the fixed amount of the band the order value falls in (the first band without an order value)."""
+    bands = rule.bands[currency]
+    order = facts.order_value.amount_minor if facts.order_value and facts.order_value.currency == currency else 0
+    amount = bands[0].amount_minor
+    for band in bands:
+        if order >= band.from_minor:
+            amount = band.amount_minor
+    return amount
+
+
+# ------------------------------------------------------------------------------------------- goodwill
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """One reason the gesture grows, in basis points of the base."""
+
+    code: str
+    bp: int
+    detail: str
+
+
+@dataclass(frozen=True)
+class GoodwillSize:
+    """The gesture and the room it lives in: ``floor <= amount <= room`` for a real failure."""
+
+    amount: int
+    room: int
+    floor: int
+    base: int
+    raw: int
+    adjustments: tuple[Adjustment, ...]
+    cap_detail: str
+    real_failure: bool
+
+    def describe(self) -> str:
+        """Return the staff-facing arithmetic behind the gesture."""
+        adj = ", ".join(f"{a.detail} +{a.bp} bp" for a in self.adjustments if a.bp) or "no adjustments"
+        return f"base {self.base}; {adj}; = {self.raw} rounded up; {self.cap_detail}; floor {self.floor}"
+
+
+def _value_tier(facts: CaseFacts, policy: Policy, currency: str) -> Adjustment:
+    tiers = policy.goodwill.value_tiers[currency]
+    value = (
+        facts.customer_value.amount_minor if facts.customer_value and facts.customer_value.currency == currency else 0
+    )
+    tier = tiers[0]
+    for candidate in tiers:
+        if value >= candidate.floor_minor:
+            tier = candidate
+    return Adjustment("value_tier", tier.bp, f"value tier {tier.name}")
+
+
+def _repeat(facts: CaseFacts, policy: Policy, currency: str) -> Adjustment:
+    # Higher, not lower: a repeat failure has broken the paradox, so it takes a bigger gesture to hold on.
+    priors = min(max(facts.prior_failure_count, 0), policy.goodwill.repeat_max_priors)
+    return Adjustment("repeat_failure", priors * policy.goodwill.repeat_bp_per_prior, f"{priors} prior failure(s)")
+
+
+def _avoidable(facts: CaseFacts, policy: Policy, currency: str) -> Adjustment:
+    avoidable = facts.avoidability is Avoidability.AVOIDABLE
+    return Adjustment("avoidable", policy.goodwill.avoidable_bp if avoidable else 0, "avoidable")
+
+
+def _waiting(facts: CaseFacts, policy: Policy, currency: str, now: datetime) -> Adjustment:
+    g = policy.goodwill
+    hours = max(now - facts.failure_at - g.waiting_grace, timedelta(0)) // timedelta(hours=1)
+    return Adjustment("waiting", min(hours * g.waiting_bp_per_hour, g.waiting_max_bp), f"{hours} h waited past grace")
+
+
+def _sla(facts: CaseFacts, policy: Policy, currency: str) -> Adjustment:
+    breaches = min(max(facts.sla_breaches, 0), policy.goodwill.sla_breach_max)
+    return Adjustment("sla_breached", breaches * policy.goodwill.sla_breach_bp, f"{breaches} SLA breach(es)")
+
+
+def _reopened(facts: CaseFacts, policy: Policy, currency: str) -> Adjustment:
+    reopens = min(max(facts.reopen_count, 0), policy.goodwill.reopen_max)
+    return Adjustment("reopened", reopens * policy.goodwill.reopen_bp, f"{reopens} reopening(s)")
+
+
+# The adjustments, each a small pure function returning its basis points (a dispatch table, not a ladder).
+ADJUSTMENTS: tuple[Callable[[CaseFacts, Policy, str], Adjustment], ...] = (
+    _value_tier,
+    _repeat,
+    _avoidable,
+    _sla,
+    _reopened,
+)
+
+
+def goodwill_room(facts: CaseFacts, policy: Policy, currency: str) -> tuple[int, str]:
+    """Return the most goodwill this case may get and how that cap was reached."""
+    case_cap = policy.case_cap[currency]
+    if facts.order_value is None or facts.order_value.currency != currency:
+        return case_cap, f"cap per case {case_cap}"
+    # Never below the floor: a cheap order must still leave room for the floor (rounding rule 4).
+    share = max(scale(facts.order_value.amount_minor, policy.order_share_bp), policy.floor[currency])
+    return min(case_cap, share), f"cap min(per case {case_cap}, order share {share})"
+
+
+def size_goodwill(facts: CaseFacts, policy: Policy, currency: str, now: datetime) -> GoodwillSize:
+    """Return the goodwill gesture for the case, with its room under the caps."""
+    room, cap_detail = goodwill_room(facts, policy, currency)
+    real = facts.severity is not None
+    floor = policy.floor[currency] if real else 0
+    if not real:
+        return GoodwillSize(0, room, 0, 0, 0, (), cap_detail, real_failure=False)
+    base = policy.goodwill.base[currency][facts.severity]
+    adjustments = (*(f(facts, policy, currency) for f in ADJUSTMENTS), _waiting(facts, policy, currency, now))
+    raw = scale(base, FULL_BP + sum(a.bp for a in adjustments))
+    rounded = round_up(raw, policy.goodwill.round_up_to[currency])
+    amount = min(max(rounded, floor), room)
+    return GoodwillSize(amount, room, floor, base, raw, adjustments, cap_detail, real_failure=True)
+
+
+# ------------------------------------------------------------------------------- the customer's request
+
+
+def allowed_kinds(policy: Policy, category: Category | None) -> tuple[RemedyKind, ...]:
+    """Return the goodwill kinds the policy allows for ``category`` (unknown category: as ``other``)."""
+    return policy.remedies[category or Category.OTHER]
+
+
+def preferred_kind(policy: Policy, category: Category | None) -> RemedyKind:
+    """Return the kind a gesture takes when the customer asked for nothing in particular."""
+    return next(k for k in allowed_kinds(policy, category) if k is not RemedyKind.APOLOGY_NOTE)
+
+
+def closest_alternative(policy: Policy, category: Category | None, requested: RemedyKind) -> RemedyKind:
+    """Return the allowed kind nearest to ``requested`` (the policy's alternatives, else the preferred kind)."""
+    allowed = allowed_kinds(policy, category)
+    for kind in policy.alternatives.get(requested, ()):
+        if kind in allowed and kind is not RemedyKind.APOLOGY_NOTE:
+            return kind
+    return preferred_kind(policy, category)
+
+
+def _line(kind: RemedyKind, amount: int, currency: str, rule_id: str, internal: str, explanation: str) -> LineItem:
+    return LineItem(kind, Money(amount, currency), rule_id, internal, explanation)
+
+
+def _extra(policy: Policy, currency: str, granted: int, room_left: int, at_least: int = 0) -> int:
+    extra = max(scale(granted, policy.request_extra_bp), policy.request_extra_min[currency], at_least)
+    return max(min(extra, room_left), 0)
+
+
+def _shape_by_request(
+    facts: CaseFacts, policy: Policy, currency: str, goodwill: GoodwillSize
+) -> tuple[list[LineItem], RequestOutcome | None]:
+    request = facts.customer_request
+    preferred = preferred_kind(policy, facts.category)
+    gesture_rule = f"goodwill.base.{facts.severity.value}" if facts.severity else "goodwill.base.none"
+    gesture_why = goodwill.describe()
+    sorry = "A gesture of goodwill for the trouble we caused you"
+    if facts.sla_breaches or facts.reopen_count:
+        sorry += ", and for making you wait on us"
+    sorry += "."
+    amount_asked = None
+    if request is not None and request.amount is not None and request.amount.currency == currency:
+        amount_asked = request.amount.amount_minor
+    kind_asked = request.remedy_kind if request is not None else None
+    if kind_asked is None and amount_asked is None:
+        # No structured request (none, or words only): the gesture in the category's preferred kind.
+        if goodwill.amount <= 0:
+            return [], None
+        return [_line(preferred, goodwill.amount, currency, gesture_rule, gesture_why, sorry)], None
+    kind = kind_asked or preferred
+    room = goodwill.room
+    if kind is RemedyKind.APOLOGY_NOTE:
+        lines = [_line(preferred, goodwill.amount, currency, gesture_rule, gesture_why, sorry)]
+        return [ln for ln in lines if ln.amount.amount_minor > 0], RequestOutcome.GRANTED
+    allowed = kind in allowed_kinds(policy, facts.category)
+    if not allowed:
+        alternative = closest_alternative(policy, facts.category, kind)
+        amount = min(max(amount_asked or 0, goodwill.amount), room)
+        why = f"{kind.value} is not offered for {(facts.category or Category.OTHER).value}; closest allowed is "
+        why += f"{alternative.value}; {gesture_why}"
+        explanation = (
+            f"We cannot offer a {kind.value.replace('_', ' ')} in this case; we offer a "
+            f"{alternative.value.replace('_', ' ')} instead."
+        )
+        return [_line(alternative, amount, currency, "request.alternative", why, explanation)], (
+            RequestOutcome.ALTERNATIVE_OFFERED
+        )
+    if amount_asked is None:
+        # A kind without an amount: the gesture in the kind they asked for, plus the small extra.
+        extra = _extra(policy, currency, goodwill.amount, room - goodwill.amount)
+        lines = [
+            _line(kind, goodwill.amount, currency, "request.granted", f"requested kind; {gesture_why}", sorry),
+            _line(preferred, extra, currency, "request.extra", f"extra on a granted request ({policy.request_extra_bp}"
+                  " bp, at least the minimum, within the cap)", "And a little extra from us."),
+        ]  # fmt: skip
+        return [ln for ln in lines if ln.amount.amount_minor > 0], RequestOutcome.GRANTED
+    if amount_asked > room:
+        why = f"asked {amount_asked}, above the room {room} ({goodwill.cap_detail})"
+        explanation = (
+            f"What you asked for is more than we can offer in this case; we offer the most we can as a "
+            f"{kind.value.replace('_', ' ')}."
+        )
+        return [_line(kind, room, currency, "request.capped", why, explanation)], RequestOutcome.ALTERNATIVE_OFFERED
+    # Within policy: grant it, plus a small extra that also tops it up to at least the gesture.
+    extra = _extra(policy, currency, amount_asked, room - amount_asked, at_least=goodwill.amount - amount_asked)
+    lines = [
+        _line(kind, amount_asked, currency, "request.granted", f"asked {amount_asked}, within the room {room}",
+              "What you asked for, granted."),
+        _line(preferred, extra, currency, "request.extra", f"extra on a granted request; gesture was {goodwill.amount}",
+              "And a little extra from us."),
+    ]  # fmt: skip
+    return [ln for ln in lines if ln.amount.amount_minor > 0], RequestOutcome.GRANTED
+
+
+# ------------------------------------------------------------------------------------- apology, abuse
+
+
+def _apology(currency: str) -> LineItem:
+    return _line(
+        RemedyKind.APOLOGY_NOTE,
+        0,
+        currency,
+        "apology.always",
+        "an apology is always part of the offer",
+        "We are sorry: this should not have happened to you.",
+    )
+
+
+def unverified_claims(facts: CaseFacts) -> int:
+    """Return how many costs of this case were reported without a receipt."""
+    return sum(1 for cost in facts.reported_costs if not cost.has_receipt and cost.amount.amount_minor > 0)
+
+
+def _abuse_reasons(facts: CaseFacts, history: CustomerHistory, policy: Policy) -> list[Reason]:
+    claims = history.unverified_claims_in_window + unverified_claims(facts)
+    if claims <= policy.abuse_max_unverified:
+        return []
+    detail = (
+        f"{claims} costs without receipt in {policy.abuse_window.days} days "
+        f"(limit {policy.abuse_max_unverified}); a human checks before paying"
+    )
+    return [Reason("unverified_claims", detail)]

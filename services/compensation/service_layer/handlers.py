@@ -1,0 +1,336 @@
+"""Compensation's handlers: one per command, run inside the caller's transaction (the unit of work).
+
+The consumer harness and the gRPC servicer open the transaction; a handler locks the case row (so the
+re-quotes of one case run one after another), decides with the pure domain, writes through the repository
+and stages the offer-proposed event in the outbox, so the offer and its event commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import asyncpg
+
+from services.common import outbox
+from services.common.errors import FieldViolation, InvalidInput
+from services.common.scheduler import utcnow
+from services.common.topics import topic
+from services.compensation.adapters import repository, wire
+from services.compensation.adapters.metrics import CompensationMetrics
+from services.compensation.adapters.policies import PolicyBook
+from services.compensation.domain import commands
+from services.compensation.domain.errors import UnknownCase, UnknownOffer
+from services.compensation.domain.events import OfferProposed
+from services.compensation.domain.model import (
+    CaseFacts,
+    CustomerHistory,
+    CustomerRequest,
+    Offer,
+    RequoteReason,
+)
+from services.compensation.domain.offer import case_currency, compute_offer, unverified_claims
+from services.compensation.domain.policy import Policy
+
+log = logging.getLogger(__name__)
+
+SOURCE = "compensation"  # ce_source of everything compensation publishes
+OFFER_PROPOSED = topic("recovery.offer-proposed.v1").name
+# Offer ids are derived from (case id, version): a replayed or duplicated input can never fork a case's offers.
+OFFER_NAMESPACE = uuid.UUID("6f1f4a52-64c8-4c41-9a51-3c1f0d5e2b7a")
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What compensation's handlers need besides the connection: policies, metrics and a clock."""
+
+    policies: PolicyBook
+    metrics: CompensationMetrics
+    clock: Callable[[], datetime] = utcnow
+
+
+def offer_id_for(case_id: str, version: int) -> str:
+    """Return the id of a case's offer version (deterministic)."""
+    return f"offer-{uuid.uuid5(OFFER_NAMESPACE, f'{case_id}/{version}')}"
+
+
+def proposed_ce_id(offer_id: str) -> str:
+    """Return the CloudEvents id of an offer's offer-proposed event (one business fact, one id)."""
+    return f"offer-proposed:{offer_id}"
+
+
+async def _inputs(
+    conn: asyncpg.Connection, facts: CaseFacts, policy: Policy, now: datetime
+) -> tuple[CustomerHistory, int]:
+    history = CustomerHistory(
+        unverified_claims_in_window=await repository.unverified_claims_elsewhere(
+            conn, customer_id=facts.customer_id, case_id=facts.case_id, since=now - policy.abuse_window
+        )
+    )
+    spent = await repository.team_spent(conn, team=facts.owning_team, currency=case_currency(facts, policy), at=now)
+    return history, spent
+
+
+async def _propose(
+    conn: asyncpg.Connection,
+    facts: CaseFacts,
+    *,
+    deps: Deps,
+    reason: RequoteReason | None = None,
+    detail: str = "",
+) -> Offer:
+    loaded = await deps.policies.save_current(conn)
+    now = deps.clock()
+    history, spent = await _inputs(conn, facts, loaded.policy, now)
+    offer = compute_offer(facts=facts, history=history, policy=loaded.policy, now=now, team_spent_minor=spent)
+    previous = await repository.current_offer(conn, facts.case_id)
+    version = previous.version + 1 if previous else 1
+    offer = replace(
+        offer,
+        offer_id=offer_id_for(facts.case_id, version),
+        version=version,
+        supersedes_offer_id=previous.offer_id if previous else "",
+        requote_reason=reason if previous else None,
+        requote_detail=detail if previous else "",
+    )
+    if previous is not None:
+        # First retire the current offer: the partial unique index allows one current offer per case.
+        await repository.supersede(conn, offer_id=previous.offer_id, by=offer.offer_id)
+    await repository.insert_offer(conn, offer, facts=facts, history=history, team_spent_minor=spent)
+    event = OfferProposed(offer=offer)
+    await outbox.stage(
+        conn,
+        outbox.event_record(
+            OFFER_PROPOSED,
+            wire.offer_to_event(event.offer),
+            key=offer.customer_id,
+            source=SOURCE,
+            ce_id=proposed_ce_id(offer.offer_id),
+        ),
+    )
+    deps.metrics.proposed(offer, severity=facts.severity)
+    return offer
+
+
+# ------------------------------------------------------------------------------------ consumers
+
+
+async def open_case(conn: asyncpg.Connection, command: commands.QuoteFirstOffer, *, deps: Deps) -> Offer | None:
+    """Store a new case and propose its first offer; None for a case already known (nothing proposed)."""
+    facts = command.facts
+    inserted = await repository.insert_case(
+        conn, facts, revision=1, opened_at=command.opened_at, unverified=unverified_claims(facts)
+    )
+    if not inserted:
+        # Business-key uniqueness beyond the inbox: another case-opened for this case (a different ce_id).
+        deps.metrics.duplicates.labels(kind="case_opened").inc()
+        log.info("case %s already known; duplicate case-opened ignored", facts.case_id)
+        return None
+    stored = await repository.lock_case(conn, facts.case_id)
+    assert stored is not None
+    return await _propose(conn, stored.facts, deps=deps)
+
+
+async def amend_case(conn: asyncpg.Connection, command: commands.RequoteAmendedCase, *, deps: Deps) -> Offer | None:
+    """Replace the case's facts with a newer revision and re-quote; None for a stale revision."""
+    stored = await repository.lock_case(conn, command.facts.case_id)
+    unverified = unverified_claims(command.facts)
+    if stored is None:
+        # The amendment overtook the opening (different topics): the facts are complete, so open from them.
+        opened = commands.QuoteFirstOffer(facts=command.facts, opened_at=command.amended_at)
+        await repository.insert_case(
+            conn, command.facts, revision=command.revision, opened_at=command.amended_at, unverified=unverified
+        )
+        stored = await repository.lock_case(conn, opened.facts.case_id)
+        assert stored is not None
+        return await _propose(conn, stored.facts, deps=deps)
+    if command.revision <= stored.revision:
+        deps.metrics.duplicates.labels(kind="case_amended").inc()
+        return None
+    facts = replace(
+        command.facts,
+        # The customer has been waiting since the case's first failure, not the merged one.
+        failure_at=min(stored.facts.failure_at, command.facts.failure_at),
+        owning_team=stored.facts.owning_team,
+        sla_breaches=stored.facts.sla_breaches,
+        reopen_count=stored.facts.reopen_count,
+    )
+    await repository.update_case(conn, facts, revision=command.revision, unverified=unverified, at=command.amended_at)
+    detail = f"failure {command.merged_failure_id} merged into the case (revision {command.revision})"
+    return await _propose(conn, facts, deps=deps, reason=RequoteReason.CASE_AMENDED, detail=detail)
+
+
+async def record_breach(conn: asyncpg.Connection, command: commands.RequoteForBreach, *, deps: Deps) -> Offer | None:
+    """Count a missed deadline once and raise the offer; None when already counted or the case is unknown."""
+    clock = command.clock.value if command.clock else "unspecified"
+    deadline = command.deadline_at or command.breached_at
+    new = await repository.record_breach(
+        conn,
+        case_id=command.case_id,
+        clock=clock,
+        deadline_at=deadline,
+        approval_id=command.approval_id,
+        breached_at=command.breached_at,
+    )
+    if not new:
+        deps.metrics.duplicates.labels(kind="sla_breached").inc()
+        return None
+    stored = await repository.lock_case(conn, command.case_id)
+    if stored is None:
+        # Counted now; the first offer includes it when the case-opened event arrives.
+        log.warning("SLA breach for case %s not seen opened yet; counted for its first offer", command.case_id)
+        return None
+    detail = f"{clock} SLA breached at {command.breached_at:%Y-%m-%d %H:%M} UTC (deadline {deadline:%Y-%m-%d %H:%M})"
+    return await _propose(conn, stored.facts, deps=deps, reason=RequoteReason.SLA_BREACHED, detail=detail)
+
+
+async def record_counter(conn: asyncpg.Connection, command: commands.RequoteForCounter, *, deps: Deps) -> Offer | None:
+    """Re-quote on the customer's counter-request; None when the case is unknown or the counter already applied."""
+    stored = await repository.lock_case(conn, command.case_id)
+    if stored is None:
+        log.warning("counter on case %s, which compensation never saw opened; ignored", command.case_id)
+        return None
+    current = await repository.current_offer(conn, command.case_id)
+    if (
+        current is not None
+        and current.requote_reason is RequoteReason.CUSTOMER_COUNTERED
+        and current.supersedes_offer_id == command.countered_offer_id
+    ):
+        deps.metrics.duplicates.labels(kind="customer_countered").inc()
+        return None
+    facts = replace(stored.facts, customer_request=command.request)
+    await repository.update_case(
+        conn, facts, revision=stored.revision, unverified=unverified_claims(facts), at=command.countered_at
+    )
+    detail = f"customer countered offer {command.countered_offer_id or '(unknown)'}: {_describe(command.request)}"
+    return await _propose(conn, facts, deps=deps, reason=RequoteReason.CUSTOMER_COUNTERED, detail=detail)
+
+
+async def record_reopening(
+    conn: asyncpg.Connection, command: commands.RequoteReopenedCase, *, deps: Deps
+) -> Offer | None:
+    """Count a reopening once and re-quote; None when already counted or the case is unknown."""
+    new = await repository.record_reopening(
+        conn,
+        case_id=command.case_id,
+        dedupe_key=command.dedupe_key,
+        reason=command.reason,
+        reopened_at=command.reopened_at,
+    )
+    if not new:
+        deps.metrics.duplicates.labels(kind="case_reopened").inc()
+        return None
+    stored = await repository.lock_case(conn, command.case_id)
+    if stored is None:
+        log.warning("reopening of case %s, which compensation never saw opened; counted", command.case_id)
+        return None
+    detail = f"case reopened: {command.reason or 'no reason given'}"
+    return await _propose(conn, stored.facts, deps=deps, reason=RequoteReason.CASE_REOPENED, detail=detail)
+
+
+async def record_authorization(conn: asyncpg.Connection, command: commands.RecordAuthorization, *, deps: Deps) -> bool:
+    """Add an authorised offer to its team's monthly spend once; False when already recorded."""
+    if not command.offer_id or not command.amount.currency:
+        violations = []
+        if not command.offer_id:
+            violations.append(FieldViolation("offer_id", "is required"))
+        if not command.amount.currency:
+            violations.append(FieldViolation("amount", "is required"))
+        raise InvalidInput.of(*violations)
+    team = command.team
+    if not team:
+        stored = await repository.get_case(conn, command.case_id)
+        team = stored.facts.owning_team if stored else ""
+    new = await repository.record_spend(
+        conn,
+        offer_id=command.offer_id,
+        case_id=command.case_id,
+        team=team,
+        currency=command.amount.currency,
+        amount_minor=command.amount.amount_minor,
+        authorized_at=command.authorized_at,
+    )
+    if new:
+        deps.metrics.authorized(command.line_items)
+    else:
+        deps.metrics.duplicates.labels(kind="offer_authorized").inc()
+    return new
+
+
+def _describe(request: CustomerRequest | None) -> str:
+    if request is None:
+        return "no request"
+    parts = [request.remedy_kind.value if request.remedy_kind else "", request.text]
+    if request.amount is not None:
+        parts.append(f"{request.amount.amount_minor} {request.amount.currency}")
+    return ", ".join(p for p in parts if p) or "no request"
+
+
+# ------------------------------------------------------------------------------------ queries (gRPC)
+
+
+async def _policy(conn: asyncpg.Connection, version: str, deps: Deps) -> Policy:
+    if not version or version == deps.policies.loaded.version:
+        return (await deps.policies.save_current(conn)).policy
+    policy, _ = await deps.policies.version(conn, version)
+    return policy
+
+
+async def quote(
+    conn: asyncpg.Connection,
+    *,
+    deps: Deps,
+    case_id: str = "",
+    facts: CaseFacts | None = None,
+    request: CustomerRequest | None = None,
+    policy_version: str = "",
+) -> Offer:
+    """Return a what-if offer (nothing stored) on a stored case or given facts; raises UnknownCase/Version."""
+    if case_id:
+        stored = await repository.get_case(conn, case_id)
+        if stored is None:
+            raise UnknownCase(f"case {case_id!r} is unknown to compensation")
+        facts = stored.facts
+    assert facts is not None
+    if request is not None:
+        facts = replace(facts, customer_request=request)
+    policy = await _policy(conn, policy_version, deps)
+    now = deps.clock()
+    history, spent = await _inputs(conn, facts, policy, now)
+    return compute_offer(facts=facts, history=history, policy=policy, now=now, team_spent_minor=spent)
+
+
+async def recompute(conn: asyncpg.Connection, offer_id: str, *, deps: Deps) -> Offer:
+    """Return a stored offer computed again from its own inputs and policy version; raises UnknownOffer."""
+    inputs = await repository.offer_inputs(conn, offer_id)
+    if inputs is None:
+        raise UnknownOffer(f"offer {offer_id!r} does not exist")
+    policy, _ = await deps.policies.version(conn, inputs.offer.policy_version)
+    fresh = compute_offer(
+        facts=inputs.facts,
+        history=inputs.history,
+        policy=policy,
+        now=inputs.offer.proposed_at,
+        team_spent_minor=inputs.team_spent_minor,
+    )
+    stored = inputs.offer
+    return replace(
+        fresh,
+        offer_id=stored.offer_id,
+        version=stored.version,
+        supersedes_offer_id=stored.supersedes_offer_id,
+        superseded_by_offer_id=stored.superseded_by_offer_id,
+        requote_reason=stored.requote_reason,
+        requote_detail=stored.requote_detail,
+    )
+
+
+async def get_offer(conn: asyncpg.Connection, offer_id: str) -> Offer:
+    """Return one offer version; raises UnknownOffer."""
+    offer = await repository.get_offer(conn, offer_id)
+    if offer is None:
+        raise UnknownOffer(f"offer {offer_id!r} does not exist")
+    return offer
