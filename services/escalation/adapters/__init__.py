@@ -1,0 +1,1 @@
+"""Escalation adapters: Postgres repository, protobuf translation, metrics."""

@@ -1,0 +1,790 @@
+"""Escalation's Postgres repository: asyncpg SQL in the caller's transaction, domain values in and out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import asyncpg
+
+from services.common.money import Money
+from services.escalation.domain.model import (
+    Actor,
+    ActorKind,
+    Approval,
+    ApprovalDecision,
+    ApprovalReason,
+    ApprovalStatus,
+    Case,
+    CaseState,
+    ClockState,
+    CustomerDecision,
+    Delegation,
+    Offer,
+    OfferLine,
+    OfferStatus,
+    Outlook,
+    Severity,
+    SlaClock,
+    SlaStatus,
+    Usage,
+)
+
+# ------------------------------------------------------------------------------------------------ cases
+
+
+def _opt(kind, value):
+    return kind(value) if value is not None else None
+
+
+def _case(row: asyncpg.Record) -> Case:
+    return Case(
+        case_id=row["case_id"],
+        customer_id=row["customer_id"],
+        state=CaseState(row["state"]),
+        owner_employee_id=row["owner_employee_id"],
+        team=row["team"],
+        severity=_opt(Severity, row["severity"]),
+        outlook=_opt(Outlook, row["outlook"]),
+        system_detected=row["system_detected"],
+        acknowledged_at=row["acknowledged_at"],
+        transfer_count=row["transfer_count"],
+        transfer_limit_exceeded=row["transfer_limit_exceeded"],
+        resolution_count=row["resolution_count"],
+        pending_approval_id=row["pending_approval_id"],
+        current_offer_id=row["current_offer_id"],
+        sla_breach_count=row["sla_breach_count"],
+        attention_role=row["attention_role"],
+        opened_at=row["opened_at"],
+        resolved_at=row["resolved_at"],
+        revision=row["revision"],
+    )
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """A stored case: its decision facts, its display facts (the CaseOpened bytes) and when it last changed."""
+
+    case: Case
+    facts: bytes
+    facts_revision: int
+    updated_at: datetime
+
+
+def _record(row: asyncpg.Record) -> CaseRecord:
+    return CaseRecord(
+        case=_case(row), facts=bytes(row["facts"]), facts_revision=row["facts_revision"], updated_at=row["updated_at"]
+    )
+
+
+async def insert_case(conn: asyncpg.Connection, case: Case, *, facts: bytes, now: datetime) -> bool:
+    """Store a new case; False when it already exists (one case per CaseOpened)."""
+    status = await conn.execute(
+        """INSERT INTO cases (case_id, customer_id, state, owner_employee_id, team, severity, outlook,
+                              system_detected, facts, opened_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (case_id) DO NOTHING""",
+        case.case_id,
+        case.customer_id,
+        case.state.value,
+        case.owner_employee_id,
+        case.team,
+        case.severity.value if case.severity else None,
+        case.outlook.value if case.outlook else None,
+        case.system_detected,
+        facts,
+        case.opened_at,
+        now,
+    )
+    return status.endswith(" 1")
+
+
+async def get_case(conn: asyncpg.Connection, case_id: str, *, lock: bool = False) -> CaseRecord | None:
+    """Return the case (locked FOR UPDATE when ``lock``), or None."""
+    row = await conn.fetchrow(f"SELECT * FROM cases WHERE case_id = $1{' FOR UPDATE' if lock else ''}", case_id)
+    return _record(row) if row else None
+
+
+async def save_case(conn: asyncpg.Connection, case: Case, *, now: datetime) -> int:
+    """Write the case's changeable facts and give it a new revision; returns the revision."""
+    return await conn.fetchval(
+        """UPDATE cases SET state = $2, owner_employee_id = $3, team = $4, severity = $5, outlook = $6,
+                  system_detected = $7, acknowledged_at = $8, transfer_count = $9, transfer_limit_exceeded = $10,
+                  resolution_count = $11, pending_approval_id = $12, current_offer_id = $13,
+                  sla_breach_count = $14, attention_role = $15, resolved_at = $16, updated_at = $17,
+                  revision = nextval('case_revision')
+           WHERE case_id = $1 RETURNING revision""",
+        case.case_id,
+        case.state.value,
+        case.owner_employee_id,
+        case.team,
+        case.severity.value if case.severity else None,
+        case.outlook.value if case.outlook else None,
+        case.system_detected,
+        case.acknowledged_at,
+        case.transfer_count,
+        case.transfer_limit_exceeded,
+        case.resolution_count,
+        case.pending_approval_id,
+        case.current_offer_id,
+        case.sla_breach_count,
+        case.attention_role,
+        case.resolved_at,
+        now,
+    )
+
+
+async def save_facts(conn: asyncpg.Connection, case_id: str, *, facts: bytes, revision: int) -> None:
+    """Replace the case's display facts (an amendment's snapshot)."""
+    await conn.execute("UPDATE cases SET facts = $2, facts_revision = $3 WHERE case_id = $1", case_id, facts, revision)
+
+
+async def open_case_count(conn: asyncpg.Connection, employee_id: str) -> int:
+    """Return how many unresolved cases ``employee_id`` owns."""
+    return await conn.fetchval(
+        "SELECT count(*) FROM cases WHERE owner_employee_id = $1 AND state <> 'resolved'", employee_id
+    )
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    """Which cases to list: every set field must match."""
+
+    owner_employee_id: str = ""
+    team: str = ""
+    states: tuple[CaseState, ...] = ()
+    at_risk: bool = False
+    breached: bool = False
+    # Visibility: when set, only cases owned by this employee or queued in this team (agents).
+    visible_owner: str = ""
+    visible_team: str = ""
+    # Visibility for supervisors: only this team's cases.
+    only_team: str = ""
+
+
+async def list_cases(conn: asyncpg.Connection, f: CaseFilter, *, limit: int, offset: int) -> list[CaseRecord]:
+    """Return matching cases, most urgent first (earliest running SLA deadline), then oldest."""
+    clauses, args = [], []
+
+    def arg(value) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if f.owner_employee_id:
+        clauses.append(f"c.owner_employee_id = {arg(f.owner_employee_id)}")
+    if f.team:
+        clauses.append(f"c.team = {arg(f.team)}")
+    if f.states:
+        clauses.append(f"c.state = ANY({arg([s.value for s in f.states])}::text[])")
+    sla_states = [s for s, wanted in (("at_risk", f.at_risk), ("breached", f.breached)) if wanted]
+    if sla_states:
+        clauses.append(
+            f"EXISTS (SELECT 1 FROM sla_clocks k WHERE k.case_id = c.case_id AND k.status = ANY({arg(sla_states)}))"
+        )
+    if f.visible_owner:
+        clauses.append(
+            f"(c.owner_employee_id = {arg(f.visible_owner)} OR (c.state = 'queued' AND c.team = {arg(f.visible_team)}))"
+        )
+    if f.only_team:
+        clauses.append(f"c.team = {arg(f.only_team)}")
+    where = " AND ".join(clauses) or "true"
+    rows = await conn.fetch(
+        f"""SELECT c.* FROM cases c
+            LEFT JOIN LATERAL (SELECT min(deadline_at) AS due FROM sla_clocks k
+                               WHERE k.case_id = c.case_id AND k.status IN ('on_track', 'at_risk')) u ON true
+            WHERE {where}
+            ORDER BY (c.state = 'resolved'), u.due NULLS LAST, c.opened_at, c.case_id
+            LIMIT {arg(limit)} OFFSET {arg(offset)}""",
+        *args,
+    )
+    return [_record(r) for r in rows]
+
+
+async def cases_changed_since(
+    conn: asyncpg.Connection, revision: int, *, updated_since: datetime, limit: int = 500
+) -> list[CaseRecord]:
+    """Return cases whose revision is above ``revision`` or that changed since ``updated_since``, in revision order.
+
+    Revisions come from a sequence, handed out before commit: a transaction that commits late can show up
+    with a revision below one already seen, so recent changes are read again by time as well.
+    """
+    rows = await conn.fetch(
+        "SELECT * FROM cases WHERE revision > $1 OR updated_at >= $2 ORDER BY revision LIMIT $3",
+        revision,
+        updated_since,
+        limit,
+    )
+    return [_record(r) for r in rows]
+
+
+async def max_revision(conn: asyncpg.Connection) -> int:
+    """Return the highest case revision (0 when there are no cases)."""
+    return await conn.fetchval("SELECT coalesce(max(revision), 0) FROM cases")
+
+
+# ----------------------------------------------------------------------------------------------- offers
+
+
+@dataclass(frozen=True)
+class OfferRecord:
+    """A stored offer: the domain value, the OfferProposed bytes, the customer's answer and authorisation."""
+
+    offer: Offer
+    message: bytes
+    proposed_at: datetime
+    customer_decision: CustomerDecision | None
+    authorization: asyncpg.Record | None
+
+
+async def insert_offer(
+    conn: asyncpg.Connection, case_id: str, offer: Offer, *, message: bytes, proposed_at: datetime
+) -> bool:
+    """Store an offer version; False when it (or its version) is already known."""
+    status = await conn.execute(
+        """INSERT INTO offers (offer_id, case_id, version, total_minor, currency, needs_review, budget_exceeded,
+                               status, message, proposed_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING""",
+        offer.offer_id,
+        case_id,
+        offer.version,
+        offer.total.amount_minor,
+        offer.total.currency,
+        offer.needs_review,
+        offer.budget_exceeded,
+        offer.status.value,
+        message,
+        proposed_at,
+    )
+    return status.endswith(" 1")
+
+
+async def get_offer(conn: asyncpg.Connection, offer_id: str, *, lines_of) -> OfferRecord | None:
+    """Return the offer with its authorisation; ``lines_of(message bytes)`` decodes its lines."""
+    row = await conn.fetchrow(
+        """SELECT o.*, a.offer_id AS auth_offer, a.tier, a.actor_kind, a.actor_employee_id, a.actor_role,
+                  a.actor_team, a.amount_minor AS auth_minor, a.currency AS auth_currency, a.authorized_at,
+                  a.approval_id AS auth_approval
+           FROM offers o LEFT JOIN authorizations a USING (offer_id) WHERE o.offer_id = $1""",
+        offer_id,
+    )
+    if row is None:
+        return None
+    message = bytes(row["message"])
+    lines: tuple[OfferLine, ...] = lines_of(message)
+    offer = Offer(
+        offer_id=row["offer_id"],
+        version=row["version"],
+        total=Money(row["total_minor"], row["currency"]),
+        lines=lines,
+        needs_review=row["needs_review"],
+        budget_exceeded=row["budget_exceeded"],
+        status=OfferStatus(row["status"]),
+    )
+    return OfferRecord(
+        offer=offer,
+        message=message,
+        proposed_at=row["proposed_at"],
+        customer_decision=_opt(CustomerDecision, row["customer_decision"]),
+        authorization=row if row["auth_offer"] else None,
+    )
+
+
+async def highest_offer_version(conn: asyncpg.Connection, case_id: str) -> int:
+    """Return the case's highest known offer version (0 when none)."""
+    return await conn.fetchval("SELECT coalesce(max(version), 0) FROM offers WHERE case_id = $1", case_id)
+
+
+async def set_offer_status(conn: asyncpg.Connection, offer_id: str, status: OfferStatus) -> None:
+    """Record where the offer stands."""
+    await conn.execute("UPDATE offers SET status = $2 WHERE offer_id = $1", offer_id, status.value)
+
+
+async def set_customer_decision(conn: asyncpg.Connection, offer_id: str, decision: CustomerDecision) -> None:
+    """Record the customer's answer to the offer."""
+    await conn.execute("UPDATE offers SET customer_decision = $2 WHERE offer_id = $1", offer_id, decision.value)
+
+
+async def insert_authorization(
+    conn: asyncpg.Connection,
+    *,
+    offer_id: str,
+    case_id: str,
+    tier: str,
+    actor: Actor,
+    authority_employee_id: str,
+    amount: Money,
+    approval_id: str,
+    at: datetime,
+) -> bool:
+    """Record the offer's one authorisation; False when it already has one (the business-key guard)."""
+    status = await conn.execute(
+        """INSERT INTO authorizations (offer_id, case_id, tier, actor_kind, actor_employee_id, actor_role, actor_team,
+                                       authority_employee_id, amount_minor, currency, approval_id, authorized_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (offer_id) DO NOTHING""",
+        offer_id,
+        case_id,
+        tier,
+        actor.kind.value,
+        actor.employee_id,
+        actor.role,
+        actor.team,
+        authority_employee_id,
+        amount.amount_minor,
+        amount.currency,
+        approval_id,
+        at,
+    )
+    return status.endswith(" 1")
+
+
+async def authorized_total(conn: asyncpg.Connection, case_id: str) -> Money | None:
+    """Return the amount authorised on the case's most recent authorisation, or None."""
+    row = await conn.fetchrow(
+        "SELECT amount_minor, currency FROM authorizations WHERE case_id = $1 ORDER BY authorized_at DESC LIMIT 1",
+        case_id,
+    )
+    return Money(row["amount_minor"], row["currency"]) if row else None
+
+
+# -------------------------------------------------------------------------------------- authority usage
+
+
+async def lock_usage(conn: asyncpg.Connection, *, employee_id: str, day: date, month: date, currency: str) -> Usage:
+    """Return the authority's usage today and this month, holding row locks until the transaction ends.
+
+    The rows are created first (so there is always a row to lock), then locked in a fixed order (day,
+    month) so two deciders never deadlock; a concurrent decision on the same authority waits here.
+    """
+    await conn.execute(
+        """INSERT INTO authority_usage (employee_id, period, period_start, currency)
+           VALUES ($1, 'day', $2, $4), ($1, 'month', $3, $4) ON CONFLICT DO NOTHING""",
+        employee_id,
+        day,
+        month,
+        currency,
+    )
+    rows = await conn.fetch(
+        """SELECT period, used_minor FROM authority_usage
+           WHERE employee_id = $1 AND currency = $4
+             AND ((period = 'day' AND period_start = $2) OR (period = 'month' AND period_start = $3))
+           ORDER BY period FOR UPDATE""",
+        employee_id,
+        day,
+        month,
+        currency,
+    )
+    used = {r["period"]: r["used_minor"] for r in rows}
+    return Usage(today=used.get("day", 0), this_month=used.get("month", 0))
+
+
+async def book_usage(conn: asyncpg.Connection, *, employee_id: str, day: date, month: date, amount: Money) -> None:
+    """Add ``amount`` to the authority's day and month usage (rows locked by ``lock_usage``)."""
+    await conn.execute(
+        """UPDATE authority_usage SET used_minor = used_minor + $4
+           WHERE employee_id = $1 AND currency = $5
+             AND ((period = 'day' AND period_start = $2) OR (period = 'month' AND period_start = $3))""",
+        employee_id,
+        day,
+        month,
+        amount.amount_minor,
+        amount.currency,
+    )
+
+
+# -------------------------------------------------------------------------------------------- approvals
+
+
+def _actor(row: asyncpg.Record, prefix: str) -> Actor | None:
+    kind = row[f"{prefix}_kind"]
+    if kind is None:
+        return None
+    return Actor(
+        kind=ActorKind(kind),
+        employee_id=row[f"{prefix}_employee_id"],
+        role=row[f"{prefix}_role"],
+        team=row[f"{prefix}_team"],
+    )
+
+
+def _approval(row: asyncpg.Record) -> Approval:
+    approved = row["approved_minor"]
+    return Approval(
+        approval_id=row["approval_id"],
+        case_id=row["case_id"],
+        customer_id=row["customer_id"],
+        offer_id=row["offer_id"],
+        offer_version=row["offer_version"],
+        requested_by=_actor(row, "requested"),
+        owner_employee_id=row["owner_employee_id"],
+        approver_role=row["approver_role"],
+        approver_team=row["approver_team"],
+        amount=Money(row["amount_minor"], row["currency"]),
+        reasons=tuple(ApprovalReason(r) for r in row["reasons"]),
+        note=row["note"],
+        decision_due_at=row["decision_due_at"],
+        escalation_level=row["escalation_level"],
+        requested_at=row["requested_at"],
+        status=ApprovalStatus(row["status"]),
+        decision=_opt(ApprovalDecision, row["decision"]),
+        approved_amount=Money(approved, row["currency"]) if approved is not None else None,
+        decision_reason=row["decision_reason"] or "",
+        decided_by=_actor(row, "decided"),
+        decided_at=row["decided_at"],
+    )
+
+
+async def insert_approval(conn: asyncpg.Connection, a: Approval) -> None:
+    """Store a new pending approval request."""
+    await conn.execute(
+        """INSERT INTO approvals (approval_id, case_id, customer_id, offer_id, offer_version, requested_kind,
+                                  requested_employee_id, requested_role, requested_team, owner_employee_id,
+                                  approver_role, approver_team, amount_minor, currency, reasons, note,
+                                  decision_due_at, escalation_level, requested_at, status)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)""",
+        a.approval_id,
+        a.case_id,
+        a.customer_id,
+        a.offer_id,
+        a.offer_version,
+        a.requested_by.kind.value,
+        a.requested_by.employee_id,
+        a.requested_by.role,
+        a.requested_by.team,
+        a.owner_employee_id,
+        a.approver_role,
+        a.approver_team,
+        a.amount.amount_minor,
+        a.amount.currency,
+        [r.value for r in a.reasons],
+        a.note,
+        a.decision_due_at,
+        a.escalation_level,
+        a.requested_at,
+        a.status.value,
+    )
+
+
+async def get_approval(conn: asyncpg.Connection, approval_id: str, *, lock: bool = False) -> Approval | None:
+    """Return the approval (locked FOR UPDATE when ``lock``), or None."""
+    row = await conn.fetchrow(
+        f"SELECT * FROM approvals WHERE approval_id = $1{' FOR UPDATE' if lock else ''}", approval_id
+    )
+    return _approval(row) if row else None
+
+
+async def decide_approval(conn: asyncpg.Connection, a: Approval) -> None:
+    """Write the approval's decision."""
+    by = a.decided_by
+    await conn.execute(
+        """UPDATE approvals SET status = $2, decision = $3, approved_minor = $4, decision_reason = $5,
+                  decided_kind = $6, decided_employee_id = $7, decided_role = $8, decided_team = $9, decided_at = $10
+           WHERE approval_id = $1""",
+        a.approval_id,
+        a.status.value,
+        a.decision.value if a.decision else None,
+        a.approved_amount.amount_minor if a.approved_amount else None,
+        a.decision_reason,
+        by.kind.value if by else None,
+        by.employee_id if by else None,
+        by.role if by else None,
+        by.team if by else None,
+        a.decided_at,
+    )
+
+
+async def reroute_approval(conn: asyncpg.Connection, a: Approval) -> None:
+    """Write an overdue approval's new tier, level, reasons and deadline."""
+    await conn.execute(
+        """UPDATE approvals SET approver_role = $2, escalation_level = $3, reasons = $4, decision_due_at = $5
+           WHERE approval_id = $1""",
+        a.approval_id,
+        a.approver_role,
+        a.escalation_level,
+        [r.value for r in a.reasons],
+        a.decision_due_at,
+    )
+
+
+async def cancel_pending_approvals(conn: asyncpg.Connection, case_id: str) -> list[str]:
+    """Cancel the case's approval in progress (its offer was superseded); returns the ids cancelled."""
+    rows = await conn.fetch(
+        "UPDATE approvals SET status = 'cancelled' WHERE case_id = $1 AND status = 'pending' RETURNING approval_id",
+        case_id,
+    )
+    return [r["approval_id"] for r in rows]
+
+
+async def approvals_of_case(conn: asyncpg.Connection, case_id: str) -> list[Approval]:
+    """Return the case's approvals, oldest first."""
+    rows = await conn.fetch("SELECT * FROM approvals WHERE case_id = $1 ORDER BY requested_at", case_id)
+    return [_approval(r) for r in rows]
+
+
+async def pending_approvals_for(
+    conn: asyncpg.Connection, routes: Sequence[tuple[str, str]], *, exclude_employee: str, limit: int, offset: int
+) -> list[Approval]:
+    """Return pending approvals routed to any (role, team) in ``routes`` that ``exclude_employee`` did not
+    request and does not own, oldest due first."""
+    if not routes:
+        return []
+    rows = await conn.fetch(
+        """SELECT a.* FROM approvals a
+           JOIN unnest($1::text[], $2::text[]) AS r(role, team)
+             ON a.approver_role = r.role AND a.approver_team = r.team
+           WHERE a.status = 'pending' AND a.requested_employee_id <> $3 AND a.owner_employee_id <> $3
+           ORDER BY a.decision_due_at, a.approval_id LIMIT $4 OFFSET $5""",
+        [r for r, _ in routes],
+        [t for _, t in routes],
+        exclude_employee,
+        limit,
+        offset,
+    )
+    return [_approval(r) for r in rows]
+
+
+async def pending_approval_stats(conn: asyncpg.Connection, now: datetime) -> tuple[int, float]:
+    """Return (approvals pending, age in seconds of the oldest)."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, min(requested_at) AS oldest FROM approvals WHERE status = 'pending'"
+    )
+    oldest = row["oldest"]
+    return row["n"], (now - oldest).total_seconds() if oldest else 0.0
+
+
+# ------------------------------------------------------------------------------------------ delegations
+
+
+def _delegation(row: asyncpg.Record) -> Delegation:
+    return Delegation(
+        delegation_id=row["delegation_id"],
+        delegator_employee_id=row["delegator_employee_id"],
+        delegate_employee_id=row["delegate_employee_id"],
+        role=row["role"],
+        team=row["team"],
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+    )
+
+
+async def insert_delegation(conn: asyncpg.Connection, d: Delegation, *, reason: str, now: datetime) -> None:
+    """Store a delegation."""
+    await conn.execute(
+        """INSERT INTO delegations (delegation_id, delegator_employee_id, delegate_employee_id, role, team,
+                                    starts_at, ends_at, reason, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        d.delegation_id,
+        d.delegator_employee_id,
+        d.delegate_employee_id,
+        d.role,
+        d.team,
+        d.starts_at,
+        d.ends_at,
+        reason,
+        now,
+    )
+
+
+async def delegations_to(conn: asyncpg.Connection, employee_id: str, now: datetime) -> tuple[Delegation, ...]:
+    """Return the delegations to ``employee_id`` active at ``now``."""
+    rows = await conn.fetch(
+        "SELECT * FROM delegations WHERE delegate_employee_id = $1 AND starts_at <= $2 AND ends_at > $2",
+        employee_id,
+        now,
+    )
+    return tuple(_delegation(r) for r in rows)
+
+
+# ------------------------------------------------------------------------------------------- SLA clocks
+
+
+def _clock(row: asyncpg.Record) -> ClockState:
+    return ClockState(
+        clock=SlaClock(row["clock"]),
+        status=SlaStatus(row["status"]),
+        budget=row["budget"],
+        started_at=row["started_at"],
+        deadline_at=row["deadline_at"],
+        warn_at=row["warn_at"],
+        paused_at=row["paused_at"],
+        paused=row["paused"],
+        stopped_at=row["stopped_at"],
+    )
+
+
+async def save_clock(conn: asyncpg.Connection, case_id: str, c: ClockState) -> None:
+    """Insert or replace one SLA clock of the case."""
+    await conn.execute(
+        """INSERT INTO sla_clocks (case_id, clock, status, budget, started_at, deadline_at, warn_at, paused_at,
+                                   paused, stopped_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+           ON CONFLICT (case_id, clock) DO UPDATE SET status = $3, budget = $4, started_at = $5, deadline_at = $6,
+               warn_at = $7, paused_at = $8, paused = $9, stopped_at = $10""",
+        case_id,
+        c.clock.value,
+        c.status.value,
+        c.budget,
+        c.started_at,
+        c.deadline_at,
+        c.warn_at,
+        c.paused_at,
+        c.paused,
+        c.stopped_at,
+    )
+
+
+async def get_clocks(conn: asyncpg.Connection, case_id: str) -> dict[SlaClock, ClockState]:
+    """Return the case's SLA clocks by clock."""
+    rows = await conn.fetch("SELECT * FROM sla_clocks WHERE case_id = $1", case_id)
+    return {SlaClock(r["clock"]): _clock(r) for r in rows}
+
+
+# ----------------------------------------------------------------------------------------------- timers
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A claimed due timer."""
+
+    timer_id: int
+    case_id: str
+    kind: str
+    clock: SlaClock
+    approval_id: str
+    due_at: datetime
+
+
+async def set_timers(
+    conn: asyncpg.Connection,
+    case_id: str,
+    clock: SlaClock,
+    timers: Sequence[tuple[str, datetime]],
+    *,
+    approval_id: str = "",
+) -> None:
+    """Replace the clock's pending timers with ``timers`` (cancel the old rows, add the new)."""
+    await conn.execute(
+        "UPDATE timers SET status = 'cancelled' WHERE case_id = $1 AND clock = $2 AND status = 'pending'",
+        case_id,
+        clock.value,
+    )
+    for kind, due_at in timers:
+        await conn.execute(
+            "INSERT INTO timers (case_id, kind, clock, approval_id, due_at) VALUES ($1, $2, $3, $4, $5)",
+            case_id,
+            kind,
+            clock.value,
+            approval_id,
+            due_at,
+        )
+
+
+async def claim_due_timers(conn: asyncpg.Connection, now: datetime, limit: int) -> list[Timer]:
+    """Claim up to ``limit`` pending timers due at ``now`` (FOR UPDATE SKIP LOCKED), marking them fired."""
+    rows = await conn.fetch(
+        """WITH due AS (SELECT timer_id FROM timers WHERE status = 'pending' AND due_at <= $1
+                        ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+           UPDATE timers t SET status = 'fired', fired_at = $1 FROM due WHERE t.timer_id = due.timer_id
+           RETURNING t.timer_id, t.case_id, t.kind, t.clock, t.approval_id, t.due_at""",
+        now,
+        limit,
+    )
+    return sorted(
+        (
+            Timer(r["timer_id"], r["case_id"], r["kind"], SlaClock(r["clock"]), r["approval_id"], r["due_at"])
+            for r in rows
+        ),
+        key=lambda t: (t.due_at, t.timer_id),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ audit
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audited decision: who, in what role, what, how much, under which limits and policy, why, when."""
+
+    case_id: str
+    action: str
+    actor: Actor
+    policy_version: str
+    occurred_at: datetime
+    amount: Money | None = None
+    limits: dict | None = None
+    reason: str = ""
+    detail: str = ""
+    offer_id: str = ""
+    approval_id: str = ""
+    from_state: CaseState | None = None
+    to_state: CaseState | None = None
+
+
+async def append_audit(conn: asyncpg.Connection, e: AuditEntry) -> None:
+    """Append ``e`` to the audit trail in the caller's transaction."""
+    await conn.execute(
+        """INSERT INTO audit_log (case_id, action, actor_kind, actor_employee_id, actor_role, actor_team,
+                                  amount_minor, currency, limits, policy_version, reason, detail, offer_id,
+                                  approval_id, from_state, to_state, occurred_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17)""",
+        e.case_id,
+        e.action,
+        e.actor.kind.value,
+        e.actor.employee_id,
+        e.actor.role,
+        e.actor.team,
+        e.amount.amount_minor if e.amount else None,
+        e.amount.currency if e.amount else None,
+        json.dumps(e.limits) if e.limits is not None else None,
+        e.policy_version,
+        e.reason,
+        e.detail,
+        e.offer_id,
+        e.approval_id,
+        e.from_state.value if e.from_state else None,
+        e.to_state.value if e.to_state else None,
+        e.occurred_at,
+    )
+
+
+async def audit_of_case(conn: asyncpg.Connection, case_id: str) -> list[asyncpg.Record]:
+    """Return the case's audit entries, oldest first."""
+    return await conn.fetch("SELECT * FROM audit_log WHERE case_id = $1 ORDER BY entry_id", case_id)
+
+
+# ---------------------------------------------------------------------------------------------- gauges
+
+
+async def state_counts(conn: asyncpg.Connection) -> dict[str, int]:
+    """Return the number of cases per state."""
+    rows = await conn.fetch("SELECT state, count(*) AS n FROM cases GROUP BY state")
+    return {r["state"]: r["n"] for r in rows}
+
+
+async def owner_loads(conn: asyncpg.Connection) -> dict[str, int]:
+    """Return unresolved cases per owner."""
+    rows = await conn.fetch(
+        "SELECT owner_employee_id, count(*) AS n FROM cases WHERE state <> 'resolved' AND owner_employee_id <> '' "
+        "GROUP BY owner_employee_id"
+    )
+    return {r["owner_employee_id"]: r["n"] for r in rows}
+
+
+# ---------------------------------------------------------------------------------------- early events
+
+
+async def park_event(conn: asyncpg.Connection, case_id: str, kind: str, payload: bytes, now: datetime) -> None:
+    """Keep an event about a case not opened yet, to apply when it opens."""
+    await conn.execute(
+        "INSERT INTO early_events (case_id, kind, payload, received_at) VALUES ($1, $2, $3, $4)",
+        case_id,
+        kind,
+        payload,
+        now,
+    )
+
+
+async def take_parked_events(conn: asyncpg.Connection, case_id: str) -> list[tuple[str, bytes]]:
+    """Remove and return the case's parked events, in arrival order."""
+    rows = await conn.fetch("DELETE FROM early_events WHERE case_id = $1 RETURNING id, kind, payload", case_id)
+    return [(r["kind"], bytes(r["payload"])) for r in sorted(rows, key=lambda r: r["id"])]

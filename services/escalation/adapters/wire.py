@@ -1,0 +1,586 @@
+"""Protobuf <-> escalation domain: commands from events and requests, events and resources to the wire."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+from google.protobuf import json_format
+from recovery.escalation.v1 import escalation_pb2 as pb
+from recovery.events.v1 import common_pb2, events_pb2
+
+from services.common.money import Money
+from services.common.wire import (
+    duration_to_proto,
+    enum_from_proto,
+    enum_to_proto,
+    money_to_proto,
+    set_optional,
+    time_from_proto,
+    time_to_proto,
+)
+from services.escalation.domain import sla
+from services.escalation.domain.calendar import BusinessCalendar
+from services.escalation.domain.commands import AmendCase, OpenCase, ReceiveOffer, RequestReopen
+from services.escalation.domain.errors import FieldViolation, InvalidCommand
+from services.escalation.domain.model import (
+    Actor,
+    ActorKind,
+    Approval,
+    ApprovalDecision,
+    ApprovalReason,
+    AuthorizationTier,
+    Case,
+    CaseState,
+    ClockState,
+    CustomerDecision,
+    Limits,
+    Offer,
+    OfferLine,
+    OfferStatus,
+    Outlook,
+    RemedyKind,
+    Severity,
+    SlaClock,
+    Usage,
+)
+
+# ------------------------------------------------------------------------------------------------ inbound
+
+
+def _severity(c: common_pb2.Classification) -> Severity | None:
+    return enum_from_proto(common_pb2.Severity, c.severity.severity, Severity)
+
+
+def _outlook(c: common_pb2.Classification) -> Outlook | None:
+    return enum_from_proto(common_pb2.Outlook, c.outlook.outlook, Outlook)
+
+
+def _require(message, *fields: str) -> None:
+    missing = [FieldViolation(f, "required") for f in fields if not getattr(message, f)]
+    if missing:
+        raise InvalidCommand.of(*missing)
+
+
+def open_from_event(m: events_pb2.CaseOpened, *, at: datetime) -> OpenCase:
+    """Return the command of a CaseOpened; raises InvalidCommand when ids or the team are missing."""
+    _require(m, "case_id", "customer_id", "owning_team")
+    return OpenCase(
+        case_id=m.case_id,
+        customer_id=m.customer_id,
+        owner_employee_id=m.owner_employee_id,
+        team=m.owning_team,
+        severity=_severity(m.classification),
+        outlook=_outlook(m.classification),
+        system_detected=m.system_detected,
+        opened_at=time_from_proto(m, "opened_at") or at,
+    )
+
+
+def amend_from_event(m: events_pb2.CaseAmended) -> AmendCase:
+    """Return the command of a CaseAmended."""
+    _require(m, "case_id", "customer_id")
+    return AmendCase(
+        case_id=m.case_id,
+        revision=m.revision,
+        severity=_severity(m.classification),
+        outlook=_outlook(m.classification),
+        system_detected=m.system_detected,
+    )
+
+
+def amended_facts(facts: bytes, m: events_pb2.CaseAmended) -> bytes:
+    """Return the stored CaseOpened facts with the amendment's snapshot applied."""
+    opened = events_pb2.CaseOpened.FromString(facts)
+    del opened.failure_ids[:]
+    opened.failure_ids.extend(m.failure_ids)
+    opened.category = m.category or opened.category
+    opened.reference = m.reference
+    opened.classification.CopyFrom(m.classification)
+    opened.history.CopyFrom(m.history)
+    del opened.reported_costs[:]
+    opened.reported_costs.extend(m.reported_costs)
+    del opened.stated_impacts[:]
+    opened.stated_impacts.extend(m.stated_impacts)
+    opened.ClearField("customer_request")
+    set_optional(opened, "customer_request", m.customer_request if m.HasField("customer_request") else None)
+    opened.area.CopyFrom(m.area)
+    del opened.risk_tags[:]
+    opened.risk_tags.extend(m.risk_tags)
+    opened.system_detected = m.system_detected
+    opened.impact_details = m.impact_details
+    opened.customer_timezone = m.customer_timezone or opened.customer_timezone
+    opened.preferred_channel = m.preferred_channel or opened.preferred_channel
+    return opened.SerializeToString()
+
+
+def offer_lines(message: bytes) -> tuple[OfferLine, ...]:
+    """Return the lines of a stored OfferProposed."""
+    m = events_pb2.OfferProposed.FromString(message)
+    return tuple(
+        OfferLine(
+            kind=enum_from_proto(common_pb2.RemedyKind, line.kind, RemedyKind),
+            amount=Money(line.amount.amount_minor, line.amount.currency or m.total.currency),
+        )
+        for line in m.line_items
+    )
+
+
+def offer_from_event(m: events_pb2.OfferProposed, *, at: datetime) -> ReceiveOffer:
+    """Return the command of an OfferProposed; raises InvalidCommand naming every bad field."""
+    _require(m, "case_id", "customer_id", "offer_id")
+    bad = []
+    if m.version < 1:
+        bad.append(FieldViolation("version", "must be at least 1"))
+    if not m.HasField("total") or not m.total.currency or m.total.amount_minor < 0:
+        bad.append(FieldViolation("total", "required: a non-negative amount with its currency"))
+    if bad:
+        raise InvalidCommand.of(*bad)
+    offer = Offer(
+        offer_id=m.offer_id,
+        version=m.version,
+        total=Money(m.total.amount_minor, m.total.currency),
+        lines=offer_lines(m.SerializeToString()),
+        needs_review=m.needs_review,
+        budget_exceeded=m.budget_exceeded,
+    )
+    return ReceiveOffer(
+        case_id=m.case_id, customer_id=m.customer_id, offer=offer, proposed_at=time_from_proto(m, "proposed_at") or at
+    )
+
+
+def reopen_from_event(m: events_pb2.CaseReopenRequested) -> RequestReopen:
+    """Return the command of a CaseReopenRequested."""
+    _require(m, "case_id", "customer_id")
+    reason = m.reason or m.comment or "the customer was not satisfied"
+    return RequestReopen(case_id=m.case_id, reason=reason, followup_id=m.followup_id)
+
+
+# ----------------------------------------------------------------------------------------------- outbound
+
+
+def actor_to_proto(actor: Actor | None) -> common_pb2.Actor | None:
+    """Return the wire Actor."""
+    if actor is None:
+        return None
+    return common_pb2.Actor(
+        kind=enum_to_proto(common_pb2.ActorKind, actor.kind),
+        employee_id=actor.employee_id,
+        role=actor.role,
+        team=actor.team,
+    )
+
+
+def actor_from_proto(m: common_pb2.Actor) -> Actor:
+    """Return the domain Actor."""
+    return Actor(
+        kind=enum_from_proto(common_pb2.ActorKind, m.kind, ActorKind) or ActorKind.EMPLOYEE,
+        employee_id=m.employee_id,
+        role=m.role,
+        team=m.team,
+    )
+
+
+def limits_to_proto(
+    limits: Limits, *, employee_id: str, usage: Usage, policy_version: str, delegated_by: str = ""
+) -> common_pb2.AuthorityLimits:
+    """Return the wire AuthorityLimits (what was in force for one authorisation or decision)."""
+    cur = limits.currency
+    return common_pb2.AuthorityLimits(
+        employee_id=employee_id,
+        role=limits.role,
+        per_case_limit=common_pb2.Money(amount_minor=limits.per_case, currency=cur),
+        per_day_limit=common_pb2.Money(amount_minor=limits.per_day, currency=cur),
+        per_month_limit=common_pb2.Money(amount_minor=limits.per_month, currency=cur),
+        used_today=common_pb2.Money(amount_minor=usage.today, currency=cur),
+        used_this_month=common_pb2.Money(amount_minor=usage.this_month, currency=cur),
+        remedy_kind_limits=[
+            common_pb2.RemedyKindLimit(
+                kind=enum_to_proto(common_pb2.RemedyKind, kind),
+                per_case_limit=common_pb2.Money(amount_minor=cap, currency=cur),
+            )
+            for kind, cap in sorted(limits.remedy_caps.items(), key=lambda kv: kv[0].value)
+        ],
+        delegated_by_employee_id=delegated_by,
+        policy_version=policy_version,
+        employee_override=limits.employee_override,
+    )
+
+
+def limits_json(limits: common_pb2.AuthorityLimits) -> dict:
+    """Return the limits as the proto3 JSON mapping (how the audit table keeps them)."""
+    return json_format.MessageToDict(limits)
+
+
+def lines_to_proto(message: bytes, lines: tuple[OfferLine, ...] | None = None) -> list[common_pb2.OfferLineItem]:
+    """Return the stored offer's line items, with amounts replaced by ``lines`` when an approver reduced them."""
+    items = list(events_pb2.OfferProposed.FromString(message).line_items)
+    if lines is not None:
+        for item, line in zip(items, lines, strict=True):
+            item.amount.CopyFrom(money_to_proto(line.amount))
+    return items
+
+
+def offer_authorized(
+    case: Case,
+    offer: Offer,
+    *,
+    message: bytes,
+    by: Actor,
+    tier: AuthorizationTier,
+    amount: Money,
+    lines: tuple[OfferLine, ...],
+    limits: common_pb2.AuthorityLimits,
+    policy_version: str,
+    approval_id: str,
+    at: datetime,
+) -> events_pb2.OfferAuthorized:
+    """Return the OfferAuthorized event."""
+    proposed = events_pb2.OfferProposed.FromString(message)
+    return events_pb2.OfferAuthorized(
+        customer_id=case.customer_id,
+        case_id=case.case_id,
+        offer_id=offer.offer_id,
+        offer_version=offer.version,
+        authorized_by=actor_to_proto(by),
+        tier=enum_to_proto(common_pb2.AuthorizationTier, tier),
+        amount=money_to_proto(amount),
+        line_items=lines_to_proto(message, lines),
+        limits=limits,
+        limits_policy_version=policy_version,
+        offer_policy_version=proposed.policy_version,
+        approval_id=approval_id,
+        team=case.team,
+        authorized_at=time_to_proto(at),
+    )
+
+
+def approval_requested(a: Approval) -> events_pb2.ApprovalRequested:
+    """Return the ApprovalRequested event of ``a`` at its current escalation level."""
+    return events_pb2.ApprovalRequested(
+        customer_id=a.customer_id,
+        case_id=a.case_id,
+        approval_id=a.approval_id,
+        offer_id=a.offer_id,
+        offer_version=a.offer_version,
+        requested_by=actor_to_proto(a.requested_by),
+        owner_employee_id=a.owner_employee_id,
+        approver_role=a.approver_role,
+        approver_team=a.approver_team,
+        amount=money_to_proto(a.amount),
+        reasons=[enum_to_proto(common_pb2.ApprovalReason, r) for r in a.reasons],
+        note=a.note,
+        decision_due_at=time_to_proto(a.decision_due_at),
+        escalation_level=a.escalation_level,
+        requested_at=time_to_proto(a.requested_at),
+    )
+
+
+def approval_decided(a: Approval, *, limits: common_pb2.AuthorityLimits | None) -> events_pb2.ApprovalDecided:
+    """Return the ApprovalDecided event of a decided approval."""
+    approved = a.approved_amount or Money.zero(a.amount.currency)
+    m = events_pb2.ApprovalDecided(
+        customer_id=a.customer_id,
+        case_id=a.case_id,
+        approval_id=a.approval_id,
+        offer_id=a.offer_id,
+        offer_version=a.offer_version,
+        decision=enum_to_proto(common_pb2.ApprovalDecision, a.decision),
+        approved_amount=money_to_proto(approved),
+        reason=a.decision_reason,
+        decided_by=actor_to_proto(a.decided_by),
+        decided_at=time_to_proto(a.decided_at),
+    )
+    set_optional(m, "limits", limits)
+    return m
+
+
+def sla_breached(
+    case: Case, clock: SlaClock, *, deadline_at: datetime, at: datetime, escalated_to: str, approval_id: str = ""
+) -> events_pb2.SlaBreached:
+    """Return the SlaBreached event."""
+    return events_pb2.SlaBreached(
+        customer_id=case.customer_id,
+        case_id=case.case_id,
+        clock=enum_to_proto(common_pb2.SlaClock, clock),
+        deadline_at=time_to_proto(deadline_at),
+        breached_at=time_to_proto(at),
+        severity=enum_to_proto(common_pb2.Severity, case.severity),
+        outlook=enum_to_proto(common_pb2.Outlook, case.outlook),
+        owner_employee_id=case.owner_employee_id,
+        team=case.team,
+        escalated_to_role=escalated_to,
+        approval_id=approval_id,
+    )
+
+
+def customer_countered(
+    case: Case, offer: Offer, request: common_pb2.CustomerRequest, *, by: Actor, at: datetime
+) -> events_pb2.CustomerCountered:
+    """Return the CustomerCountered event."""
+    return events_pb2.CustomerCountered(
+        customer_id=case.customer_id,
+        case_id=case.case_id,
+        offer_id=offer.offer_id,
+        offer_version=offer.version,
+        request=request,
+        recorded_by=actor_to_proto(by),
+        countered_at=time_to_proto(at),
+    )
+
+
+def case_resolved(
+    case: Case,
+    *,
+    facts: bytes,
+    by: Actor,
+    at: datetime,
+    root_cause_area: common_pb2.Area | None,
+    root_cause: str,
+    summary: str,
+    decision: CustomerDecision | None,
+    compensation: Money | None,
+) -> events_pb2.CaseResolved:
+    """Return the CaseResolved event."""
+    opened = events_pb2.CaseOpened.FromString(facts)
+    m = events_pb2.CaseResolved(
+        customer_id=case.customer_id,
+        case_id=case.case_id,
+        owner_employee_id=case.owner_employee_id,
+        team=case.team,
+        severity=enum_to_proto(common_pb2.Severity, case.severity),
+        outlook=enum_to_proto(common_pb2.Outlook, case.outlook),
+        category=opened.category,
+        resolved_at=time_to_proto(at),
+        resolved_by=actor_to_proto(by),
+        customer_timezone=opened.customer_timezone,
+        preferred_channel=opened.preferred_channel,
+        root_cause=root_cause,
+        resolution_summary=summary,
+        customer_decision=enum_to_proto(common_pb2.CustomerDecision, decision),
+        offer_id=case.current_offer_id,
+        resolution_number=case.resolution_count,
+    )
+    set_optional(m, "root_cause_area", root_cause_area)
+    set_optional(m, "compensation_total", money_to_proto(compensation))
+    return m
+
+
+def case_reopened(case: Case, *, reason: str, by: Actor, followup_id: str, at: datetime) -> events_pb2.CaseReopened:
+    """Return the CaseReopened event."""
+    return events_pb2.CaseReopened(
+        customer_id=case.customer_id,
+        case_id=case.case_id,
+        reason=reason,
+        owner_employee_id=case.owner_employee_id,
+        reopened_by=actor_to_proto(by),
+        followup_id=followup_id,
+        reopened_at=time_to_proto(at),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- resources
+
+
+def approval_to_proto(a: Approval) -> pb.Approval:
+    """Return the API's Approval."""
+    m = pb.Approval(
+        approval_id=a.approval_id,
+        case_id=a.case_id,
+        customer_id=a.customer_id,
+        offer_id=a.offer_id,
+        offer_version=a.offer_version,
+        requested_by=actor_to_proto(a.requested_by),
+        owner_employee_id=a.owner_employee_id,
+        approver_role=a.approver_role,
+        approver_team=a.approver_team,
+        amount=money_to_proto(a.amount),
+        reasons=[enum_to_proto(common_pb2.ApprovalReason, r) for r in a.reasons],
+        note=a.note,
+        decision_due_at=time_to_proto(a.decision_due_at),
+        escalation_level=a.escalation_level,
+        requested_at=time_to_proto(a.requested_at),
+        status=enum_to_proto(pb.ApprovalStatus, a.status),
+        decision=enum_to_proto(common_pb2.ApprovalDecision, a.decision),
+        decision_reason=a.decision_reason,
+    )
+    set_optional(m, "approved_amount", money_to_proto(a.approved_amount))
+    set_optional(m, "decided_by", actor_to_proto(a.decided_by))
+    set_optional(m, "decided_at", time_to_proto(a.decided_at))
+    return m
+
+
+def _clock_to_proto(c: ClockState | None, calendar: BusinessCalendar, now: datetime) -> pb.SlaClockState | None:
+    if c is None:
+        return None
+    m = pb.SlaClockState(
+        clock=enum_to_proto(common_pb2.SlaClock, c.clock),
+        status=enum_to_proto(pb.SlaStatus, c.status),
+        deadline_at=time_to_proto(c.deadline_at),
+        warn_at=time_to_proto(c.warn_at),
+        paused=duration_to_proto(c.paused),
+        remaining=duration_to_proto(sla.remaining(c, calendar, now)),
+    )
+    set_optional(m, "stopped_at", time_to_proto(c.stopped_at))
+    return m
+
+
+def _history_entry(row: asyncpg.Record) -> pb.DecisionEntry:
+    m = pb.DecisionEntry(
+        entry_id=str(row["entry_id"]),
+        action=pb.CaseAction.Value(f"CASE_ACTION_{row['action'].upper()}"),
+        actor=common_pb2.Actor(
+            kind=common_pb2.ActorKind.Value(f"ACTOR_KIND_{row['actor_kind'].upper()}"),
+            employee_id=row["actor_employee_id"],
+            role=row["actor_role"],
+            team=row["actor_team"],
+        ),
+        policy_version=row["policy_version"],
+        reason=row["reason"],
+        detail=row["detail"],
+        offer_id=row["offer_id"],
+        approval_id=row["approval_id"],
+        from_state=_state(row["from_state"]),
+        to_state=_state(row["to_state"]),
+        occurred_at=time_to_proto(row["occurred_at"]),
+    )
+    if row["amount_minor"] is not None:
+        m.amount.CopyFrom(common_pb2.Money(amount_minor=row["amount_minor"], currency=row["currency"]))
+    if row["limits"]:
+        json_format.ParseDict(json.loads(row["limits"]), m.limits)
+    return m
+
+
+def _state(value: str | None) -> int:
+    return enum_to_proto(pb.CaseState, CaseState(value)) if value else 0
+
+
+_OFFER_STATUS = {s: enum_to_proto(pb.OfferStatus, s) for s in OfferStatus}
+
+
+def case_to_proto(
+    case: Case,
+    *,
+    facts: bytes,
+    updated_at: datetime,
+    offer=None,
+    clocks: dict | None = None,
+    history: Sequence[asyncpg.Record] = (),
+    calendar: BusinessCalendar,
+    now: datetime,
+) -> pb.Case:
+    """Return the API's Case: decision facts, display facts, current offer, SLA state and history."""
+    opened = events_pb2.CaseOpened.FromString(facts)
+    m = pb.Case(
+        case_id=case.case_id,
+        customer_id=case.customer_id,
+        state=enum_to_proto(pb.CaseState, case.state),
+        owner_employee_id=case.owner_employee_id,
+        team=case.team,
+        category=opened.category,
+        classification=opened.classification,
+        reference=opened.reference,
+        description=opened.description,
+        failure_ids=list(opened.failure_ids),
+        system_detected=case.system_detected,
+        reported_costs=list(opened.reported_costs),
+        area=opened.area,
+        risk_tags=list(opened.risk_tags),
+        history=opened.history,
+        pending_approval_id=case.pending_approval_id,
+        decision_history=[_history_entry(r) for r in history],
+        transfer_count=case.transfer_count,
+        transfer_limit_exceeded=case.transfer_limit_exceeded,
+        customer_timezone=opened.customer_timezone,
+        preferred_channel=opened.preferred_channel,
+        updated_at=time_to_proto(updated_at),
+        revision=case.revision,
+        sla_breach_count=case.sla_breach_count,
+        attention_role=case.attention_role,
+    )
+    set_optional(m, "customer_request", opened.customer_request if opened.HasField("customer_request") else None)
+    set_optional(m, "opened_at", time_to_proto(case.opened_at))
+    set_optional(m, "acknowledged_at", time_to_proto(case.acknowledged_at))
+    set_optional(m, "resolved_at", time_to_proto(case.resolved_at))
+    clocks = clocks or {}
+    m.sla.CopyFrom(
+        pb.SlaState(
+            acknowledge=_clock_to_proto(clocks.get(SlaClock.ACKNOWLEDGE), calendar, now),
+            resolve=_clock_to_proto(clocks.get(SlaClock.RESOLVE), calendar, now),
+        )
+    )
+    if offer is not None:
+        m.current_offer.CopyFrom(_offer_to_proto(offer))
+    return m
+
+
+def _offer_to_proto(rec) -> pb.CaseOffer:
+    proposed = events_pb2.OfferProposed.FromString(rec.message)
+    m = pb.CaseOffer(
+        offer_id=rec.offer.offer_id,
+        version=rec.offer.version,
+        policy_version=proposed.policy_version,
+        line_items=list(proposed.line_items),
+        total=proposed.total,
+        needs_review=rec.offer.needs_review,
+        budget_exceeded=rec.offer.budget_exceeded,
+        request_outcome=proposed.request_outcome,
+        status=_OFFER_STATUS[rec.offer.status],
+        customer_decision=enum_to_proto(common_pb2.CustomerDecision, rec.customer_decision),
+        proposed_at=time_to_proto(rec.proposed_at),
+    )
+    auth = rec.authorization
+    if auth is not None:
+        m.authorized_by.CopyFrom(
+            actor_to_proto(
+                Actor(ActorKind(auth["actor_kind"]), auth["actor_employee_id"], auth["actor_role"], auth["actor_team"])
+            )
+        )
+        m.tier = enum_to_proto(common_pb2.AuthorizationTier, AuthorizationTier(auth["tier"]))
+        m.authorized_amount.CopyFrom(common_pb2.Money(amount_minor=auth["auth_minor"], currency=auth["auth_currency"]))
+        m.authorized_at.CopyFrom(time_to_proto(auth["authorized_at"]))
+    return m
+
+
+# ------------------------------------------------------------------------------------------------ requests
+
+
+def decision_from_proto(number: int) -> ApprovalDecision | None:
+    """Return the approval decision of a request (None when unspecified)."""
+    return enum_from_proto(common_pb2.ApprovalDecision, number, ApprovalDecision)
+
+
+def customer_decision_from_proto(number: int) -> CustomerDecision | None:
+    """Return the customer decision of a request (None when unspecified)."""
+    return enum_from_proto(common_pb2.CustomerDecision, number, CustomerDecision)
+
+
+def states_from_proto(numbers) -> tuple[CaseState, ...]:
+    """Return the case states of a list filter."""
+    out = []
+    for n in numbers:
+        state = enum_from_proto(pb.CaseState, n, CaseState)
+        if state is not None:
+            out.append(state)
+    return tuple(out)
+
+
+def reasons_of(reasons: Sequence[ApprovalReason]) -> str:
+    """Return the reasons as words for the audit trail."""
+    return ", ".join(r.value for r in reasons)
+
+
+def delegation_to_proto(d, *, reason: str, created_at: datetime) -> pb.Delegation:
+    """Return the API's Delegation."""
+    return pb.Delegation(
+        delegation_id=d.delegation_id,
+        delegator_employee_id=d.delegator_employee_id,
+        delegate_employee_id=d.delegate_employee_id,
+        role=d.role,
+        starts_at=time_to_proto(d.starts_at),
+        ends_at=time_to_proto(d.ends_at),
+        reason=reason,
+        created_at=time_to_proto(created_at),
+    )

@@ -1,0 +1,64 @@
+"""Escalation's composition root: the one place its policy, metrics, handlers and entrypoints are wired."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+from pathlib import Path
+
+from recovery.escalation.v1 import escalation_pb2_grpc
+
+from services.common import runtime
+from services.common.policy import PolicyStore
+from services.common.runtime import Kit, ServiceParts
+from services.common.scheduler import Scheduler
+from services.escalation.adapters.metrics import EscalationMetrics
+from services.escalation.config import EscalationSettings
+from services.escalation.domain.policy import load_policy
+from services.escalation.entrypoints import consumers
+from services.escalation.entrypoints.grpc_api import RULES, SERVICE, CaseApi
+from services.escalation.service_layer import handlers
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
+
+
+async def build(kit: Kit) -> ServiceParts:
+    """Return escalation's parts: four consumers, the CaseService API, the timer loop, gauges and the policy watcher."""
+    settings = kit.settings
+    assert isinstance(settings, EscalationSettings)
+    policies = PolicyStore(settings.policy_file, load_policy, name="escalation", metrics=kit.metrics)
+    deps = handlers.Deps(policy=lambda: policies.current, metrics=EscalationMetrics(kit.registry))
+    timers = Scheduler(
+        name="escalation-timers",
+        db=kit.db,
+        fire_due=partial(handlers.fire_due, deps=deps),
+        metrics=kit.metrics,
+        poll_seconds=settings.timer_poll_seconds,
+        batch_size=settings.timer_batch_size,
+        retry_max_seconds=settings.retry_max_seconds,
+    )
+
+    async def gauges() -> None:
+        while True:
+            try:
+                async with kit.db.transaction() as conn:
+                    await handlers.refresh_gauges(conn, deps=deps)
+            except Exception:
+                log.warning("escalation gauges not refreshed", exc_info=True)
+            await asyncio.sleep(settings.gauge_seconds)
+
+    api = CaseApi(db=kit.db, deps=deps, watch_poll_seconds=settings.watch_poll_seconds)
+    return ServiceParts(
+        subscriptions=consumers.subscriptions(deps),
+        grpc_register=[partial(escalation_pb2_grpc.add_CaseServiceServicer_to_server, api)],
+        grpc_service_names=[SERVICE],
+        grpc_rules=RULES,
+        background=[timers.run, gauges, partial(policies.watch, settings.policy_reload_seconds)],
+    )
+
+
+def main() -> None:
+    """Run escalation as a process until SIGTERM."""
+    runtime.main(EscalationSettings.from_env(), build=build, migrations_dir=MIGRATIONS)

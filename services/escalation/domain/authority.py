@@ -1,0 +1,271 @@
+"""Empowerment decisions: what an authority's limits cover, where an approval goes, who may decide it.
+
+Pure functions of (policy, offer, limits, usage, delegations, now). The per-period usage they read is
+the one the caller locked (see the repository), so a check and its booking cannot interleave.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from services.common.errors import FailedPrecondition, PreconditionViolation
+from services.common.money import Money
+from services.escalation.domain.errors import FieldViolation, Forbidden, InvalidCommand, LimitExceeded
+from services.escalation.domain.model import (
+    Actor,
+    ActorKind,
+    ApprovalReason,
+    Delegation,
+    Limits,
+    Offer,
+    OfferLine,
+    Usage,
+)
+from services.escalation.domain.policy import Policy
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """One way an amount exceeds an authority's limits, and why in words."""
+
+    reason: ApprovalReason
+    detail: str
+
+
+@dataclass(frozen=True)
+class Authority:
+    """Whose authority a decision uses: the employee whose limits and period usage apply."""
+
+    employee_id: str
+    role: str
+    team: str
+    limits: Limits
+    delegated_by: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where an approval request goes and why it is needed."""
+
+    approver_role: str
+    reasons: tuple[ApprovalReason, ...]
+
+
+def kind_totals(lines: tuple[OfferLine, ...]) -> dict:
+    """Return the offer's amount per remedy kind (minor units)."""
+    out: dict = {}
+    for line in lines:
+        out[line.kind] = out.get(line.kind, 0) + line.amount.amount_minor
+    return out
+
+
+def case_shortfalls(limits: Limits, total: Money, lines: tuple[OfferLine, ...]) -> list[Shortfall]:
+    """Return how ``total`` (and its lines) exceed the per-case and remedy-kind limits; empty when covered."""
+    out = []
+    if total.currency != limits.currency:
+        # Limits are never converted: an amount in another currency is covered by nobody's limits here.
+        return [
+            Shortfall(ApprovalReason.ABOVE_CASE_LIMIT, f"limits are in {limits.currency}, offer in {total.currency}")
+        ]
+    if total.amount_minor > limits.per_case:
+        out.append(
+            Shortfall(ApprovalReason.ABOVE_CASE_LIMIT, f"{total.amount_minor} above per-case limit {limits.per_case}")
+        )
+    for kind, amount in sorted(kind_totals(lines).items(), key=lambda kv: str(kv[0])):
+        if kind is None:
+            continue  # an unspecified kind carries no cap of its own; the per-case limit still applies
+        cap = limits.remedy_caps.get(kind)
+        if cap is None:
+            out.append(Shortfall(ApprovalReason.REMEDY_KIND_NOT_ALLOWED, f"{kind.value} not allowed for {limits.role}"))
+        elif amount > cap:
+            out.append(Shortfall(ApprovalReason.REMEDY_KIND_NOT_ALLOWED, f"{kind.value} {amount} above its cap {cap}"))
+    return out
+
+
+def period_shortfalls(limits: Limits, total: Money, usage: Usage) -> list[Shortfall]:
+    """Return how ``total`` on top of ``usage`` exceeds the daily and monthly limits; empty when covered."""
+    out = []
+    if usage.today + total.amount_minor > limits.per_day:
+        out.append(
+            Shortfall(
+                ApprovalReason.ABOVE_PERIOD_LIMIT,
+                f"{usage.today} used today + {total.amount_minor} above per-day limit {limits.per_day}",
+            )
+        )
+    if usage.this_month + total.amount_minor > limits.per_month:
+        out.append(
+            Shortfall(
+                ApprovalReason.ABOVE_PERIOD_LIMIT,
+                f"{usage.this_month} used this month + {total.amount_minor} above per-month limit {limits.per_month}",
+            )
+        )
+    return out
+
+
+def flags(offer: Offer) -> list[Shortfall]:
+    """Return the compensation flags that send an offer to approval whatever the limits."""
+    out = []
+    if offer.budget_exceeded:
+        out.append(Shortfall(ApprovalReason.BUDGET_EXCEEDED, "the team's budget for the period would be exceeded"))
+    if offer.needs_review:
+        out.append(Shortfall(ApprovalReason.NEEDS_REVIEW, "compensation's abuse guard asks for a review"))
+    return out
+
+
+def check_within(limits: Limits, *, subject: str, total: Money, lines: tuple[OfferLine, ...], usage: Usage) -> None:
+    """Return when ``limits`` cover the amount with ``usage``; raises LimitExceeded naming every limit broken."""
+    missing = case_shortfalls(limits, total, lines) + period_shortfalls(limits, total, usage)
+    if missing:
+        raise LimitExceeded.of(subject, *(s.detail for s in missing))
+
+
+def check_owner_may_authorise(limits: Limits | None, *, owner: Actor, offer: Offer, usage: Usage) -> Limits:
+    """Return the owner's limits when they cover ``offer``; raises FailedPrecondition saying why not."""
+    subject = f"employee/{owner.employee_id}"
+    if limits is None:
+        raise LimitExceeded.of(subject, f"role {owner.role!r} has no empowerment limits")
+    flagged = flags(offer)
+    if flagged:
+        raise FailedPrecondition(
+            "flagged offers always go to approval: " + "; ".join(s.detail for s in flagged),
+            tuple(
+                PreconditionViolation(type="REVIEW", subject=f"offer/{offer.offer_id}", description=s.detail)
+                for s in flagged
+            ),
+        )
+    check_within(limits, subject=subject, total=offer.total, lines=offer.lines, usage=usage)
+    return limits
+
+
+def route(policy: Policy, *, owner_role: str, owner_limits: Limits | None, offer: Offer, usage: Usage) -> Route:
+    """Return the lowest tier above the owner whose limits cover the offer, and why approval is needed.
+
+    When no tier covers it, the top tier (who may modify the amount down to what they can approve).
+    """
+    reasons: list[ApprovalReason] = []
+    if owner_limits is not None:
+        missing = case_shortfalls(owner_limits, offer.total, offer.lines)
+        missing += period_shortfalls(owner_limits, offer.total, usage)
+        reasons += [s.reason for s in missing]
+    reasons += [s.reason for s in flags(offer)]
+    if not reasons:
+        reasons.append(ApprovalReason.OWNER_REQUESTED)
+    start = policy.rank(owner_role) + 1
+    for tier in policy.tiers[start:]:
+        if not case_shortfalls(policy.roles[tier], offer.total, offer.lines):
+            return Route(approver_role=tier, reasons=tuple(dict.fromkeys(reasons)))
+    return Route(approver_role=policy.tiers[-1], reasons=tuple(dict.fromkeys(reasons)))
+
+
+def escalated_role(policy: Policy, role: str) -> str:
+    """Return the tier an overdue request or a breached case goes to: one up, or the top tier itself."""
+    return policy.tier_above(role) or policy.tiers[-1]
+
+
+def system_may_authorise(policy: Policy, *, system_detected: bool, offer: Offer) -> bool:
+    """True when the system actor authorises ``offer`` at once (automatic proactive recovery)."""
+    automation = policy.automation
+    if not (automation.enabled and system_detected) or flags(offer):
+        return False
+    if offer.total.currency != policy.currency or offer.total.amount_minor > automation.limit:
+        return False
+    return all(line.kind in automation.remedies for line in offer.lines)
+
+
+def system_limits(policy: Policy) -> Limits:
+    """Return the automation limit as Limits, recorded in the audit of a system authorisation."""
+    limit = policy.automation.limit
+    return Limits(
+        role="system",
+        currency=policy.currency,
+        per_case=limit,
+        per_day=0,
+        per_month=0,
+        remedy_caps=dict.fromkeys(policy.automation.remedies, limit),
+    )
+
+
+def approver_authority(
+    policy: Policy,
+    *,
+    decider: Actor,
+    approver_role: str,
+    approver_team: str,
+    requester_ids: frozenset[str],
+    delegations: tuple[Delegation, ...],
+    now: datetime,
+) -> Authority:
+    """Return the authority ``decider`` decides with; raises Forbidden when they may not decide this request.
+
+    Their own when their role and team are the ones routed to; otherwise an active delegation from such an
+    approver. Delegations are looked up one level only (they do not cascade), and nobody decides a request
+    they made or own, with their own authority or a borrowed one.
+    """
+    if decider.kind is not ActorKind.EMPLOYEE:
+        raise Forbidden("only an employee decides approvals")
+    if decider.employee_id in requester_ids:
+        raise Forbidden("nobody approves their own request")
+    if decider.role == approver_role and decider.team == approver_team:
+        limits = policy.limits_for(employee_id=decider.employee_id, role=decider.role)
+        if limits is not None:
+            return Authority(decider.employee_id, decider.role, decider.team, limits)
+    for delegation in delegations:
+        usable = (
+            delegation.delegate_employee_id == decider.employee_id
+            and delegation.active(now)
+            and delegation.role == approver_role
+            and delegation.team == approver_team
+        )
+        if not usable:
+            continue
+        if delegation.delegator_employee_id in requester_ids:
+            raise Forbidden("nobody approves their own request, not even through a delegate")
+        limits = policy.limits_for(employee_id=delegation.delegator_employee_id, role=delegation.role)
+        if limits is not None:
+            return Authority(
+                delegation.delegator_employee_id,
+                delegation.role,
+                delegation.team,
+                limits,
+                delegated_by=delegation.delegator_employee_id,
+            )
+    raise Forbidden(f"this request is routed to {approver_role} of team {approver_team!r}, not to the caller")
+
+
+def validate_delegation(
+    *, delegator: Actor, delegate_employee_id: str, starts_at: datetime, ends_at: datetime, reason: str
+) -> None:
+    """Return when the delegation is well formed; raises InvalidCommand naming every bad field."""
+    bad = []
+    if not delegate_employee_id:
+        bad.append(FieldViolation("delegate_employee_id", "required"))
+    elif delegate_employee_id == delegator.employee_id:
+        bad.append(FieldViolation("delegate_employee_id", "cannot delegate to oneself"))
+    if ends_at <= starts_at:
+        bad.append(FieldViolation("ends_at", "must be after starts_at"))
+    if not reason.strip():
+        bad.append(FieldViolation("reason", "required"))
+    if bad:
+        raise InvalidCommand.of(*bad)
+
+
+def reduce_lines(lines: tuple[OfferLine, ...], approved: Money) -> tuple[OfferLine, ...]:
+    """Return ``lines`` scaled down to sum to ``approved`` (integer shares; the remainder to the largest line)."""
+    total = sum(line.amount.amount_minor for line in lines)
+    if total == 0 or approved.amount_minor >= total:
+        return lines
+    shares = [line.amount.amount_minor * approved.amount_minor // total for line in lines]
+    largest = max(range(len(lines)), key=lambda i: lines[i].amount.amount_minor)
+    shares[largest] += approved.amount_minor - sum(shares)
+    return tuple(
+        OfferLine(kind=line.kind, amount=Money(share, line.amount.currency))
+        for line, share in zip(lines, shares, strict=True)
+    )
+
+
+def periods(now: datetime, timezone: str) -> tuple[date, date]:
+    """Return the (day, month start) ``now`` falls in, on the policy calendar's wall clock."""
+    local = now.astimezone(ZoneInfo(timezone)).date()
+    return local, local.replace(day=1)

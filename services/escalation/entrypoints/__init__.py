@@ -1,0 +1,1 @@
+"""Escalation entrypoints: Kafka consumers and the CaseService gRPC servicer."""

@@ -1,0 +1,1 @@
+"""Escalation handlers: one per command or event, inside the caller's transaction."""
