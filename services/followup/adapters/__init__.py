@@ -1,0 +1,1 @@
+"""Followup's adapters: the Postgres store, protobuf translation and business metrics."""

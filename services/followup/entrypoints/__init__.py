@@ -1,0 +1,1 @@
+"""Followup's entrypoints: Kafka consumers and the gRPC API. Decode, hand to a handler, encode."""

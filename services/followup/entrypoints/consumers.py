@@ -1,0 +1,50 @@
+"""Followup's Kafka consumers: one subscription per input topic, each decode -> command -> handler."""
+
+from __future__ import annotations
+
+import asyncpg
+from recovery.events.v1 import events_pb2
+
+from services.common import cloudevents
+from services.common.consumer import Incoming, Subscription
+from services.common.topics import topic
+from services.followup.adapters import wire
+from services.followup.domain.commands import RecordFeedback, ScheduleFollowups
+from services.followup.service_layer import handlers
+from services.followup.service_layer.handlers import Deps
+
+
+def subscriptions(deps: Deps) -> list[Subscription]:
+    """Return followup's subscriptions: resolutions to schedule, what holds them, answers and corrective actions."""
+
+    async def case_resolved(conn: asyncpg.Connection, incoming: Incoming) -> None:
+        case = wire.resolved_case_from_event(incoming.message, at=incoming.event.time)
+        await handlers.schedule_followups(conn, ScheduleFollowups(case), deps=deps)
+
+    async def case_reopened(conn: asyncpg.Connection, incoming: Incoming) -> None:
+        command = wire.hold_case_from_event(incoming.message, at=incoming.event.time)
+        await handlers.hold_case_followups(conn, command, deps=deps)
+
+    async def case_opened(conn: asyncpg.Connection, incoming: Incoming) -> None:
+        command = wire.hold_customer_from_event(incoming.message, at=incoming.event.time)
+        await handlers.hold_customer_followups(conn, command, deps=deps)
+
+    async def feedback_received(conn: asyncpg.Connection, incoming: Incoming) -> None:
+        feedback = wire.feedback_from_event(incoming.message, at=incoming.event.time)
+        await handlers.record_feedback(conn, RecordFeedback(feedback), deps=deps)
+
+    async def corrective_action(conn: asyncpg.Connection, incoming: Incoming) -> None:
+        command = wire.action_from_event(incoming.message, at=incoming.event.time)
+        await handlers.notify_corrective_action(conn, command, deps=deps)
+
+    table = (
+        ("recovery.case-resolved.v1", events_pb2.CaseResolved, case_resolved),
+        ("recovery.case-reopened.v1", events_pb2.CaseReopened, case_reopened),
+        ("recovery.case-opened.v1", events_pb2.CaseOpened, case_opened),
+        ("recovery.feedback-received.v1", events_pb2.FeedbackReceived, feedback_received),
+        ("recovery.corrective-action-completed.v1", events_pb2.CorrectiveActionCompleted, corrective_action),
+    )
+    return [
+        Subscription(topic=topic(name).name, types=cloudevents.registry(message), handler=handler)
+        for name, message, handler in table
+    ]

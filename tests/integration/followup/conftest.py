@@ -1,0 +1,171 @@
+"""One followup service per test module, on the session's real broker and Postgres, with short delays."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from google.protobuf.message import Message
+from recovery.events.v1 import common_pb2, events_pb2
+
+from services.common import cloudevents
+from services.common.runtime import Endpoints
+from services.common.wire import time_to_proto
+from services.followup import bootstrap
+from services.followup.config import DEFAULT_POLICY, FollowupSettings
+from tests.integration.conftest import read_topic
+from tests.support.running import running_service
+
+# A cap high enough that a test customer with several cases is not pushed a week out (the unit tests cover it).
+TEST_POLICY = DEFAULT_POLICY.read_text().replace("max_contacts = 3", "max_contacts = 20")
+# Delays shortened by configuration (seconds per kind), the way a demo would run.
+TEST_DELAYS = "satisfaction_check=3,check_in=15,personal_note=2,corrective_action_notice=1"
+
+RESOLVED = "recovery.case-resolved.v1"
+REOPENED = "recovery.case-reopened.v1"
+OPENED = "recovery.case-opened.v1"
+FEEDBACK = "recovery.feedback-received.v1"
+ACTIONS = "recovery.corrective-action-completed.v1"
+DUE = "recovery.followup-due.v1"
+REOPEN_REQUESTED = "recovery.case-reopen-requested.v1"
+FAILURES = "recovery.failure-reported.v1"
+
+
+@dataclass(frozen=True)
+class Followup:
+    settings: FollowupSettings
+    endpoints: Endpoints
+
+
+def followup_settings(stack, tmp: Path, **changes) -> FollowupSettings:
+    policy = tmp / "policy.toml"
+    if not policy.exists():
+        policy.write_text(TEST_POLICY)
+    values = {
+        "service_name": f"followup_{uuid.uuid4().hex[:8]}",
+        "kafka_bootstrap_servers": stack.kafka,
+        "database_url": stack.database_url,
+        "topic_partitions": 3,
+        "retry_max_seconds": 0.5,
+        "data_dir": str(tmp),
+        "policy_path": str(policy),
+        "policy_reload_seconds": 0.2,
+        "scheduler_poll_seconds": 0.1,
+        "gauge_seconds": 0.5,
+        "batch_window_seconds": 0.05,
+        "delay_overrides": TEST_DELAYS,
+    }
+    return FollowupSettings(**(values | changes))
+
+
+@pytest.fixture(scope="module")
+async def followup(stack, tmp_path_factory):
+    settings = followup_settings(stack, tmp_path_factory.mktemp("followup"))
+    async with running_service(settings, build=bootstrap.build, migrations_dir=bootstrap.MIGRATIONS) as endpoints:
+        yield Followup(settings=settings, endpoints=endpoints)
+
+
+@pytest.fixture(scope="module")
+async def publisher(stack):
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka, acks="all", enable_idempotence=False)
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+async def publish(producer: AIOKafkaProducer, topic: str, message: Message, *, source: str = "escalation") -> str:
+    """Publish ``message`` as the producing system would (CloudEvents headers, keyed); returns its ce_id."""
+    headers, value, event_id = cloudevents.encode(message, source=source)
+    await producer.send_and_wait(topic, value, key=message.customer_id.encode(), headers=headers)
+    return event_id
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def daytime_zone() -> str:
+    """Return a fixed-offset zone where it is about noon now, so quiet hours do not move test follow-ups."""
+    offset = 12 - now().hour
+    offset = offset - 24 if offset > 14 else offset + 24 if offset < -12 else offset
+    return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"  # POSIX signs are inverted
+
+
+def resolved(customer_id: str, case_id: str | None = None, **fields) -> events_pb2.CaseResolved:
+    base = {
+        "customer_id": customer_id,
+        "case_id": case_id or new_id("case"),
+        "owner_employee_id": "emp-owner",
+        "team": "care",
+        "severity": common_pb2.SEVERITY_MODERATE,
+        "outlook": common_pb2.OUTLOOK_RECOVERABLE,
+        "category": common_pb2.CATEGORY_LATE_DELIVERY,
+        "resolved_at": time_to_proto(now()),
+        "customer_timezone": daytime_zone(),
+        "preferred_channel": common_pb2.CHANNEL_SMS,
+        "resolution_number": 1,
+    }
+    return events_pb2.CaseResolved(**(base | fields))
+
+
+async def read_events(bootstrap: str, topic: str, message_class, *, keys, count: int, settle: float = 0.0, timeout=60):
+    """Return the records keyed by one of ``keys`` on ``topic`` once ``count`` arrived (and ``settle`` s more)."""
+    wanted = {k.encode() for k in ([keys] if isinstance(keys, str) else keys)}
+
+    def mine(records):
+        return [r for r in records if r.key in wanted]
+
+    records = await read_topic(
+        bootstrap, topic, until=lambda rs: len(mine(rs)) >= count, settle=settle, timeout=timeout
+    )
+    return [(r, message_class.FromString(r.value)) for r in mine(records)]
+
+
+async def read_all(bootstrap: str, topic: str, message_class, *, keys):
+    """Return every record keyed by one of ``keys`` on ``topic`` up to its current end, with its message."""
+    wanted = {k.encode() for k in ([keys] if isinstance(keys, str) else keys)}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or range(3)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning()
+        ends = await consumer.end_offsets(partitions)
+        found = []
+        async with asyncio.timeout(30):
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+                for msgs in (await consumer.getmany(timeout_ms=200)).values():
+                    found.extend(m for m in msgs if m.key in wanted)
+        return [(r, message_class.FromString(r.value)) for r in found]
+    finally:
+        await consumer.stop()
+
+
+def header(record, name: str) -> str:
+    return dict(record.headers)[name].decode()
+
+
+async def rows(settings: FollowupSettings, sql: str, *args) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await conn.fetch(sql.replace("{schema}", settings.schema), *args)
+    finally:
+        await conn.close()
+
+
+def at(stamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def seconds(delta: timedelta) -> float:
+    return delta.total_seconds()

@@ -1,0 +1,79 @@
+"""What an answer means and who may cancel a follow-up (pure rules)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.followup.domain.access import may_cancel
+from services.followup.domain.errors import InvalidFeedback
+from services.followup.domain.feedback import asks_reopen, failure_event_id, validate_feedback
+from services.followup.domain.model import Feedback, Followup, FollowupKind, FollowupStatus, Source
+
+AT = datetime(2026, 5, 4, 12, tzinfo=UTC)
+
+
+def answer(**changes) -> Feedback:
+    base = dict(
+        source=Source.SURVEY,
+        feedback_id="fb-1",
+        customer_id="cust-1",
+        case_id="case-1",
+        followup_id="",
+        score=7,
+        satisfied=True,
+        comment="",
+        received_at=AT,
+    )
+    return Feedback(**(base | changes))
+
+
+def followup(owner: str = "emp-1") -> Followup:
+    return Followup(
+        followup_id="f-1",
+        case_id="case-1",
+        customer_id="cust-1",
+        kind=FollowupKind.CHECK_IN,
+        occasion="resolution:1",
+        status=FollowupStatus.PENDING,
+        due_at=AT,
+        original_due_at=AT,
+        channel=None,
+        owner_employee_id=owner,
+        customer_timezone="",
+        severity=None,
+        outlook=None,
+        message="hi",
+        action_id="",
+        action_description="",
+        contact=True,
+        scheduled_at=AT,
+    )
+
+
+def test_only_an_explicit_no_asks_for_a_reopen():
+    assert asks_reopen(answer(satisfied=False))
+    assert not asks_reopen(answer(satisfied=True))
+    assert not asks_reopen(answer(satisfied=None, score=0))  # unset is never read as "no"
+
+
+def test_the_failure_report_id_is_the_same_for_the_same_answer():
+    assert failure_event_id(answer()) == failure_event_id(answer(comment="again")) == "feedback:survey:fb-1"
+    assert failure_event_id(answer(source=Source.FRONTLINE)) != failure_event_id(answer())
+
+
+def test_every_bad_field_is_named():
+    with pytest.raises(InvalidFeedback) as caught:
+        validate_feedback(answer(case_id="", score=11, satisfied=None, comment="x" * 4001), satisfied_required=True)
+    assert {v.field for v in caught.value.violations} == {"case_id", "score", "satisfied", "comment"}
+    assert validate_feedback(answer(satisfied=None), satisfied_required=False).satisfied is None
+
+
+def test_agents_cancel_only_their_own_follow_ups_and_leads_any():
+    assert may_cancel(role="agent", employee_id="emp-1", followup=followup())
+    assert not may_cancel(role="senior_agent", employee_id="emp-2", followup=followup())
+    assert not may_cancel(role="agent", employee_id="", followup=followup(owner=""))
+    for role in ("team_lead", "manager", "director"):
+        assert may_cancel(role=role, employee_id="emp-9", followup=followup())
+    assert not may_cancel(role="customer", employee_id="emp-1", followup=followup())
