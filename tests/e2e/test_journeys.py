@@ -1,76 +1,389 @@
-"""Journeys through the running system, driven only from outside, as users and other systems drive it."""
+"""The journeys of the product through the running system, driven only from outside.
+
+Internal systems publish failures (CloudEvents, JSON and protobuf); an agent, a team lead and a manager
+act through gRPC with their own tokens; the output topics are read as a notification system reads them.
+Follow-up delays are seconds and moderate recoverable cases must be acknowledged within 15 s (conftest).
+"""
 
 from __future__ import annotations
 
-import uuid
+import asyncio
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import pytest
-from aiokafka import AIOKafkaProducer
-from recovery.events.v1 import common_pb2, events_pb2
-from recovery.intake.v1 import intake_pb2, intake_pb2_grpc
+from recovery.escalation.v1 import escalation_pb2 as cases
+from recovery.events.v1 import common_pb2 as common
+from recovery.events.v1 import events_pb2 as events
+from recovery.followup.v1 import followup_pb2
 
 from services.common import cloudevents
-from services.common.wire import time_to_proto
-from tests.integration.conftest import read_topic
-from tests.support.running import channel
+from services.common.topics import CATALOGUE
+from tests.e2e.conftest import ACK_DEADLINE_SECONDS
+from tests.support.frontline import (
+    AGENT,
+    LEAD,
+    LOGISTICS_AGENT,
+    MANAGER,
+    accept_and_resolve,
+    ago,
+    authorize,
+    eur,
+    offered,
+    report,
+    resolve,
+    scheduled,
+    system_failure,
+)
+from tests.support.outside import DEAD_LETTERS, for_customer, new_id, of_case
 
 pytestmark = pytest.mark.e2e
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+def kinds(followups: list[events.FollowupDue]) -> list[int]:
+    return sorted(f.kind for f in followups)
 
 
-async def opened_cases(system, customer: str, count: int) -> list[events_pb2.CaseOpened]:
-    records = await read_topic(
-        system.kafka,
-        "recovery.case-opened.v1",
-        until=lambda rs: len([r for r in rs if r.key == customer.encode()]) >= count,
-        timeout=60,
-        partitions=6,
-    )
-    return [events_pb2.CaseOpened.FromString(r.value) for r in records if r.key == customer.encode()]
-
-
-async def test_failures_from_a_system_and_from_the_frontline_become_cases(system):
+async def test_failures_from_a_system_and_from_the_frontline_become_cases(outside):
     customer = new_id("cust")
-    detected = events_pb2.FailureReported(
-        customer_id=customer,
-        source=common_pb2.SOURCE_DELIVERY_TRACKING,
-        source_event_id=new_id("trk"),
-        reference=new_id("order"),
-        category=common_pb2.CATEGORY_LATE_DELIVERY,
-        occurred_at=time_to_proto(datetime.now(UTC) - timedelta(hours=2)),
-        description="parcel missed its delivery slot",
+    detected = system_failure(customer, category=common.CATEGORY_LATE_DELIVERY)
+    await outside.publish(
+        "recovery.failure-reported.v1", detected, source="delivery-tracking", content_type=cloudevents.JSON
     )
-    producer = AIOKafkaProducer(bootstrap_servers=system.kafka, acks="all", enable_idempotence=False)
-    await producer.start()
-    try:
-        headers, value, _ = cloudevents.encode(detected, source="delivery-tracking", content_type=cloudevents.JSON)
-        await producer.send_and_wait("recovery.failure-reported.v1", value, key=customer.encode(), headers=headers)
-    finally:
-        await producer.stop()
-    await opened_cases(system, customer, 1)  # the system's report is a case before the customer calls
-    async with channel(system.grpc_ports["intake"]) as ch:
-        reply = await intake_pb2_grpc.IntakeServiceStub(ch).ReportFailure(
-            intake_pb2.ReportFailureRequest(
-                request_id=new_id("req"),
-                customer_id=customer,
-                category=common_pb2.CATEGORY_BILLING_ERROR,
-                occurred_at=time_to_proto(datetime.now(UTC) - timedelta(minutes=10)),
-                description="charged twice for one order",
-            ),
-            metadata=system.token(sub="agent-1", role="agent", team="front-desk"),
-            timeout=30,
-        )
-    opened = await opened_cases(system, customer, 2)
+    await outside.events("recovery.case-opened.v1", customer)  # a case before the customer even calls
+    reply = await report(
+        outside, AGENT, customer, category=common.CATEGORY_BILLING_ERROR, description="charged twice for one order"
+    )
+    opened = await outside.events("recovery.case-opened.v1", customer, count=2)
     by_source = {case.source: case for case in opened}
-    assert by_source[common_pb2.SOURCE_DELIVERY_TRACKING].owner_employee_id == ""
-    frontline = by_source[common_pb2.SOURCE_FRONTLINE]
+    assert by_source[common.SOURCE_DELIVERY_TRACKING].owner_employee_id == ""
+    frontline = by_source[common.SOURCE_FRONTLINE]
     assert (frontline.case_id, frontline.owner_employee_id, frontline.owning_team) == (
         reply.case_id,
-        "agent-1",
-        "front-desk",
+        AGENT.sub,
+        AGENT.team,
     )
     assert frontline.history.prior_failure_count == 1  # the system-detected failure came first
+
+
+async def test_1_a_small_system_detected_failure_is_put_right_by_the_system(outside):
+    customer = new_id("cust")
+    await outside.publish("recovery.failure-reported.v1", system_failure(customer), source="delivery-tracking")
+
+    (opened,) = await outside.events("recovery.case-opened.v1", customer)
+    assert opened.classification.severity.severity == common.SEVERITY_MINOR
+    assert opened.classification.outlook.outlook == common.OUTLOOK_RECOVERABLE
+    (authorized,) = await outside.events("recovery.offer-authorized.v1", customer)
+    assert authorized.tier == common.AUTHORIZATION_TIER_SYSTEM
+    assert authorized.authorized_by.kind == common.ACTOR_KIND_SYSTEM
+    (proposed,) = await outside.events("recovery.offer-proposed.v1", customer)
+    assert authorized.offer_id == proposed.offer_id and authorized.amount == proposed.total
+    assert 0 < proposed.total.amount_minor <= 3_000  # within the automation limit
+
+    # The case waits in the logistics queue, already put right; an agent takes it and closes it.
+    queued = await outside.case(opened.case_id, LOGISTICS_AGENT, lambda c: c.current_offer.status == 3)
+    assert queued.state == cases.CASE_STATE_QUEUED
+    await outside.cases().ClaimCase(
+        cases.ClaimCaseRequest(request_id=new_id("req"), case_id=opened.case_id),
+        metadata=outside.as_(LOGISTICS_AGENT),
+        timeout=30,
+    )
+    resolved = await resolve(outside, opened.case_id, LOGISTICS_AGENT)
+    assert resolved.state == cases.CASE_STATE_RESOLVED
+
+    due = await outside.events("recovery.followup-due.v1", customer)
+    assert due[0].kind == common.FOLLOWUP_KIND_SATISFACTION_CHECK
+    (resolved_event,) = await outside.events("recovery.case-resolved.v1", customer)
+    assert due[0].due_at.ToDatetime() >= resolved_event.resolved_at.ToDatetime() + timedelta(seconds=3)
+
+
+async def test_2_the_frontline_owner_authorises_within_their_own_limit(outside):
+    customer = new_id("cust")
+    reply = await report(
+        outside,
+        AGENT,
+        customer,
+        category=common.CATEGORY_BILLING_ERROR,
+        description="charged twice; took a taxi to the branch to sort it out",
+        reported_costs=[common.CostItem(kind=common.COST_KIND_TAXI, amount=eur(1_500), has_receipt=True)],
+        customer_request=common.CustomerRequest(
+            remedy_kind=common.REMEDY_KIND_ACCOUNT_CREDIT, amount=eur(1_000), text="a credit for the trouble"
+        ),
+    )
+    stub, meta = outside.cases(), outside.as_(AGENT)
+    await outside.case(reply.case_id, AGENT)
+    await stub.AcknowledgeCase(
+        cases.AcknowledgeCaseRequest(request_id=new_id("req"), case_id=reply.case_id, note="sorry, we will fix it"),
+        metadata=meta,
+        timeout=30,
+    )
+    case = await offered(outside, reply.case_id, AGENT)
+    lines = {line.kind for line in case.current_offer.line_items}
+    assert common.REMEDY_KIND_REIMBURSEMENT in lines and common.REMEDY_KIND_ACCOUNT_CREDIT in lines
+    assert case.current_offer.request_outcome == common.REQUEST_OUTCOME_GRANTED
+
+    authorized = await stub.AuthorizeOffer(
+        cases.AuthorizeOfferRequest(
+            request_id=new_id("req"), case_id=reply.case_id, offer_id=case.current_offer.offer_id
+        ),
+        metadata=meta,
+        timeout=30,
+    )
+    assert authorized.case.state == cases.CASE_STATE_OFFER_READY
+    (event,) = await outside.events("recovery.offer-authorized.v1", customer)
+    assert (event.tier, event.authorized_by.employee_id) == (common.AUTHORIZATION_TIER_OWNER, AGENT.sub)
+    assert not outside.now_seen("recovery.approval-requested.v1", for_customer(customer))  # nobody else asked
+
+    resolved = await accept_and_resolve(outside, authorized.case, AGENT)
+    assert (resolved.state, resolved.owner_employee_id) == (cases.CASE_STATE_RESOLVED, AGENT.sub)
+    due = await outside.events("recovery.followup-due.v1", customer, count=2)
+    assert kinds(due) == [common.FOLLOWUP_KIND_SATISFACTION_CHECK, common.FOLLOWUP_KIND_CHECK_IN]
+    assert {f.channel for f in due} == {common.CHANNEL_EMAIL}
+
+
+async def test_3_a_big_avoidable_repeat_failure_goes_to_the_right_tier_and_the_owner_stays(outside):
+    customer = new_id("cust")
+    await outside.publish("recovery.failure-reported.v1", system_failure(customer), source="delivery-tracking")
+    await outside.events("recovery.case-opened.v1", customer)  # the earlier failure: this one is a repeat
+    reply = await report(
+        outside,
+        AGENT,
+        customer,
+        category=common.CATEGORY_CANCELLATION,
+        description="our overbooking cancelled the trip to the customer's sister's wedding",
+        avoidability=common.AVOIDABILITY_AVOIDABLE,
+        stated_impacts=[common.IMPACT_MISSED_IMPORTANT_EVENT],
+        order_value=eur(20_000),
+        reported_costs=[common.CostItem(kind=common.COST_KIND_HOTEL, amount=eur(9_000), has_receipt=True)],
+    )
+    assert reply.classification.outlook.outlook == common.OUTLOOK_AT_RISK
+    case = await offered(outside, reply.case_id, AGENT)
+    assert any(line.kind == common.REMEDY_KIND_STATUTORY_COMPENSATION for line in case.current_offer.line_items)
+    stub = outside.cases()
+
+    with pytest.raises(grpc.aio.AioRpcError) as over_limit:
+        await stub.AuthorizeOffer(
+            cases.AuthorizeOfferRequest(
+                request_id=new_id("req"), case_id=reply.case_id, offer_id=case.current_offer.offer_id
+            ),
+            metadata=outside.as_(AGENT),
+            timeout=30,
+        )
+    assert over_limit.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+    requested = await stub.RequestApproval(
+        cases.RequestApprovalRequest(
+            request_id=new_id("req"), case_id=reply.case_id, offer_id=case.current_offer.offer_id, note="wedding"
+        ),
+        metadata=outside.as_(AGENT),
+        timeout=30,
+    )
+    approval = requested.approval
+    # Statutory compensation is beyond agents and senior agents; 500 EUR per case covers it: the team lead.
+    assert approval.approver_role == "team_lead" and approval.amount.amount_minor <= 50_000
+
+    with pytest.raises(grpc.aio.AioRpcError) as self_approval:
+        await stub.DecideApproval(
+            cases.DecideApprovalRequest(
+                request_id=new_id("req"),
+                approval_id=approval.approval_id,
+                decision=common.APPROVAL_DECISION_APPROVE,
+                reason="looks fine to me",
+            ),
+            metadata=outside.as_(AGENT),
+            timeout=30,
+        )
+    assert self_approval.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "own request" in self_approval.value.details()
+
+    with pytest.raises(grpc.aio.AioRpcError) as not_routed:  # a manager could, but it is not theirs to decide
+        await stub.DecideApproval(
+            cases.DecideApprovalRequest(
+                request_id=new_id("req"),
+                approval_id=approval.approval_id,
+                decision=common.APPROVAL_DECISION_APPROVE,
+                reason="I will take it",
+            ),
+            metadata=outside.as_(MANAGER),
+            timeout=30,
+        )
+    assert not_routed.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+    decided = await stub.DecideApproval(
+        cases.DecideApprovalRequest(
+            request_id=new_id("req"),
+            approval_id=approval.approval_id,
+            decision=common.APPROVAL_DECISION_APPROVE,
+            reason="avoidable, repeat, a family event: we pay what the law says and more",
+        ),
+        metadata=outside.as_(LEAD),
+        timeout=30,
+    )
+    assert decided.approval.decided_by.employee_id == LEAD.sub
+    (seen,) = await outside.wait("recovery.offer-authorized.v1", of_case(reply.case_id))
+    assert (seen.message.tier, seen.message.authorized_by.employee_id) == (
+        common.AUTHORIZATION_TIER_APPROVER,
+        LEAD.sub,
+    )
+
+    ready = await outside.case(reply.case_id, AGENT, lambda c: c.state == cases.CASE_STATE_OFFER_READY)
+    assert ready.owner_employee_id == AGENT.sub  # the approval changed nothing about who the customer talks to
+    resolved = await accept_and_resolve(outside, ready, AGENT)
+    assert (resolved.state, resolved.owner_employee_id) == (cases.CASE_STATE_RESOLVED, AGENT.sub)
+    # A major, at-risk case gets a personal note from its owner (a task for staff: never held back).
+    note = await outside.wait("recovery.followup-due.v1", of_case(reply.case_id))
+    assert [s.message.kind for s in note] == [common.FOLLOWUP_KIND_PERSONAL_NOTE]
+    # The customer's earlier case is still open: no "are you satisfied?" while we are still failing them.
+    listed = await outside.followup().ListFollowups(
+        followup_pb2.ListFollowupsRequest(case_id=reply.case_id), metadata=outside.as_(AGENT), timeout=30
+    )
+    held = {f.kind: f for f in listed.followups if f.status == followup_pb2.FOLLOWUP_STATUS_PENDING}
+    assert set(held) == {common.FOLLOWUP_KIND_SATISFACTION_CHECK, common.FOLLOWUP_KIND_CHECK_IN}
+    for followup in held.values():
+        assert followup.due_at.ToDatetime() - followup.original_due_at.ToDatetime() > timedelta(days=6)
+
+
+async def test_4_a_missed_acknowledgement_breaches_the_sla_raises_the_offer_and_escalates(outside):
+    customer = new_id("cust")
+    reply = await report(
+        outside,
+        AGENT,
+        customer,
+        category=common.CATEGORY_DAMAGED_ITEM,
+        description="the lamp arrived broken",
+        order_value=eur(6_000),
+    )
+    assert reply.classification.severity.severity == common.SEVERITY_MODERATE
+    assert reply.classification.outlook.outlook == common.OUTLOOK_RECOVERABLE
+    first = await offered(outside, reply.case_id, AGENT)
+    # Nobody acknowledges. The deadline passes.
+    (breach,) = await outside.events("recovery.sla-breached.v1", customer, timeout=ACK_DEADLINE_SECONDS + 45)
+    assert breach.clock == common.SLA_CLOCK_ACKNOWLEDGE and breach.escalated_to_role == "senior_agent"
+    offers = await outside.events("recovery.offer-proposed.v1", customer, count=2)
+    raised = offers[-1]
+    assert raised.requote_reason == common.REQUOTE_REASON_SLA_BREACHED
+    assert raised.total.amount_minor > first.current_offer.total.amount_minor
+    assert any("SLA" in line.internal_reason or "breach" in line.internal_reason for line in raised.line_items)
+    case = await outside.case(reply.case_id, AGENT, lambda c: c.current_offer.version == 2)
+    assert (case.sla_breach_count, case.attention_role) == (1, "senior_agent")
+    assert case.owner_employee_id == AGENT.sub
+    assert case.sla.acknowledge.status == cases.SLA_STATUS_BREACHED
+
+
+async def test_5_dissatisfied_feedback_reopens_the_case_to_the_same_owner(outside):
+    customer = new_id("cust")
+    reply = await report(
+        outside, AGENT, customer, category=common.CATEGORY_SERVICE_QUALITY, description="rude reply at the counter"
+    )
+    await outside.case(reply.case_id, AGENT)
+    case = await offered(outside, reply.case_id, AGENT)
+    await accept_and_resolve(outside, await authorize(outside, case, AGENT), AGENT)
+    (check,) = await outside.events("recovery.followup-due.v1", customer)
+    assert check.kind == common.FOLLOWUP_KIND_SATISFACTION_CHECK
+
+    answer = await outside.followup().RecordFeedback(
+        followup_pb2.RecordFeedbackRequest(
+            request_id=new_id("req"),
+            case_id=reply.case_id,
+            followup_id=check.followup_id,
+            score=2,
+            satisfied=False,
+            comment="nobody called me back as promised",
+        ),
+        metadata=outside.as_(AGENT),
+        timeout=30,
+    )
+    assert answer.reopen_requested
+    (reopened,) = await outside.events("recovery.case-reopened.v1", customer)
+    assert (reopened.case_id, reopened.owner_employee_id) == (reply.case_id, AGENT.sub)
+    case = await outside.case(reply.case_id, AGENT, lambda c: c.state == cases.CASE_STATE_REOPENED)
+    assert case.owner_employee_id == AGENT.sub
+    # The failed recovery is itself a failure: intake records it against the same case.
+    failures = await outside.events("recovery.failure-reported.v1", customer, count=1)
+    assert any(f.source == common.SOURCE_FOLLOWUP and f.related_case_id == reply.case_id for f in failures)
+
+
+async def test_6_a_corrective_action_reaches_every_linked_customer_once(outside):
+    component = new_id("courier-api")
+    customers = [new_id("cust"), new_id("cust")]
+    for customer in customers:
+        reply = await report(
+            outside, AGENT, customer, category=common.CATEGORY_LATE_DELIVERY, description="label printed for another"
+        )
+        case = await offered(outside, reply.case_id, AGENT)
+        await accept_and_resolve(
+            outside,
+            await authorize(outside, case, AGENT),
+            AGENT,
+            root_cause_area=common.Area(component=component),
+            root_cause="labels swapped by the courier integration",
+        )
+        await scheduled(outside, customer)  # followup knows the case and its root cause
+    action = events.CorrectiveActionCompleted(
+        customer_id=f"area:component:{component}",
+        action_id=new_id("action"),
+        area=common.Area(component=component),
+        description="We rebuilt how shipping labels are matched to orders.",
+        completed_at=ago(minutes=1),
+    )
+    for _ in range(2):  # the engineering system retries: still one notice per customer
+        await outside.publish("recovery.corrective-action-completed.v1", action, source="engineering")
+
+    def notice(customer):
+        return lambda s: (
+            s.record.key == customer.encode() and s.message.kind == (common.FOLLOWUP_KIND_CORRECTIVE_ACTION_NOTICE)
+        )
+
+    for customer in customers:
+        (sent,) = await outside.wait("recovery.followup-due.v1", notice(customer))
+        assert sent.message.action_id == action.action_id
+        assert sent.message.corrective_action_description == action.description
+    await asyncio.sleep(5)  # time for a second notice to show up, if one were ever sent
+    for customer in customers:
+        assert len(outside.now_seen("recovery.followup-due.v1", notice(customer))) == 1
+
+
+SERVICES = ("intake", "escalation", "compensation", "followup")
+# Every (input topic, consuming service) pair of the catalogue.
+INPUTS = sorted({(t.name, consumer) for t in CATALOGUE for consumer in t.consumers if consumer in SERVICES})
+
+
+def malformed(message_type: str) -> list[tuple[str, bytes, list[tuple[str, bytes]]]]:
+    """Return (what, value, headers) of records no consumer can take: each must be dead-lettered."""
+    good = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", new_id("evt").encode()),
+        ("ce_source", b"fuzzy-system"),
+        ("ce_time", datetime.now(UTC).isoformat().encode()),
+    ]
+    typed = [*good, ("ce_type", message_type.encode())]
+    return [
+        ("truncated protobuf", b"\x0a\xff\xff\xff", [*typed, ("content-type", b"application/protobuf")]),
+        ("JSON of the wrong shape", b'{"occurred_at": 42}', [*typed, ("content-type", b"application/json")]),
+        ("an unknown ce_type", b"{}", [*good, ("ce_type", b"x.Unknown"), ("content-type", b"application/json")]),
+        ("no CloudEvents headers", b"hello", []),
+    ]
+
+
+async def test_7_malformed_records_on_every_input_are_dead_lettered_with_reasons_and_change_nothing(outside):
+    poison = new_id("poison")
+    sent = 0
+    for name in sorted({topic for topic, _ in INPUTS}):
+        for _, value, headers in malformed(next(t.message for t in CATALOGUE if t.name == name)):
+            await outside.publish_raw(name, key=poison, value=value, headers=headers)
+            sent += 1
+    per_pair = 4  # each consumer of a topic dead-letters each of the four records once
+    letters = await outside.wait(DEAD_LETTERS, for_customer(poison), count=per_pair * len(INPUTS), timeout=120)
+    by_pair: dict[tuple[str, str], list] = {}
+    for letter in letters:
+        h = letter.headers
+        by_pair.setdefault((h["dlq_original_topic"], h["dlq_consumer_group"]), []).append(h)
+        assert h["dlq_reason"] and h["dlq_error_class"], h
+    assert sorted(by_pair) == INPUTS
+    assert {len(v) for v in by_pair.values()} == {per_pair}
+    await asyncio.sleep(5)  # anything a bad record wrongly caused would show up meanwhile
+    for topic in outside.seen:
+        if topic != DEAD_LETTERS and not any(topic == name for name, _ in INPUTS):
+            assert not outside.now_seen(topic, for_customer(poison)), f"{topic} got output from a bad record"
+    for name in {n for n, _ in INPUTS}:
+        assert len(outside.now_seen(name, for_customer(poison))) == 4  # only what was published, nothing more
