@@ -8,7 +8,7 @@ SHELL  := bash
 .SHELLFLAGS := -eu -o pipefail -c
 PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 
-.PHONY: run test test-unit test-integration test-e2e bench lint proto lock clean venv
+.PHONY: run demo test test-unit test-integration test-e2e bench lint proto lock clean venv tools-prometheus
 
 venv: $(VENV)/.installed
 
@@ -29,19 +29,28 @@ gen/.generated: $(PROTOS) $(VENV)/.installed scripts/gen_proto.py
 	$(PY) scripts/gen_proto.py
 	touch $@
 
+# promtool and the prometheus server (Debian's `prometheus` package) for the rule tests and the scrape test;
+# installs only when missing and leaves no system Prometheus running (see the script).
+tools-prometheus:
+	bash scripts/ensure_prometheus.sh
+
 run: proto
 	$(PY) -m services
 
-test: proto
+# The system on its embedded default, a dozen customers' scenario, a timeline per case (scripts/demo.py).
+demo: proto
+	$(PY) scripts/demo.py
+
+test: proto tools-prometheus
 	$(PY) -m pytest -q
 
-test-unit: proto
+test-unit: proto tools-prometheus
 	$(PY) -m pytest -q tests/unit
 
 test-integration: proto
 	$(PY) -m pytest -q tests/integration
 
-test-e2e: proto
+test-e2e: proto tools-prometheus
 	$(PY) -m pytest -q tests/e2e
 
 # Every module in tests/bench/ is a benchmark printing its figures beside a baseline measured in the same run.
