@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from google.protobuf.message import Message
+from prometheus_client.parser import text_string_to_metric_families
 from recovery.events.v1 import common_pb2, events_pb2
 
 from services.common import cloudevents
@@ -169,3 +171,15 @@ def at(stamp) -> datetime:
 
 def seconds(delta: timedelta) -> float:
     return delta.total_seconds()
+
+
+def metric(followup, name: str, **labels: str) -> float:
+    url = f"http://127.0.0.1:{followup.endpoints.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )

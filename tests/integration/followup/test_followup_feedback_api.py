@@ -3,13 +3,10 @@ reopen the case and reports the failed recovery, once; staff list and cancel fol
 
 from __future__ import annotations
 
-import urllib.request
-
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from prometheus_client.parser import text_string_to_metric_families
 from recovery.events.v1 import common_pb2, events_pb2
 from recovery.followup.v1 import followup_pb2, followup_pb2_grpc
 
@@ -22,6 +19,7 @@ from tests.integration.followup.conftest import (
     REOPEN_REQUESTED,
     RESOLVED,
     header,
+    metric,
     new_id,
     now,
     publish,
@@ -52,18 +50,6 @@ async def resolved_case(followup, publisher, **fields) -> events_pb2.CaseResolve
         lambda: rows(followup.settings, "SELECT 1 FROM {schema}.followups WHERE case_id = $1", event.case_id)
     )
     return event
-
-
-def metric(followup, name: str, **labels: str) -> float:
-    url = f"http://127.0.0.1:{followup.endpoints.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
 
 
 def violations(error: grpc.aio.AioRpcError) -> set[str]:
@@ -261,7 +247,12 @@ async def test_cancel_needs_a_reason_and_the_owner_or_a_lead_and_is_idempotent(f
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     # "sent" is committed with the outbox row; the relay puts it on the wire a moment later.
     got = await read_events(
-        followup.settings.kafka_bootstrap_servers, DUE, events_pb2.FollowupDue, keys=event.customer_id, count=1, settle=1.0
+        followup.settings.kafka_bootstrap_servers,
+        DUE,
+        events_pb2.FollowupDue,
+        keys=event.customer_id,
+        count=1,
+        settle=1.0,
     )
     assert [m.kind for _, m in got] == [common_pb2.FOLLOWUP_KIND_SATISFACTION_CHECK]
     assert metric(followup, "recovery_followup_cancelled_total", kind="check_in", reason="staff") >= 1

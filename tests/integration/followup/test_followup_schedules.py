@@ -20,6 +20,7 @@ from tests.integration.followup.conftest import (
     RESOLVED,
     at,
     header,
+    metric,
     new_id,
     now,
     publish,
@@ -197,6 +198,14 @@ async def test_a_corrective_action_reaches_every_linked_customer_once(followup, 
 async def test_a_new_policy_version_applies_without_restart_and_a_bad_one_is_refused(followup, publisher):
     path = Path(followup.settings.policy_path)
     original = read(path)
+
+    def loads(outcome: str) -> float:
+        return metric(followup, "recovery_policy_loads_total", policy="followup", outcome=outcome)
+
+    async def counted(outcome: str, above: float) -> bool:
+        return loads(outcome) > above
+
+    loaded, refused = loads("loaded"), loads("refused")
     try:
         write(
             path,
@@ -204,9 +213,9 @@ async def test_a_new_policy_version_applies_without_restart_and_a_bad_one_is_ref
                 "A few days on: is everything working as it should?", "Checking in: all good since we fixed it?"
             ),
         )
-        await asyncio.sleep(1.0)  # the store polls every 0.2 s here
+        await eventually(lambda: counted("loaded", loaded))  # the store polls every 0.2 s here
         write(path, original.replace("max_contacts = 20", "max_contacts = 0"))  # refused: the 2026.2 stays
-        await asyncio.sleep(1.0)
+        await eventually(lambda: counted("refused", refused))
         customer = new_id("cust")
         event = resolved(customer)
         await publish(publisher, RESOLVED, event)
