@@ -31,7 +31,7 @@ from tests.support.frontline import (
     MANAGER,
     accept_and_resolve,
     ago,
-    authorize,
+    authorized,
     eur,
     offered,
     report,
@@ -70,7 +70,7 @@ async def play(outside: Outside, ids: dict[str, str]) -> None:
     say("c01  delivery tracking publishes a late parcel (protobuf)")
     await outside.publish("recovery.failure-reported.v1", system_failure(c["c01 Ona"]), source="delivery-tracking")
 
-    say("c02  the agent takes Jonas's call and reports it; acknowledges; authorises within her own limit")
+    say("c02  the agent takes Jonas's call and reports it; acknowledges; her own limit covers the offer")
     r02 = await report(
         outside,
         AGENT,
@@ -193,15 +193,17 @@ async def play(outside: Outside, ids: dict[str, str]) -> None:
     # ---- the owners act on their offers
     say("c01  a logistics agent claims the queued case the system already put right, and resolves it")
     (opened01,) = await outside.events("recovery.case-opened.v1", c["c01 Ona"])
-    await outside.case(opened01.case_id, LOGISTICS_AGENT, lambda k: k.current_offer.status == 3)
+    await outside.case(
+        opened01.case_id, LOGISTICS_AGENT, lambda k: k.current_offer.status == cases.OFFER_STATUS_AUTHORIZED
+    )
     await outside.cases().ClaimCase(
         cases.ClaimCaseRequest(request_id=new_id("req"), case_id=opened01.case_id),
         metadata=outside.as_(LOGISTICS_AGENT),
     )
     await resolve(outside, opened01.case_id, LOGISTICS_AGENT)
 
-    say("c02  authorised by the owner, accepted, resolved")
-    case02 = await authorize(outside, await offered(outside, r02.case_id, AGENT), AGENT)
+    say("c02  within the agent's limit: authorised by her authority as it arrives, accepted, resolved")
+    case02 = await authorized(outside, r02.case_id, AGENT)
     await accept_and_resolve(outside, case02, AGENT)
 
     say("c03  above the agent's limit: approval to the lowest tier that covers it; she tries to approve herself")
@@ -237,11 +239,11 @@ async def play(outside: Outside, ids: dict[str, str]) -> None:
     await accept_and_resolve(outside, ready, AGENT)
 
     say("c05  authorised, accepted, resolved")
-    case05 = await authorize(outside, await offered(outside, r05.case_id, AGENT), AGENT)
+    case05 = await authorized(outside, r05.case_id, AGENT)
     await accept_and_resolve(outside, case05, AGENT)
 
     for reply in r06:
-        case06 = await authorize(outside, await offered(outside, reply.case_id, AGENT), AGENT)
+        case06 = await authorized(outside, reply.case_id, AGENT)
         await accept_and_resolve(
             outside,
             case06,
@@ -251,7 +253,7 @@ async def play(outside: Outside, ids: dict[str, str]) -> None:
         )
 
     say("c11  the customer counters: a refund instead; compensation re-quotes")
-    case11 = await authorize(outside, await offered(outside, r11.case_id, AGENT), AGENT)
+    case11 = await authorized(outside, r11.case_id, AGENT)
     await outside.cases().RecordCustomerDecision(
         cases.RecordCustomerDecisionRequest(
             request_id=new_id("req"),
@@ -264,8 +266,7 @@ async def play(outside: Outside, ids: dict[str, str]) -> None:
         ),
         metadata=outside.as_(AGENT),
     )
-    requoted = await offered(outside, r11.case_id, AGENT, version=2)
-    await accept_and_resolve(outside, await authorize(outside, requoted, AGENT), AGENT)
+    await accept_and_resolve(outside, await authorized(outside, r11.case_id, AGENT, version=2), AGENT)
 
     say("c12  above the team lead's limit too: routed to the manager, who modifies and approves")
     case12 = await offered(outside, r12.case_id, AGENT)

@@ -27,7 +27,7 @@ from tests.support.frontline import (
     MANAGER,
     accept_and_resolve,
     ago,
-    authorize,
+    authorized,
     eur,
     offered,
     report,
@@ -117,24 +117,18 @@ async def test_2_the_frontline_owner_authorises_within_their_own_limit(outside):
         metadata=meta,
         timeout=30,
     )
-    case = await offered(outside, reply.case_id, AGENT)
+    # Nobody calls AuthorizeOffer: within the agent's limits the offer is authorised by her authority at once.
+    case = await authorized(outside, reply.case_id, AGENT)
     lines = {line.kind for line in case.current_offer.line_items}
     assert common.REMEDY_KIND_REIMBURSEMENT in lines and common.REMEDY_KIND_ACCOUNT_CREDIT in lines
     assert case.current_offer.request_outcome == common.REQUEST_OUTCOME_GRANTED
-
-    authorized = await stub.AuthorizeOffer(
-        cases.AuthorizeOfferRequest(
-            request_id=new_id("req"), case_id=reply.case_id, offer_id=case.current_offer.offer_id
-        ),
-        metadata=meta,
-        timeout=30,
-    )
-    assert authorized.case.state == cases.CASE_STATE_OFFER_READY
+    assert (case.state, case.current_offer.tier) == (cases.CASE_STATE_OFFER_READY, common.AUTHORIZATION_TIER_OWNER)
     (event,) = await outside.events("recovery.offer-authorized.v1", customer)
     assert (event.tier, event.authorized_by.employee_id) == (common.AUTHORIZATION_TIER_OWNER, AGENT.sub)
+    assert event.limits.role == AGENT.role
     assert not outside.now_seen("recovery.approval-requested.v1", for_customer(customer))  # nobody else asked
 
-    resolved = await accept_and_resolve(outside, authorized.case, AGENT)
+    resolved = await accept_and_resolve(outside, case, AGENT)
     assert (resolved.state, resolved.owner_employee_id) == (cases.CASE_STATE_RESOLVED, AGENT.sub)
     due = await outside.events("recovery.followup-due.v1", customer, count=2)
     assert kinds(due) == [common.FOLLOWUP_KIND_SATISFACTION_CHECK, common.FOLLOWUP_KIND_CHECK_IN]
@@ -276,8 +270,7 @@ async def test_5_dissatisfied_feedback_reopens_the_case_to_the_same_owner(outsid
         outside, AGENT, customer, category=common.CATEGORY_SERVICE_QUALITY, description="rude reply at the counter"
     )
     await outside.case(reply.case_id, AGENT)
-    case = await offered(outside, reply.case_id, AGENT)
-    await accept_and_resolve(outside, await authorize(outside, case, AGENT), AGENT)
+    await accept_and_resolve(outside, await authorized(outside, reply.case_id, AGENT), AGENT)
     (check,) = await outside.events("recovery.followup-due.v1", customer)
     assert check.kind == common.FOLLOWUP_KIND_SATISFACTION_CHECK
 
@@ -310,10 +303,9 @@ async def test_6_a_corrective_action_reaches_every_linked_customer_once(outside)
         reply = await report(
             outside, AGENT, customer, category=common.CATEGORY_LATE_DELIVERY, description="label printed for another"
         )
-        case = await offered(outside, reply.case_id, AGENT)
         await accept_and_resolve(
             outside,
-            await authorize(outside, case, AGENT),
+            await authorized(outside, reply.case_id, AGENT),
             AGENT,
             root_cause_area=common.Area(component=component),
             root_cause="labels swapped by the courier integration",

@@ -45,6 +45,7 @@ def _case(row: asyncpg.Record) -> Case:
         customer_id=row["customer_id"],
         state=CaseState(row["state"]),
         owner_employee_id=row["owner_employee_id"],
+        owner_role=row["owner_role"],
         team=row["team"],
         severity=_opt(Severity, row["severity"]),
         outlook=_opt(Outlook, row["outlook"]),
@@ -83,8 +84,8 @@ async def insert_case(conn: asyncpg.Connection, case: Case, *, facts: bytes, now
     """Store a new case; False when it already exists (one case per CaseOpened)."""
     status = await conn.execute(
         """INSERT INTO cases (case_id, customer_id, state, owner_employee_id, team, severity, outlook,
-                              system_detected, facts, opened_at, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (case_id) DO NOTHING""",
+                              system_detected, facts, opened_at, updated_at, owner_role)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (case_id) DO NOTHING""",
         case.case_id,
         case.customer_id,
         case.state.value,
@@ -96,6 +97,7 @@ async def insert_case(conn: asyncpg.Connection, case: Case, *, facts: bytes, now
         facts,
         case.opened_at,
         now,
+        case.owner_role,
     )
     return status.endswith(" 1")
 
@@ -113,7 +115,7 @@ async def save_case(conn: asyncpg.Connection, case: Case, *, now: datetime) -> i
                   system_detected = $7, acknowledged_at = $8, transfer_count = $9, transfer_limit_exceeded = $10,
                   resolution_count = $11, pending_approval_id = $12, current_offer_id = $13,
                   sla_breach_count = $14, attention_role = $15, resolved_at = $16, updated_at = $17,
-                  revision = nextval('case_revision')
+                  owner_role = $18, revision = nextval('case_revision')
            WHERE case_id = $1 RETURNING revision""",
         case.case_id,
         case.state.value,
@@ -132,6 +134,7 @@ async def save_case(conn: asyncpg.Connection, case: Case, *, now: datetime) -> i
         case.attention_role,
         case.resolved_at,
         now,
+        case.owner_role,
     )
 
 
@@ -264,7 +267,7 @@ async def get_offer(conn: asyncpg.Connection, offer_id: str, *, lines_of) -> Off
     row = await conn.fetchrow(
         """SELECT o.*, a.offer_id AS auth_offer, a.tier, a.actor_kind, a.actor_employee_id, a.actor_role,
                   a.actor_team, a.amount_minor AS auth_minor, a.currency AS auth_currency, a.authorized_at,
-                  a.approval_id AS auth_approval
+                  a.approval_id AS auth_approval, a.authority_employee_id
            FROM offers o LEFT JOIN authorizations a USING (offer_id) WHERE o.offer_id = $1""",
         offer_id,
     )
@@ -382,6 +385,20 @@ async def book_usage(conn: asyncpg.Connection, *, employee_id: str, day: date, m
     """Add ``amount`` to the authority's day and month usage (rows locked by ``lock_usage``)."""
     await conn.execute(
         """UPDATE authority_usage SET used_minor = used_minor + $4
+           WHERE employee_id = $1 AND currency = $5
+             AND ((period = 'day' AND period_start = $2) OR (period = 'month' AND period_start = $3))""",
+        employee_id,
+        day,
+        month,
+        amount.amount_minor,
+        amount.currency,
+    )
+
+
+async def release_usage(conn: asyncpg.Connection, *, employee_id: str, day: date, month: date, amount: Money) -> None:
+    """Take back ``amount`` booked in those periods (an authorised offer superseded before it was paid)."""
+    await conn.execute(
+        """UPDATE authority_usage SET used_minor = GREATEST(used_minor - $4, 0)
            WHERE employee_id = $1 AND currency = $5
              AND ((period = 'day' AND period_start = $2) OR (period = 'month' AND period_start = $3))""",
         employee_id,

@@ -71,6 +71,7 @@ def open_from_event(m: events_pb2.CaseOpened, *, at: datetime) -> OpenCase:
         case_id=m.case_id,
         customer_id=m.customer_id,
         owner_employee_id=m.owner_employee_id,
+        owner_role=m.owner_role if m.owner_employee_id else "",
         team=m.owning_team,
         severity=_severity(m.classification),
         outlook=_outlook(m.classification),

@@ -121,6 +121,13 @@ def check_within(limits: Limits, *, subject: str, total: Money, lines: tuple[Off
         raise LimitExceeded.of(subject, *(s.detail for s in missing))
 
 
+def owner_covers(limits: Limits | None, *, offer: Offer, usage: Usage) -> bool:
+    """True when the owner's own limits (with their period usage) cover the whole offer and nothing flags it."""
+    if limits is None or flags(offer):
+        return False
+    return not (case_shortfalls(limits, offer.total, offer.lines) + period_shortfalls(limits, offer.total, usage))
+
+
 def check_owner_may_authorise(limits: Limits | None, *, owner: Actor, offer: Offer, usage: Usage) -> Limits:
     """Return the owner's limits when they cover ``offer``; raises FailedPrecondition saying why not."""
     subject = f"employee/{owner.employee_id}"

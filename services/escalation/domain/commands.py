@@ -10,9 +10,11 @@ from services.escalation.domain.model import Actor, CustomerDecision, Offer, Out
 
 @dataclass(frozen=True)
 class ClaimCase:
-    """Take a queued case: ``by`` becomes the owner."""
+    """Take a queued case: ``by`` becomes the owner. ``offer_authorized`` says whether the case's current offer
+    was already authorised while it waited (the system's automatic recovery)."""
 
     by: Actor
+    offer_authorized: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class OpenCase:
     outlook: Outlook | None
     system_detected: bool
     opened_at: datetime
+    owner_role: str = ""
 
 
 @dataclass(frozen=True)

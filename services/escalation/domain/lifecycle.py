@@ -62,7 +62,12 @@ def _after_work(case: Case) -> CaseState:
 
 
 def _claim(case: Case, command: c.ClaimCase, now: datetime) -> Transition:
-    claimed = replace(case, state=S.OPEN, owner_employee_id=command.by.employee_id)
+    # An offer that arrived while the case was queued is in play as soon as someone owns the case.
+    if not case.current_offer_id:
+        state = S.OPEN
+    else:
+        state = S.OFFER_READY if command.offer_authorized else S.OFFER_PENDING
+    claimed = replace(case, state=state, owner_employee_id=command.by.employee_id, owner_role=command.by.role)
     return Transition(claimed, (CaseClaimed(case.case_id, command.by.employee_id, at=now),))
 
 
@@ -115,7 +120,12 @@ def _transfer(case: Case, command: c.TransferCase, now: datetime) -> Transition:
     else:
         raise IllegalTransition.of(case.case_id, f"a case in state {case.state.value} can only go to a named employee")
     moved = replace(
-        case, state=state, owner_employee_id=command.to_employee_id, team=team, transfer_count=case.transfer_count + 1
+        case,
+        state=state,
+        owner_employee_id=command.to_employee_id,
+        owner_role="",  # the new owner's role is known once they act with their own token
+        team=team,
+        transfer_count=case.transfer_count + 1,
     )
     event = CaseTransferred(case.case_id, case.owner_employee_id, command.to_employee_id, team, command.reason, at=now)
     return Transition(moved, (event,))

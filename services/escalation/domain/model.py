@@ -166,6 +166,9 @@ class Case:
     severity: Severity | None
     outlook: Outlook | None
     system_detected: bool
+    # The owner's role as their token said when they took the case (opened, claimed); empty when not known
+    # (a transfer names only the colleague), and then the owner's limits apply when they act themselves.
+    owner_role: str = ""
     acknowledged_at: datetime | None = None
     transfer_count: int = 0
     transfer_limit_exceeded: bool = False

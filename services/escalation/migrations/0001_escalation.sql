@@ -8,6 +8,7 @@ CREATE TABLE cases (
     customer_id              text        NOT NULL,
     state                    text        NOT NULL,
     owner_employee_id        text        NOT NULL DEFAULT '',
+    owner_role               text        NOT NULL DEFAULT '',
     team                     text        NOT NULL,
     severity                 text,
     outlook                  text,

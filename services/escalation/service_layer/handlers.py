@@ -263,6 +263,7 @@ async def open_case(conn: asyncpg.Connection, command: c.OpenCase, *, facts: byt
         severity=command.severity,
         outlook=command.outlook,
         system_detected=command.system_detected,
+        owner_role=command.owner_role,
         opened_at=command.opened_at,
     )
     if not await repo.insert_case(conn, case, facts=facts, now=now):
@@ -356,6 +357,8 @@ async def receive_offer(conn: asyncpg.Connection, command: c.ReceiveOffer, *, me
         log.warning("offer %s arrived for resolved case %s; kept, not current", offer.offer_id, before.case_id)
         return
     transition = lifecycle.apply(before, c.ProposeOffer(offer_id=offer.offer_id), now)
+    if before.current_offer_id:
+        await _release_superseded(conn, deps, before.current_offer_id)
     after = replace(transition.case, current_offer_id=offer.offer_id, pending_approval_id="")
     for approval_id in await repo.cancel_pending_approvals(conn, before.case_id):
         log.info("approval %s cancelled: offer superseded by %s", approval_id, offer.offer_id)
@@ -379,27 +382,51 @@ async def receive_offer(conn: asyncpg.Connection, command: c.ReceiveOffer, *, me
     policy = deps.policy()
     if authority.system_may_authorise(policy, system_detected=after.system_detected, offer=offer):
         await _system_authorize(conn, deps, case=after, offer_id=offer.offer_id, now=now)
+    else:
+        await _owner_authorize_at_once(conn, deps, case=after, now=now)
 
 
-async def _system_authorize(conn, deps: Deps, *, case: Case, offer_id: str, now: datetime) -> None:
-    policy = deps.policy()
-    system = Actor.system()
-    offer_record = await _offer(conn, offer_id)
-    transition = lifecycle.apply(case, c.AuthorizeOffer(by=system), now)
-    limits = wire.limits_to_proto(
-        authority.system_limits(policy), employee_id="", usage=Usage(), policy_version=policy.version
-    )
+async def _release_superseded(conn, deps: Deps, offer_id: str) -> None:
+    """A re-quote replaces the case's offer before the customer took it: what its authorisation booked stops
+    counting against that authority's period limits (the new offer books its own when authorised)."""
+    record = await _offer(conn, offer_id)
+    granted = record.authorization
+    if granted is None or not granted["authority_employee_id"]:
+        return  # not authorised, or by the system (which has no period usage)
+    at = granted["authorized_at"]
+    employee_id = granted["authority_employee_id"]
+    await _lock_usage(conn, deps, employee_id, at)
+    day, month = _periods(deps, at)
+    amount = Money(amount_minor=granted["auth_minor"], currency=granted["auth_currency"])
+    await repo.release_usage(conn, employee_id=employee_id, day=day, month=month, amount=amount)
+
+
+async def _authorize_whole_offer(
+    conn,
+    deps: Deps,
+    *,
+    case: Case,
+    offer_record: repo.OfferRecord,
+    by: Actor,
+    tier: AuthorizationTier,
+    limits: common_pb2.AuthorityLimits,
+    reason: str,
+    now: datetime,
+) -> Case:
+    """Authorise the whole offer by one authority (the owner's or the system's), save and audit; returns the case."""
+    transition = lifecycle.apply(case, c.AuthorizeOffer(by=by), now)
+    offer = offer_record.offer
     await _authorize(
         conn,
         deps,
         case=case,
         offer_record=offer_record,
-        by=system,
-        tier=AuthorizationTier.SYSTEM,
-        authority_employee_id="",
+        by=by,
+        tier=tier,
+        authority_employee_id=by.employee_id,
         limits=limits,
-        amount=offer_record.offer.total,
-        lines=offer_record.offer.lines,
+        amount=offer.total,
+        lines=offer.lines,
         approval_id="",
         now=now,
     )
@@ -410,12 +437,90 @@ async def _system_authorize(conn, deps: Deps, *, case: Case, offer_id: str, now:
         before=case,
         after=transition.case,
         action=CaseAction.OFFER_AUTHORIZED,
-        actor=system,
+        actor=by,
         at=now,
-        amount=offer_record.offer.total,
-        offer_id=offer_id,
+        amount=offer.total,
+        offer_id=offer.offer_id,
         limits=wire.limits_json(limits),
+        reason=reason,
+    )
+    return transition.case
+
+
+async def _system_authorize(conn, deps: Deps, *, case: Case, offer_id: str, now: datetime) -> None:
+    policy = deps.policy()
+    limits = wire.limits_to_proto(
+        authority.system_limits(policy), employee_id="", usage=Usage(), policy_version=policy.version
+    )
+    await _authorize_whole_offer(
+        conn,
+        deps,
+        case=case,
+        offer_record=await _offer(conn, offer_id),
+        by=Actor.system(),
+        tier=AuthorizationTier.SYSTEM,
+        limits=limits,
         reason="automatic recovery: system-detected failure within the automation limit",
+        now=now,
+    )
+
+
+async def _owner_authorize(
+    conn, deps: Deps, *, case: Case, offer_record: repo.OfferRecord, owner: Actor, reason: str, now: datetime
+) -> Case:
+    """Authorise the offer by the owner's own authority, with their period usage locked and booked; raises
+    FailedPrecondition (and counts the refusal) when their limits do not cover it."""
+    policy = deps.policy()
+    limits = policy.limits_for(employee_id=owner.employee_id, role=owner.role)
+    usage = await _lock_usage(conn, deps, owner.employee_id, now)
+    try:
+        authority.check_owner_may_authorise(limits, owner=owner, offer=offer_record.offer, usage=usage)
+    except FailedPrecondition:
+        deps.metrics.limit_refusals.labels(kind="owner").inc()
+        raise
+    assert limits is not None
+    await _book_usage(conn, deps, owner.employee_id, offer_record.offer.total, now)
+    limits_proto = wire.limits_to_proto(
+        limits, employee_id=owner.employee_id, usage=usage, policy_version=policy.version
+    )
+    return await _authorize_whole_offer(
+        conn,
+        deps,
+        case=case,
+        offer_record=offer_record,
+        by=owner,
+        tier=AuthorizationTier.OWNER,
+        limits=limits_proto,
+        reason=reason,
+        now=now,
+    )
+
+
+async def _owner_authorize_at_once(conn, deps: Deps, *, case: Case, now: datetime) -> Case:
+    """Frontline first: a proposed offer within the owner's limits is authorised by the owner's authority at
+    once, with no human step. Anything else waits in offer pending for the owner to send it up."""
+    if case.state is not CaseState.OFFER_PENDING or not (case.owner_employee_id and case.owner_role):
+        return case
+    owner = Actor.employee(case.owner_employee_id, case.owner_role, case.team)
+    policy = deps.policy()
+    limits = policy.limits_for(employee_id=owner.employee_id, role=owner.role)
+    offer_record = await _offer(conn, case.current_offer_id)
+    usage = await _lock_usage(conn, deps, owner.employee_id, now)
+    if not authority.owner_covers(limits, offer=offer_record.offer, usage=usage):
+        log.info(
+            "offer %s is beyond %s's own authority: it waits for an approval request",
+            case.current_offer_id,
+            owner.employee_id,
+        )
+        return case
+    return await _owner_authorize(
+        conn,
+        deps,
+        case=case,
+        offer_record=offer_record,
+        owner=owner,
+        reason="within the owner's limits: authorised at once by the owner's authority",
+        now=now,
     )
 
 
@@ -438,11 +543,14 @@ async def claim_case(conn: asyncpg.Connection, *, case_id: str, by: Actor, deps:
     now = deps.clock()
     before = (await _locked(conn, case_id)).case
     access.require_claim(before, by)
-    after = lifecycle.apply(before, c.ClaimCase(by=by), now).case
+    authorized = False
+    if before.current_offer_id:
+        authorized = (await _offer(conn, before.current_offer_id)).offer.status is OfferStatus.AUTHORIZED
+    after = lifecycle.apply(before, c.ClaimCase(by=by, offer_authorized=authorized), now).case
     await _require_capacity(conn, deps, by.employee_id)
     await repo.save_case(conn, after, now=now)
     await _audit(conn, deps, before=before, after=after, action=CaseAction.CLAIMED, actor=by, at=now)
-    return after
+    return await _owner_authorize_at_once(conn, deps, case=after, now=now)
 
 
 async def acknowledge_case(conn: asyncpg.Connection, *, case_id: str, by: Actor, note: str, deps: Deps) -> Case:
@@ -462,53 +570,24 @@ async def acknowledge_case(conn: asyncpg.Connection, *, case_id: str, by: Actor,
 
 
 async def authorize_offer(conn: asyncpg.Connection, *, case_id: str, offer_id: str, by: Actor, deps: Deps) -> Case:
-    """The owner authorises the current offer within their own limits; raises FailedPrecondition above them."""
+    """The owner authorises the current offer within their own limits; raises FailedPrecondition above them.
+
+    Needed only when the owner's role was not known as the offer arrived (a case transferred to them)."""
     now = deps.clock()
-    policy = deps.policy()
     before = (await _locked(conn, case_id)).case
     access.require_owner(before, by)
     _current_offer_check(before, offer_id)
-    transition = lifecycle.apply(before, c.AuthorizeOffer(by=by), now)
-    offer_record = await _offer(conn, offer_id)
-    limits = policy.limits_for(employee_id=by.employee_id, role=by.role)
-    usage = await _lock_usage(conn, deps, by.employee_id, now)
-    try:
-        authority.check_owner_may_authorise(limits, owner=by, offer=offer_record.offer, usage=usage)
-    except FailedPrecondition:
-        deps.metrics.limit_refusals.labels(kind="owner").inc()
-        raise
-    assert limits is not None
-    await _book_usage(conn, deps, by.employee_id, offer_record.offer.total, now)
-    limits_proto = wire.limits_to_proto(limits, employee_id=by.employee_id, usage=usage, policy_version=policy.version)
-    await _authorize(
+    lifecycle.apply(before, c.AuthorizeOffer(by=by), now)  # refuses before any usage is locked
+    known = replace(before, owner_role=by.role)  # the owner acted with their own token: their role is known now
+    return await _owner_authorize(
         conn,
         deps,
-        case=before,
-        offer_record=offer_record,
-        by=by,
-        tier=AuthorizationTier.OWNER,
-        authority_employee_id=by.employee_id,
-        limits=limits_proto,
-        amount=offer_record.offer.total,
-        lines=offer_record.offer.lines,
-        approval_id="",
+        case=known,
+        offer_record=await _offer(conn, offer_id),
+        owner=by,
+        reason="within the owner's limits",
         now=now,
     )
-    await repo.save_case(conn, transition.case, now=now)
-    await _audit(
-        conn,
-        deps,
-        before=before,
-        after=transition.case,
-        action=CaseAction.OFFER_AUTHORIZED,
-        actor=by,
-        at=now,
-        amount=offer_record.offer.total,
-        offer_id=offer_id,
-        limits=wire.limits_json(limits_proto),
-        reason="within the owner's limits",
-    )
-    return transition.case
 
 
 async def request_approval(
@@ -522,8 +601,8 @@ async def request_approval(
     _current_offer_check(before, offer_id)
     transition = lifecycle.apply(before, c.RequestApproval(by=by), now)
     offer_record = await _offer(conn, offer_id)
-    # The owner's role is known when the owner asks; a supervisor asking for them routes from the lowest tier.
-    owner_role = by.role if by.employee_id == before.owner_employee_id else policy.tiers[0]
+    # The owner's role is known when the owner asks or took the case; otherwise routing starts at the lowest tier.
+    owner_role = by.role if by.employee_id == before.owner_employee_id else (before.owner_role or policy.tiers[0])
     owner_limits = policy.limits_for(employee_id=before.owner_employee_id, role=owner_role)
     usage = await _lock_usage(conn, deps, before.owner_employee_id, now)
     routed = authority.route(

@@ -209,6 +209,7 @@ def case_opened_to_proto(event: CaseOpened) -> events_pb2.CaseOpened:
         customer_id=report.customer_id,
         case_id=event.case_id,
         owner_employee_id=event.owner_employee_id,
+        owner_role=event.owner_role,
         owning_team=event.owning_team,
         failure_ids=[event.failure_id],
         source=enum_to_proto(common_pb2.Source, report.source),

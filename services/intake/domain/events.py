@@ -20,6 +20,7 @@ class CaseOpened:
     owner_employee_id: str
     owning_team: str
     opened_at: datetime
+    owner_role: str = ""
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,15 @@ class FailureReport:
 
 
 @dataclass(frozen=True)
+class Reporter:
+    """The employee who took a frontline report, as their token says: their team owns the case, and their
+    role's empowerment limits apply to its first offer."""
+
+    team: str = ""
+    role: str = ""
+
+
+@dataclass(frozen=True)
 class SatisfactionAnswer:
     """A customer's answer to a satisfaction question; score 0..10 and satisfied may each be unknown."""
 

@@ -14,6 +14,7 @@ from services.common.errors import FieldViolation, InvalidInput
 from services.common.grpc_server import method_path, principal
 from services.common.wire import enum_to_proto, money_to_proto, set_optional, time_to_proto
 from services.intake.adapters import repository, wire
+from services.intake.domain.model import Reporter
 from services.intake.service_layer import handlers
 from services.intake.service_layer.handlers import Deps, HistoryView
 
@@ -48,7 +49,7 @@ class IntakeApi(intake_pb2_grpc.IntakeServiceServicer):
                 return intake_pb2.ReportFailureResponse.FromString(stored)
             command = wire.command_from_request(request, reporter=caller.employee_id)
             outcome = await handlers.report_failure(
-                conn, command, deps=self._deps, channel="grpc", reporter_team=caller.team
+                conn, command, deps=self._deps, channel="grpc", reporter=Reporter(team=caller.team, role=caller.role)
             )
             case = await repository.get_case(conn, outcome.case_id)
             assert case is not None

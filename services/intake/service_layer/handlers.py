@@ -33,6 +33,7 @@ from services.intake.domain.model import (
     FailureReport,
     HotspotDimension,
     OpenCaseSummary,
+    Reporter,
     SatisfactionAnswer,
     Source,
 )
@@ -41,6 +42,7 @@ from services.intake.domain.rules import combine, dedupe_key, owning_team, shoul
 from services.intake.domain.validation import validate_report
 
 SOURCE = "intake"  # ce_source of everything intake publishes
+NO_REPORTER = Reporter()  # reports from other systems: no frontline employee took them
 CASE_OPENED = topic("recovery.case-opened.v1").name
 CASE_AMENDED = topic("recovery.case-amended.v1").name
 HOTSPOT_DETECTED = topic("recovery.hotspot-detected.v1").name
@@ -70,7 +72,7 @@ class ReportOutcome:
 
 
 async def report_failure(
-    conn: asyncpg.Connection, command: ReportFailure, *, deps: Deps, channel: str, reporter_team: str = ""
+    conn: asyncpg.Connection, command: ReportFailure, *, deps: Deps, channel: str, reporter: Reporter = NO_REPORTER
 ) -> ReportOutcome:
     """Accept a failure: open a case or join an open one; raises InvalidFailureReport and changes nothing."""
     with deps.metrics.timed(channel):
@@ -88,7 +90,7 @@ async def report_failure(
         failure_id = deps.new_id()
         case = await _case_to_join(conn, report, policy)
         if case is None:
-            opened = await _open_case(conn, report, failure_id, now=now, policy=policy, team=reporter_team, deps=deps)
+            opened = await _open_case(conn, report, failure_id, now=now, policy=policy, reporter=reporter, deps=deps)
             record = outbox.event_record(
                 CASE_OPENED,
                 wire.case_opened_to_proto(opened),
@@ -175,7 +177,7 @@ async def _open_case(
     *,
     now: datetime,
     policy: Policy,
-    team: str,
+    reporter: Reporter,
     deps: Deps,
 ) -> CaseOpened:
     history = await _history(conn, report.customer_id, now=now, policy=policy)
@@ -186,7 +188,9 @@ async def _open_case(
         classification=classify(report, history, policy, now=now),
         history=history,
         owner_employee_id=report.reported_by_employee_id,
-        owning_team=owning_team(report, reporter_team=team, policy=policy),
+        # The role comes only with the reporter's own token; an owner named by another system has none here.
+        owner_role=reporter.role if report.reported_by_employee_id else "",
+        owning_team=owning_team(report, reporter_team=reporter.team, policy=policy),
         opened_at=now,
     )
     await repository.insert_case(

@@ -100,12 +100,15 @@ def eur(minor: int) -> common_pb2.Money:
     return common_pb2.Money(amount_minor=minor, currency="EUR")
 
 
-def case_opened(*, owner: str = "", team: str, system_detected: bool = False, **fields) -> events_pb2.CaseOpened:
+def case_opened(
+    *, owner: str = "", team: str, system_detected: bool = False, owner_role: str = "", **fields
+) -> events_pb2.CaseOpened:
     customer = new_id("cust")
     base = {
         "customer_id": customer,
         "case_id": new_id("case"),
         "owner_employee_id": owner,
+        "owner_role": owner_role,
         "owning_team": team,
         "failure_ids": [new_id("fail")],
         "source": common_pb2.SOURCE_DELIVERY_TRACKING if system_detected else common_pb2.SOURCE_FRONTLINE,

@@ -69,9 +69,14 @@ def violations(error: grpc.aio.AioRpcError):
     return out
 
 
-async def opened_with_offer(publisher, client, *, owner: str, team: str, amount: int, system_detected=False, **kw):
-    """Publish a case and an offer as intake and compensation would; wait until the case shows the offer."""
-    opened = case_opened(owner=owner, team=team, system_detected=system_detected)
+async def opened_with_offer(
+    publisher, client, *, owner: str, team: str, amount: int, system_detected=False, owner_role="", **kw
+):
+    """Publish a case and an offer as intake and compensation would; wait until the case shows the offer.
+
+    By default the owner's role is not on the event (an owner named by another system), so no owner authority
+    applies until the owner acts; ``owner_role`` is what intake sets from the reporter's token."""
+    opened = case_opened(owner=owner, team=team, system_detected=system_detected, owner_role=owner_role)
     offer = offer_for(opened, (VOUCHER, amount), **kw)
     await publish(publisher, OPENED, opened, source="intake")
     await publish(publisher, OFFERS, offer, source="compensation")
@@ -114,10 +119,71 @@ async def test_a_system_detected_failure_within_the_automation_limit_is_authoris
     assert [e.action for e in case.decision_history][-1] == pb.CASE_ACTION_OFFER_AUTHORIZED
 
 
-async def test_the_owner_authorises_an_offer_within_their_limits_without_anyone_else(escalation, publisher, client):
+async def test_an_offer_within_the_owners_limits_is_authorised_by_the_owner_at_once_with_no_human_step(
+    escalation, publisher, client
+):
+    team, owner = new_id("team"), new_id("agent")
+    opened, offer, case = await opened_with_offer(
+        publisher, client, owner=owner, owner_role="agent", team=team, amount=5000
+    )
+    assert case.state == pb.CASE_STATE_OFFER_READY  # nobody called anything
+    assert case.current_offer.status == pb.OFFER_STATUS_AUTHORIZED
+    assert case.current_offer.tier == common_pb2.AUTHORIZATION_TIER_OWNER
+    [authorized] = await read_events(
+        escalation.settings.kafka_bootstrap_servers,
+        AUTHORIZED,
+        events_pb2.OfferAuthorized,
+        key=opened.customer_id,
+        count=1,
+        settle=1.0,
+    )
+    assert (authorized.offer_id, authorized.authorized_by.employee_id) == (offer.offer_id, owner)
+    assert authorized.tier == common_pb2.AUTHORIZATION_TIER_OWNER and authorized.limits.role == "agent"
+    assert authorized.limits.per_case_limit.amount_minor == 5000
+    entry = case.decision_history[-1]
+    assert (entry.action, entry.actor.employee_id) == (pb.CASE_ACTION_OFFER_AUTHORIZED, owner)
+    assert "at once" in entry.reason
+
+    async def used_today():
+        found = await db_fetch(
+            escalation.settings,
+            "SELECT used_minor FROM authority_usage WHERE employee_id = $1 AND period = 'day'",
+            owner,
+        )
+        return found[0]["used_minor"]
+
+    assert await used_today() == 5000  # booked against the owner's own period limits like any of theirs
+    # A re-quote supersedes it: the new offer is authorised at once too, and only it counts against the day.
+    requote = offer_for(opened, (VOUCHER, 4000), version=2)
+    await publish(publisher, OFFERS, requote, source="compensation")
+    await read_events(
+        escalation.settings.kafka_bootstrap_servers,
+        AUTHORIZED,
+        events_pb2.OfferAuthorized,
+        key=opened.customer_id,
+        count=2,
+    )
+    assert await used_today() == 4000
+    requested = await read_events(
+        escalation.settings.kafka_bootstrap_servers,
+        REQUESTED,
+        events_pb2.ApprovalRequested,
+        key=opened.customer_id,
+        count=0,
+    )
+    assert requested == []  # nobody else was asked
+
+
+async def test_an_offer_beyond_the_owners_limits_waits_for_the_owner_to_send_it_up(escalation, publisher, client):
+    team, owner = new_id("team"), new_id("agent")
+    *_, case = await opened_with_offer(publisher, client, owner=owner, owner_role="agent", team=team, amount=5001)
+    assert case.state == pb.CASE_STATE_OFFER_PENDING and case.current_offer.status == pb.OFFER_STATUS_PROPOSED
+
+
+async def test_an_owner_whose_role_was_not_known_authorises_with_their_own_call(escalation, publisher, client):
     team, owner = new_id("team"), new_id("agent")
     opened, offer, case = await opened_with_offer(publisher, client, owner=owner, team=team, amount=5000)
-    assert case.state == pb.CASE_STATE_OFFER_PENDING  # the owner's call, not automatic
+    assert case.state == pb.CASE_STATE_OFFER_PENDING  # the owner named by another system: no role, no authority yet
     me = client.as_(owner, "agent", team)
     request = pb.AuthorizeOfferRequest(request_id=new_id("req"), case_id=opened.case_id, offer_id=offer.offer_id)
     first = await me.AuthorizeOffer(request)

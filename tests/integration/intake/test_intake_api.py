@@ -72,6 +72,7 @@ async def test_the_reporting_employee_owns_the_case_and_a_retry_returns_the_same
         "front-desk",
         common_pb2.SOURCE_FRONTLINE,
     )
+    assert opened.owner_role == "agent"  # from the token: escalation applies the agent's limits at once
     assert opened.customer_request.text.startswith("pay my hotel")
     assert len(await cases_of(intake, customer)) == 1
 

@@ -59,7 +59,7 @@ async def test_a_system_detected_failure_opens_a_classified_case_in_the_category
     [opened] = await read_events(
         intake.settings.kafka_bootstrap_servers, OPENED, events_pb2.CaseOpened, key=customer, count=1
     )
-    assert opened.owner_employee_id == "" and opened.system_detected
+    assert opened.owner_employee_id == "" and opened.owner_role == "" and opened.system_detected
     assert opened.owning_team == "logistics-care"  # the policy routes late deliveries to logistics
     assert opened.classification.severity.severity == common_pb2.SEVERITY_MAJOR  # 600 EUR at stake
     assert opened.classification.outlook.outlook == common_pb2.OUTLOOK_AT_RISK

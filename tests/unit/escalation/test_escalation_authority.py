@@ -99,6 +99,24 @@ def test_period_limits_hold_at_the_boundary(usage, ok):
     assert (not missing) is ok
 
 
+@pytest.mark.parametrize(
+    ("amount", "usage", "flag", "covered"),
+    [
+        (5000, Usage(), {}, True),
+        (5001, Usage(), {}, False),  # above the per-case limit
+        (5000, Usage(today=15001), {}, False),  # the day's limit would break
+        (100, Usage(), {"budget_exceeded": True}, False),  # flagged offers always go to approval
+        (100, Usage(), {"needs_review": True}, False),
+    ],
+)
+def test_the_owner_covers_an_offer_at_once_only_when_every_limit_holds_and_nothing_flags_it(
+    amount, usage, flag, covered
+):
+    limits = policy().limits_for(employee_id="e-1", role="agent")
+    assert authority.owner_covers(limits, offer=offer((V, amount), **flag), usage=usage) is covered
+    assert authority.owner_covers(None, offer=offer((V, 1)), usage=Usage()) is False  # a role without limits
+
+
 def test_flagged_offers_always_go_to_approval():
     limits = policy().limits_for(employee_id="e-1", role="agent")
     for flagged in (offer(budget_exceeded=True), offer(needs_review=True)):

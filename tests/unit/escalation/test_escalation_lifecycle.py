@@ -95,7 +95,21 @@ def test_every_other_pair_is_refused_with_a_state_violation(state, command_type)
 
 def test_claim_makes_the_claimer_owner():
     claimed = lifecycle.apply(case(S.QUEUED), COMMANDS[c.ClaimCase], NOW).case
-    assert claimed.owner_employee_id == "e-2"
+    assert (claimed.owner_employee_id, claimed.owner_role) == ("e-2", "agent")
+
+
+@pytest.mark.parametrize(
+    ("offer_id", "authorized", "state"),
+    [("", False, S.OPEN), ("o-1", False, S.OFFER_PENDING), ("o-1", True, S.OFFER_READY)],
+)
+def test_an_offer_that_waited_in_the_queue_is_in_play_once_the_case_is_claimed(offer_id, authorized, state):
+    claim = c.ClaimCase(by=Actor.employee("e-2", "agent", "care"), offer_authorized=authorized)
+    assert lifecycle.apply(case(S.QUEUED, current_offer_id=offer_id), claim, NOW).case.state is state
+
+
+def test_a_transfer_forgets_the_owners_role_until_the_new_owner_acts():
+    moved = lifecycle.apply(case(S.OPEN, owner_role="agent"), COMMANDS[c.TransferCase], NOW).case
+    assert (moved.owner_employee_id, moved.owner_role) == ("e-3", "")
 
 
 def test_only_the_system_authorises_an_offer_on_a_queued_case():
