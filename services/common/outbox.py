@@ -13,6 +13,7 @@ publish order; other replicas stand by and take over if it dies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -200,8 +201,9 @@ class OutboxRelay:
         return await self._db.pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
 
     async def _hold_lock(self) -> bool:
-        if self._lock_conn is not None and not self._lock_conn.is_closed():
+        if self._lock_conn is not None and _alive(self._lock_conn):
             return True
+        await self._release_lock()  # a lock connection that died took the lock with it: take it again
         conn = await self._db.pool.acquire()
         try:
             locked = await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self._lock_key)
@@ -218,16 +220,27 @@ class OutboxRelay:
         return False
 
     async def _release_lock(self) -> None:
+        """Give the lock and its connection back; never raises (the relay loop calls it after any failure)."""
         conn, self._lock_conn = self._lock_conn, None
         if conn is None:
             return
         try:
-            if not conn.is_closed():
+            if _alive(conn):
                 await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", self._lock_key)
             await self._db.pool.release(conn)
         except Exception:  # the connection is gone, and the lock with it
-            conn.terminate()
+            with contextlib.suppress(Exception):  # a connection the pool already took back refuses even this
+                conn.terminate()
 
     async def close(self) -> None:
         """Give up the relay lock so a standby replica can take over at once."""
         await self._release_lock()
+
+
+def _alive(conn: asyncpg.Connection) -> bool:
+    """True while ``conn`` is usable. When the server drops a pooled connection, asyncpg takes it back into
+    the pool and the proxy we hold refuses every call, even is_closed(): that is dead too, not an error."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+import asyncpg
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
 from services.common import outbox
 from services.common.kafka import make_producer
 from services.common.outbox import OutboxRelay
-from tests.integration.conftest import read_topic
+from tests.integration.conftest import eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +113,40 @@ async def test_backlog_metrics_report_unsent_rows_and_their_age(db, topic, metri
     await drain(relay)
     assert metrics.registry.get_sample_value("recovery_outbox_oldest_unsent_age_seconds") == 0
     await relay.close()
+
+
+async def test_a_relay_whose_lock_connection_the_server_dropped_takes_the_lock_again_and_keeps_publishing(
+    db, topic, settings, metrics, relay_producer
+):
+    async with db.transaction() as conn:
+        await outbox.stage(conn, record(topic, "before"))
+    relay = OutboxRelay(db=db, producer=relay_producer, metrics=metrics, poll_seconds=0.05)
+    running = asyncio.create_task(relay.run())
+    try:
+        await eventually(lambda: _backlog_is(relay, 0))
+        # The server drops the lock connection (a Postgres restart, an admin's pg_terminate_backend): asyncpg
+        # takes it back into the pool, and the proxy the relay holds refuses every call from then on.
+        killer = await asyncpg.connect(settings.database_url)
+        try:
+            dropped = await killer.fetchval(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()) AS t"
+            )
+        finally:
+            await killer.close()
+        assert dropped >= 1
+        async with db.transaction() as conn:
+            await outbox.stage(conn, record(topic, "after"))
+        await eventually(lambda: _backlog_is(relay, 0))
+        assert not running.done(), "the relay loop died"
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await relay.close()
+    published = await read_topic(settings.kafka_bootstrap_servers, topic, until=lambda rs: len(rs) >= 2)
+    assert [StringValue.FromString(m.value).value for m in published][-1] == "after"
+
+
+async def _backlog_is(relay: OutboxRelay, expected: int) -> bool:
+    return await relay.backlog() == expected
