@@ -61,6 +61,7 @@ class CancelFollowup:
     reason: str
     employee_id: str
     role: str
+    team: str = ""
 
 
 @dataclass(frozen=True)

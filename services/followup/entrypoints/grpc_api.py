@@ -100,7 +100,11 @@ class FollowupApi(followup_pb2_grpc.FollowupServiceServicer):
             if stored is not None:
                 return followup_pb2.CancelFollowupResponse.FromString(stored)
             command = CancelFollowup(
-                followup_id=request.followup_id, reason=request.reason, employee_id=caller.employee_id, role=caller.role
+                followup_id=request.followup_id,
+                reason=request.reason,
+                employee_id=caller.employee_id,
+                role=caller.role,
+                team=caller.team,
             )
             followup = await handlers.cancel_followup(conn, command, deps=self._deps)
             response = followup_pb2.CancelFollowupResponse(followup=wire.followup_to_proto(followup))

@@ -388,9 +388,13 @@ async def cancel_followup(conn: asyncpg.Connection, command: CancelFollowup, *, 
     followup = await repository.get_followup(conn, command.followup_id, lock=True)
     if followup is None:
         raise FollowupNotFound(f"follow-up {command.followup_id} does not exist")
-    if not may_cancel(role=command.role, employee_id=command.employee_id, followup=followup):
+    case = await repository.get_case(conn, followup.case_id)
+    case_team = case.team if case is not None else ""
+    if not may_cancel(
+        role=command.role, employee_id=command.employee_id, team=command.team, followup=followup, case_team=case_team
+    ):
         raise NotYourFollowup(
-            f"only the case owner or a team lead and above may cancel follow-up {followup.followup_id}"
+            f"only the case owner or a team lead and above of its team may cancel follow-up {followup.followup_id}"
         )
     if followup.status is FollowupStatus.CANCELLED:
         return followup

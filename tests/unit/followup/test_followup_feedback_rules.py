@@ -70,10 +70,15 @@ def test_every_bad_field_is_named():
     assert validate_feedback(answer(satisfied=None), satisfied_required=False).satisfied is None
 
 
-def test_agents_cancel_only_their_own_follow_ups_and_leads_any():
-    assert may_cancel(role="agent", employee_id="emp-1", followup=followup())
-    assert not may_cancel(role="senior_agent", employee_id="emp-2", followup=followup())
-    assert not may_cancel(role="agent", employee_id="", followup=followup(owner=""))
+def test_agents_cancel_only_their_own_follow_ups_and_leads_those_of_their_own_team():
+    def cancel(role, employee_id, team="care", **kw):
+        return may_cancel(role=role, employee_id=employee_id, team=team, followup=followup(**kw), case_team="care")
+
+    assert cancel("agent", "emp-1")
+    assert not cancel("senior_agent", "emp-2")
+    assert not cancel("agent", "", owner="")
     for role in ("team_lead", "manager", "director"):
-        assert may_cancel(role=role, employee_id="emp-9", followup=followup())
-    assert not may_cancel(role="customer", employee_id="emp-1", followup=followup())
+        assert cancel(role, "emp-9")
+        assert not cancel(role, "emp-9", team="billing")  # another team's case
+        assert not cancel(role, "emp-9", team="")
+    assert not cancel("customer", "emp-1")
