@@ -706,7 +706,10 @@ async def decide_approval(
         decider=by,
         approver_role=approval.approver_role,
         approver_team=approval.approver_team,
-        requester_ids=frozenset({approval.requested_by.employee_id, approval.owner_employee_id} - {""}),
+        # The owner when it was asked, and the owner now (a transfer may have brought the case to an approver).
+        requester_ids=frozenset(
+            {approval.requested_by.employee_id, approval.owner_employee_id, before.owner_employee_id} - {""}
+        ),
         delegations=delegations,
         now=now,
     )
