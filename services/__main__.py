@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -98,7 +99,7 @@ def main() -> int:
             return exit_code
 
         _say(f"kafka      {kafka}   ({len(CATALOGUE)} topics, {settings.topic_partitions} partitions each)")
-        _say(f"postgres   {database_url}")
+        _say(f"postgres   {_without_password(database_url)}")
         for child in children:
             _say(
                 f"{child.name:<12} gRPC 127.0.0.1:{child.grpc_port}   "
@@ -123,6 +124,15 @@ def main() -> int:
             part.stop()
         _say("stopped")
     return exit_code
+
+
+def _without_password(url: str) -> str:
+    """Return ``url`` with its password masked: what `make run` prints may end up in a terminal log."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _spawn(name: str, settings: KitSettings) -> Child:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from services.common.logs import redact
 from services.common.outbox import OutgoingRecord
 
 DEADLETTER_TOPIC = "recovery.deadletter.v1"
@@ -37,7 +38,7 @@ def deadletter_record(
     record: RawRecord, *, group: str, error: BaseException, now: datetime | None = None
 ) -> OutgoingRecord:
     """Return the dead-letter record for ``record``, which ``group`` could not process because of ``error``."""
-    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    text = redact(getattr(error, "message", None) or str(error) or type(error).__name__)
     # Cut on a character boundary so the header stays valid UTF-8.
     reason = text.encode()[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode()
     # A record that is itself a dead letter replayed and failing again keeps only the newest failure.

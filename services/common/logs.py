@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,22 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 
 CONTEXT_FIELDS = ("customer_id", "case_id", "ce_id")
+# What must never reach a log line or a dead letter's reason, whatever quoted it (a parse error echoes the
+# bad value): card numbers (13-19 digits, spaced or dashed), IBANs, and bearer tokens / JWTs.
+_SECRETS = (
+    re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){10,30}\b"),
+    re.compile(r"\b\d(?:[ -]?\d){12,18}\b"),
+    re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*"),
+    re.compile(r"(?i)\bbearer\s+\S+"),
+)
 _context: ContextVar[dict[str, str] | None] = ContextVar("log_context", default=None)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with card numbers, IBANs and tokens replaced by ``[redacted]``."""
+    for pattern in _SECRETS:
+        text = pattern.sub("[redacted]", text)
+    return text
 
 
 @contextmanager
@@ -45,7 +61,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self._service,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         entry.update(_context.get() or {})
         for name in CONTEXT_FIELDS:
@@ -53,7 +69,7 @@ class JsonFormatter(logging.Formatter):
             if value:
                 entry[name] = str(value)
         if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
+            entry["error"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import Counter
 from datetime import UTC, datetime
 
+from services.__main__ import _without_password
 from services.common import deadletter
 from services.common.deadletter import RawRecord, deadletter_record, describe
 from services.common.errors import UndecodableRecord
+from services.common.logs import JsonFormatter, redact
 
 FAILED_AT = datetime(2025, 11, 3, 9, 0, tzinfo=UTC)
 ORIGINAL_HEADERS = (
@@ -155,3 +159,28 @@ def test_without_now_the_failure_time_is_the_current_utc_time():
     record = deadletter_record(raw(), group="g", error=ValueError("bad"))
     failed_at = datetime.fromisoformat(describe(record.headers)["dlq_failed_at"])
     assert before <= failed_at <= datetime.now(UTC)
+
+
+def test_a_reason_that_quotes_a_card_number_an_iban_or_a_token_keeps_them_out():
+    quoted = UndecodableRecord(
+        'Couldn\'t parse integer: "card 4111 1111 1111 1111, refund to LT12 1000 0111 0100 1000"'
+        " (sent with Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJlIn0.c2ln)"
+    )
+    reason = describe(deadletter_record(raw(), group="g", error=quoted).headers)["dlq_reason"]
+    assert "4111" not in reason and "LT12" not in reason and "eyJ" not in reason
+    assert reason.startswith("Couldn't parse integer") and reason.count("[redacted]") == 3
+
+
+def test_log_lines_are_redacted_too():
+    formatter = JsonFormatter("intake")
+    line = logging.LogRecord("x", logging.WARNING, __file__, 1, "dead-lettering: %s", ("4111-1111-1111-1111",), None)
+    entry = json.loads(formatter.format(line))
+    assert entry["message"] == "dead-lettering: [redacted]"
+    assert redact("order 12345, case c-1, 2026-11-23T12:00:00") == "order 12345, case c-1, 2026-11-23T12:00:00"
+
+
+def test_make_run_prints_the_database_url_without_its_password():
+    assert _without_password("postgresql://svc:s3cret@db:5432/recovery") == "postgresql://svc:***@db:5432/recovery"
+    assert _without_password("postgresql://postgres@127.0.0.1:5432/postgres").endswith(
+        "postgres@127.0.0.1:5432/postgres"
+    )
