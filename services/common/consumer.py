@@ -68,6 +68,23 @@ def check_key(record: RawRecord, message: Message) -> None:
         raise UndecodableRecord(f"record key {key!r} is not the message's customer_id {customer_id!r}")
 
 
+async def _lock_keys(conn: asyncpg.Connection, records: Sequence[RawRecord]) -> None:
+    """Take a lock per record key (customer) for the batch, all in one global order, before any handler runs.
+
+    Handlers lock rows and cases in record order; two batches of different topics sharing customers (a case
+    opening and its offer) could then each wait for the other, and Postgres would abort one as a deadlock.
+    Queued behind each other in the same order, they cannot.
+    """
+    keys = sorted({record.key.decode("utf-8", "replace") for record in records if record.key})
+    if keys:
+        await conn.execute(
+            """SELECT pg_advisory_xact_lock(h) FROM (
+                   SELECT DISTINCT hashtext('consumer-key:' || k) AS h FROM unnest($1::text[]) AS k ORDER BY h
+               ) AS ordered""",
+            keys,
+        )
+
+
 class ConsumerHarness:
     """Runs ``subscriptions`` as faust agents of consumer group ``group``."""
 
@@ -160,6 +177,7 @@ class ConsumerHarness:
         subscription = self._subscriptions[topic_name]
         outcomes = []
         async with self._db.transaction() as conn:
+            await _lock_keys(conn, records)
             for record in records:
                 outcomes.append(await self._apply_one(conn, subscription, record))
         return outcomes
