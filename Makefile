@@ -8,7 +8,7 @@ SHELL  := bash
 .SHELLFLAGS := -eu -o pipefail -c
 PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 
-.PHONY: run demo test test-unit test-integration test-e2e bench lint proto lock clean venv tools-prometheus
+.PHONY: run demo test test-unit test-integration test-e2e test-faults bench lint proto lock clean venv tools-prometheus
 
 venv: $(VENV)/.installed
 
@@ -41,8 +41,9 @@ run: proto
 demo: proto
 	$(PY) scripts/demo.py
 
+# The fault suite (about 10 minutes) runs on its own: `make test-faults`, nightly-style (README, Reliability).
 test: proto tools-prometheus
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --ignore=tests/faults
 
 test-unit: proto tools-prometheus
 	$(PY) -m pytest -q tests/unit
@@ -52,6 +53,11 @@ test-integration: proto
 
 test-e2e: proto tools-prometheus
 	$(PY) -m pytest -q tests/e2e
+
+# Crashes, replicas, a paused broker, a restarted Postgres, stopped schedulers and poison records while a
+# stream of failure reports runs; prints what it injected and the invariant counts.
+test-faults: proto
+	$(PY) -m pytest -q -s tests/faults
 
 # Every module in tests/bench/ is a benchmark printing its figures beside a baseline measured in the same run.
 BENCHES := $(basename $(notdir $(filter-out tests/bench/__init__.py,$(wildcard tests/bench/*.py))))
