@@ -19,6 +19,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from services.common.errors import UndecodableRecord
+from services.common.wire import nul_fields
 
 SPEC_VERSION = "1.0"
 PROTOBUF = "application/protobuf"
@@ -90,9 +91,12 @@ def _text(headers: Mapping[str, bytes], name: str) -> str:
     if raw is None or raw == b"":
         raise UndecodableRecord(f"missing header {name}")
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UndecodableRecord(f"header {name} is not UTF-8") from exc
+    if "\x00" in text:
+        raise UndecodableRecord(f"header {name} contains a NUL character")
+    return text
 
 
 def parse_time(raw: str) -> datetime:
@@ -157,4 +161,6 @@ def decode(
         RecursionError,
     ) as exc:
         raise UndecodableRecord(f"{event.content_type} body does not decode as {event.type}: {exc}") from exc
+    if bad := nul_fields(message):
+        raise UndecodableRecord(f"NUL character in {', '.join(bad)}: no text can hold one")
     return event, message

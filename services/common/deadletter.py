@@ -42,7 +42,9 @@ def deadletter_record(
     # Cut on a character boundary so the header stays valid UTF-8.
     reason = text.encode()[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode()
     # A record that is itself a dead letter replayed and failing again keeps only the newest failure.
-    original = tuple((k, v) for k, v in record.headers if k not in _ADDED)
+    # Header names are stored as text: a NUL in one (the record was dead-lettered for less) must not make the
+    # dead letter itself unstorable, which would stop the consumer on this record for ever.
+    original = tuple((k.replace("\x00", "\ufffd"), v) for k, v in record.headers if k not in _ADDED)
     added = (
         (ORIGINAL_TOPIC, record.topic.encode()),
         (ORIGINAL_PARTITION, str(record.partition).encode()),
@@ -52,7 +54,7 @@ def deadletter_record(
         (REASON, reason),
         (FAILED_AT, (now or datetime.now(UTC)).isoformat().encode()),
     )
-    ce_id = dict(original).get("ce_id", b"").decode("utf-8", "replace")
+    ce_id = dict(original).get("ce_id", b"").decode("utf-8", "replace").replace("\x00", "")
     return OutgoingRecord(
         topic=DEADLETTER_TOPIC,
         key=record.key,

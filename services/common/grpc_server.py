@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -34,6 +35,7 @@ from services.common.errors import (
     AlreadyExists,
     Conflict,
     FailedPrecondition,
+    FieldViolation,
     Forbidden,
     IdempotencyConflict,
     InvalidInput,
@@ -42,6 +44,7 @@ from services.common.errors import (
     Unauthenticated,
 )
 from services.common.metrics import KitMetrics
+from services.common.wire import nul_fields
 
 log = logging.getLogger(__name__)
 
@@ -191,14 +194,22 @@ class _Guard:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
 
 
+def _refuse_nul(request: Any) -> None:
+    """Raise InvalidInput naming every string field of ``request`` that holds a NUL (no text column can)."""
+    if isinstance(request, Message) and (bad := nul_fields(request)):
+        raise InvalidInput.of(*(FieldViolation(path, "must not contain a NUL character") for path in bad))
+
+
 async def _call_unary(behaviour: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext) -> Any:
     """Return the servicer's single response."""
+    _refuse_nul(request)
     result = behaviour(request, context)
     return await result if inspect.isawaitable(result) else result
 
 
 async def _call_streaming(behaviour: Callable[..., Any], request: Any, context: grpc.aio.ServicerContext) -> None:
     """Write every response the servicer produces (async generator, iterator or context.write)."""
+    _refuse_nul(request)
     result = behaviour(request, context)
     if inspect.isawaitable(result):
         await result  # the servicer used context.write itself

@@ -16,11 +16,14 @@ import enum
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from recovery.events.v1 import common_pb2
 
+from services.common.errors import FieldViolation, InvalidInput
 from services.common.money import Money
 from services.common.vocabulary import CostItem, CostKind, CustomerRequest, RemedyKind
 
@@ -76,11 +79,39 @@ def money_to_proto(money: Money | None) -> common_pb2.Money | None:
     return common_pb2.Money(amount_minor=money.amount_minor, currency=money.currency)
 
 
+# The range google.protobuf.Timestamp defines: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
 def time_from_proto(message: Any, field: str) -> datetime | None:
-    """Return ``message.<field>`` as an aware UTC datetime; None when unset."""
+    """Return ``message.<field>`` as an aware UTC datetime; None when unset.
+
+    Raises InvalidInput naming the field when the wire value is outside the Timestamp range.
+    """
     if not message.HasField(field):
         return None
-    return getattr(message, field).ToDatetime(tzinfo=UTC)
+    wire = getattr(message, field)
+    if not (_MIN_SECONDS <= wire.seconds <= _MAX_SECONDS and 0 <= wire.nanos <= 999_999_999):
+        raise InvalidInput.of(FieldViolation(field, "is not a valid timestamp (seconds or nanos out of range)"))
+    return wire.ToDatetime(tzinfo=UTC)
+
+
+def nul_fields(message: Message, prefix: str = "") -> list[str]:
+    """Return the paths of the string fields (at any depth) holding a NUL character.
+
+    No Postgres text column can store one, so a NUL is refused at the door rather than failing a transaction.
+    """
+    found: list[str] = []
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        repeated = field.is_repeated
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if any("\x00" in text for text in (value if repeated else [value])):
+                found.append(path)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for i, item in enumerate(value if repeated else [value]):
+                found += nul_fields(item, f"{path}[{i}]." if repeated else f"{path}.")
+    return found
 
 
 def time_to_proto(at: datetime | None) -> Timestamp | None:

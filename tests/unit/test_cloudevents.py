@@ -360,3 +360,14 @@ def test_deeply_nested_json_is_undecodable_not_a_crash():
 def test_undecodable_is_invalid_input_so_the_harness_dead_letters_it():
     with pytest.raises(InvalidInput):
         cloudevents.decode(encoded()[0], None, TYPES)
+
+
+def test_a_nul_in_a_header_or_a_string_field_is_undecodable_not_a_database_error():
+    headers, value = encoded()
+    with_nul = [(k, b"evt-1\x00" if k == "ce_id" else v) for k, v in headers]
+    with pytest.raises(UndecodableRecord, match="ce_id contains a NUL"):
+        cloudevents.decode(with_nul, value, TYPES)
+    message = events_pb2.FailureReported(customer_id="cust-1", description="late\x00")
+    headers, value, _ = cloudevents.encode(message, source="test")
+    with pytest.raises(UndecodableRecord, match="NUL character in description"):
+        cloudevents.decode(headers, value, TYPES)

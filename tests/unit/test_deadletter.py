@@ -184,3 +184,9 @@ def test_make_run_prints_the_database_url_without_its_password():
     assert _without_password("postgresql://postgres@127.0.0.1:5432/postgres").endswith(
         "postgres@127.0.0.1:5432/postgres"
     )
+
+
+def test_a_nul_in_a_header_name_or_the_ce_id_still_leaves_a_storable_dead_letter():
+    headers = (("ce_id", b"evt-1\x00"), ("x-\x00", b"v"))
+    record = deadletter_record(raw(headers=headers), group="g", error=UndecodableRecord("bad"))
+    assert "\x00" not in record.ce_id and all("\x00" not in k for k, _ in record.headers)

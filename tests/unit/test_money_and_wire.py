@@ -5,11 +5,14 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime, timedelta, timezone
 
+import asyncpg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from recovery.events.v1 import common_pb2, events_pb2
 
+from services.common.db import is_transient
+from services.common.errors import InvalidInput
 from services.common.money import KNOWN_CURRENCIES, MINOR_DIGITS, Money, scale, totals
 from services.common.wire import (
     duration_from_proto,
@@ -19,6 +22,7 @@ from services.common.wire import (
     enums_from_proto,
     money_from_proto,
     money_to_proto,
+    nul_fields,
     time_from_proto,
     time_to_proto,
 )
@@ -82,3 +86,29 @@ def test_unset_money_and_times_are_none_and_set_ones_round_trip():
     summary = common_pb2.HistorySummary(failure_lookback=duration_to_proto(timedelta(days=365)))
     assert duration_from_proto(summary, "failure_lookback") == timedelta(days=365)
     assert duration_from_proto(summary, "case_lookback") is None
+
+
+def test_a_timestamp_outside_the_protobuf_range_is_invalid_input_naming_its_field():
+    for seconds, nanos in ((-62_135_596_801, 0), (253_402_300_800, 0), (0, -1), (0, 1_000_000_000)):
+        message = events_pb2.FailureReported(occurred_at={"seconds": seconds, "nanos": nanos})
+        with pytest.raises(InvalidInput) as refused:
+            time_from_proto(message, "occurred_at")
+        assert [v.field for v in refused.value.violations] == ["occurred_at"]
+    edge = events_pb2.FailureReported(occurred_at={"seconds": -62_135_596_800})
+    assert time_from_proto(edge, "occurred_at") == datetime(1, 1, 1, tzinfo=UTC)
+
+
+def test_nul_fields_finds_nul_characters_at_any_depth():
+    message = events_pb2.CaseOpened(
+        customer_id="ok",
+        description="bad\x00",
+        area=common_pb2.Area(team="t\x00"),
+        reported_costs=[common_pb2.CostItem(description="fine"), common_pb2.CostItem(description="\x00")],
+    )
+    assert sorted(nul_fields(message)) == ["area.team", "description", "reported_costs[1].description"]
+    assert nul_fields(events_pb2.CaseOpened(customer_id="clean")) == []
+
+
+def test_an_argument_asyncpg_cannot_encode_is_not_a_transient_outage():
+    assert not is_transient(asyncpg.exceptions.DataError("value out of int64 range"))
+    assert is_transient(ConnectionResetError())
