@@ -23,6 +23,8 @@ _TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
 
 def is_transient(exc: BaseException) -> bool:
     """True when ``exc`` means the database or network is unavailable for now, not that the work is wrong."""
+    if isinstance(exc, asyncpg.exceptions.DataError):
+        return False  # an argument asyncpg cannot encode (out of range): retrying changes nothing
     if isinstance(exc, (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
         return True
     sqlstate = getattr(exc, "sqlstate", None)

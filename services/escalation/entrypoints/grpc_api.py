@@ -54,7 +54,7 @@ def _page(size: int, token: str) -> tuple[int, int]:
         offset = int(token) if token else 0
     except ValueError:
         offset = -1
-    if offset < 0:
+    if not 0 <= offset < 2**31:
         raise InvalidInput.of(FieldViolation("page_token", "not a token this service issued"))
     return min(size or DEFAULT_PAGE, MAX_PAGE), offset
 
