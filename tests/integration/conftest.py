@@ -4,23 +4,82 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry
 
-from services.common import migrations
+from services.common import cloudevents, migrations
 from services.common.db import Database
 from services.common.kafka import ensure_topics
 from services.common.metrics import KitMetrics
 from services.common.settings import KitSettings
 
 pytestmark = pytest.mark.integration
+S = TypeVar("S")
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def service_settings(settings_class: type[S], stack, tmp: Path, *, policy_text: str, **values) -> S:
+    """Settings for one service under test on the shared stack: its own schema, group and policy file.
+
+    ``values`` are the service's own (fast polls and the like) and any test's changes; the policy file is
+    written once per directory, so a test that rewrites it keeps its version.
+    """
+    policy = tmp / "policy.toml"
+    if not policy.exists():
+        policy.write_text(policy_text)
+    base = {
+        "service_name": f"{settings_class.__name__.removesuffix('Settings').lower()}_{uuid.uuid4().hex[:8]}",
+        "kafka_bootstrap_servers": stack.kafka,
+        "database_url": stack.database_url,
+        "topic_partitions": 3,
+        "retry_max_seconds": 0.5,
+        "data_dir": str(tmp),
+        "policy_path": str(policy),
+        "batch_window_seconds": 0.05,
+    }
+    return settings_class(**(base | values))
+
+
+@pytest.fixture(scope="module")
+async def publisher(stack):
+    """A producer for tests that publish as other systems do (see ``publish``)."""
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka, acks="all", enable_idempotence=False)
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+async def publish(
+    producer: AIOKafkaProducer,
+    topic: str,
+    message: Message,
+    *,
+    source: str,
+    content_type: str = cloudevents.PROTOBUF,
+    ce_id: str | None = None,
+) -> str:
+    """Publish ``message`` as the producing system would (CloudEvents headers, keyed); returns its ce_id."""
+    headers, value, event_id = cloudevents.encode(message, source=source, id=ce_id, content_type=content_type)
+    await producer.send_and_wait(topic, value, key=message.customer_id.encode(), headers=headers)
+    return event_id
 
 
 @pytest.fixture

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import urllib.request
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
-from google.protobuf.message import Message
 from prometheus_client.parser import text_string_to_metric_families
 from recovery.compensation.v1 import compensation_pb2_grpc
 from recovery.events.v1 import common_pb2, events_pb2
 
-from services.common import cloudevents
 from services.common.runtime import Endpoints
 from services.common.wire import time_to_proto
 from services.compensation import bootstrap
 from services.compensation.config import DEFAULT_POLICY, CompensationSettings
-from tests.integration.conftest import read_topic
+from tests.integration.conftest import new_id, now, read_topic, service_settings
+from tests.integration.conftest import publish as shared_publish
 from tests.support.running import bearer, channel, running_service
 
 # The shipped policy plus a team with a tiny monthly budget, so a test can exceed it with one authorisation.
@@ -36,21 +34,8 @@ class Compensation:
 
 
 def compensation_settings(stack, tmp: Path, **changes) -> CompensationSettings:
-    policy = tmp / "policy.toml"
-    if not policy.exists():
-        policy.write_text(TEST_POLICY)
-    values = {
-        "service_name": f"compensation_{uuid.uuid4().hex[:8]}",
-        "kafka_bootstrap_servers": stack.kafka,
-        "database_url": stack.database_url,
-        "topic_partitions": 3,
-        "retry_max_seconds": 0.5,
-        "data_dir": str(tmp),
-        "policy_path": str(policy),
-        "policy_reload_ms": 200,
-        "batch_window_seconds": 0.05,
-    }
-    return CompensationSettings(**(values | changes))
+    own = {"policy_reload_ms": 200}
+    return service_settings(CompensationSettings, stack, tmp, policy_text=TEST_POLICY, **(own | changes))
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +43,6 @@ async def compensation(stack, tmp_path_factory):
     settings = compensation_settings(stack, tmp_path_factory.mktemp("compensation"))
     async with running_service(settings, build=bootstrap.build, migrations_dir=bootstrap.MIGRATIONS) as endpoints:
         yield Compensation(settings=settings, endpoints=endpoints)
-
-
-@pytest.fixture(scope="module")
-async def publisher(stack):
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka, acks="all", enable_idempotence=False)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 @pytest.fixture
@@ -78,19 +55,7 @@ def agent(compensation: Compensation, role: str = "agent"):
     return bearer(compensation.settings, sub="e-17", role=role, team="front-desk")
 
 
-async def publish(producer: AIOKafkaProducer, topic: str, message: Message, *, source: str = "escalation") -> str:
-    """Publish ``message`` as another service would; returns its ce_id."""
-    headers, value, event_id = cloudevents.encode(message, source=source)
-    await producer.send_and_wait(topic, value, key=message.customer_id.encode(), headers=headers)
-    return event_id
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
+publish = functools.partial(shared_publish, source="escalation")
 
 
 def eur(amount: int) -> common_pb2.Money:

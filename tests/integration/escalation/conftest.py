@@ -5,22 +5,18 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import grpc
-import pytest
-from aiokafka import AIOKafkaProducer
-from google.protobuf.message import Message
 from recovery.escalation.v1 import escalation_pb2_grpc
 from recovery.events.v1 import common_pb2, events_pb2
 
-from services.common import cloudevents
 from services.common.runtime import Endpoints
 from services.common.wire import time_to_proto
 from services.escalation.config import DEFAULT_POLICY, EscalationSettings
-from tests.integration.conftest import read_topic
+from tests.integration.conftest import new_id, now, read_topic, service_settings
+from tests.integration.conftest import publish as shared_publish
 from tests.support.running import bearer
 
 OPENED = "recovery.case-opened.v1"
@@ -49,22 +45,9 @@ def policy_text(*, ack: str = "8h", resolve: str = "40h", approval: str = "4h") 
 
 
 def escalation_settings(stack, tmp: Path, policy_text: str, **changes) -> EscalationSettings:
-    policy = tmp / "policy.toml"
-    policy.write_text(policy_text)
-    values = {
-        "service_name": f"escalation_{uuid.uuid4().hex[:8]}",
-        "kafka_bootstrap_servers": stack.kafka,
-        "database_url": stack.database_url,
-        "topic_partitions": 3,
-        "retry_max_seconds": 0.5,
-        "data_dir": str(tmp),
-        "policy_path": str(policy),
-        "timer_poll_seconds": 0.2,
-        "watch_poll_seconds": 0.1,
-        "gauge_seconds": 0.5,
-        "batch_window_seconds": 0.05,
-    }
-    return EscalationSettings(**(values | changes))
+    (tmp / "policy.toml").write_text(policy_text)  # each call's policy, even in a directory used before
+    own = {"timer_poll_seconds": 0.2, "watch_poll_seconds": 0.1, "gauge_seconds": 0.5}
+    return service_settings(EscalationSettings, stack, tmp, policy_text=policy_text, **(own | changes))
 
 
 @dataclass(frozen=True)
@@ -73,27 +56,7 @@ class Escalation:
     endpoints: Endpoints
 
 
-@pytest.fixture(scope="module")
-async def publisher(stack):
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka, acks="all", enable_idempotence=False)
-    await producer.start()
-    yield producer
-    await producer.stop()
-
-
-async def publish(producer: AIOKafkaProducer, topic: str, message: Message, *, source: str) -> str:
-    """Publish ``message`` as intake or compensation would; returns its ce_id."""
-    headers, value, event_id = cloudevents.encode(message, source=source)
-    await producer.send_and_wait(topic, value, key=message.customer_id.encode(), headers=headers)
-    return event_id
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
+publish = shared_publish
 
 
 def eur(minor: int) -> common_pb2.Money:

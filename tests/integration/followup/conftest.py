@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import urllib.request
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from google.protobuf.message import Message
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from recovery.events.v1 import common_pb2, events_pb2
 
-from services.common import cloudevents
 from services.common.runtime import Endpoints
 from services.common.wire import time_to_proto
 from services.followup import bootstrap
 from services.followup.config import DEFAULT_POLICY, FollowupSettings
-from tests.integration.conftest import read_topic
+from tests.integration.conftest import new_id, now, read_topic, service_settings
+from tests.integration.conftest import publish as shared_publish
 from tests.support.running import running_service
 
 # A cap high enough that a test customer with several cases is not pushed a week out (the unit tests cover it).
@@ -46,24 +45,8 @@ class Followup:
 
 
 def followup_settings(stack, tmp: Path, **changes) -> FollowupSettings:
-    policy = tmp / "policy.toml"
-    if not policy.exists():
-        policy.write_text(TEST_POLICY)
-    values = {
-        "service_name": f"followup_{uuid.uuid4().hex[:8]}",
-        "kafka_bootstrap_servers": stack.kafka,
-        "database_url": stack.database_url,
-        "topic_partitions": 3,
-        "retry_max_seconds": 0.5,
-        "data_dir": str(tmp),
-        "policy_path": str(policy),
-        "policy_reload_seconds": 0.2,
-        "scheduler_poll_seconds": 0.1,
-        "gauge_seconds": 0.5,
-        "batch_window_seconds": 0.05,
-        "delay_overrides": TEST_DELAYS,
-    }
-    return FollowupSettings(**(values | changes))
+    own = {"policy_reload_seconds": 0.2, "scheduler_poll_seconds": 0.1, "gauge_seconds": 0.5}
+    return service_settings(FollowupSettings, stack, tmp, policy_text=TEST_POLICY, **(own | changes))
 
 
 @pytest.fixture(scope="module")
@@ -73,27 +56,7 @@ async def followup(stack, tmp_path_factory):
         yield Followup(settings=settings, endpoints=endpoints)
 
 
-@pytest.fixture(scope="module")
-async def publisher(stack):
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka, acks="all", enable_idempotence=False)
-    await producer.start()
-    yield producer
-    await producer.stop()
-
-
-async def publish(producer: AIOKafkaProducer, topic: str, message: Message, *, source: str = "escalation") -> str:
-    """Publish ``message`` as the producing system would (CloudEvents headers, keyed); returns its ce_id."""
-    headers, value, event_id = cloudevents.encode(message, source=source)
-    await producer.send_and_wait(topic, value, key=message.customer_id.encode(), headers=headers)
-    return event_id
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
+publish = functools.partial(shared_publish, source="escalation")
 
 
 def daytime_zone() -> str:

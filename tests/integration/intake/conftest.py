@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
+import functools
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from google.protobuf.message import Message
 
-from services.common import cloudevents
 from services.common.runtime import Endpoints
 from services.intake import bootstrap
 from services.intake.config import DEFAULT_POLICY, IntakeSettings
+from tests.integration.conftest import new_id, now, service_settings
+from tests.integration.conftest import publish as shared_publish
 from tests.support.running import running_service
+
+__all__ = ["new_id", "now"]  # re-exported: the intake tests take them from here
 
 # Hot spots in 10-minute windows against the 6 before, so a test can lay out windows in the recent past.
 TEST_POLICY = (
@@ -32,22 +32,8 @@ class Intake:
 
 
 def intake_settings(stack, tmp: Path, **changes) -> IntakeSettings:
-    policy = tmp / "policy.toml"
-    if not policy.exists():
-        policy.write_text(TEST_POLICY)
-    values = {
-        "service_name": f"intake_{uuid.uuid4().hex[:8]}",
-        "kafka_bootstrap_servers": stack.kafka,
-        "database_url": stack.database_url,
-        "topic_partitions": 3,
-        "retry_max_seconds": 0.5,
-        "data_dir": str(tmp),
-        "policy_path": str(policy),
-        "policy_reload_seconds": 0.2,
-        "hotspot_poll_seconds": 0.2,
-        "batch_window_seconds": 0.05,
-    }
-    return IntakeSettings(**(values | changes))
+    own = {"policy_reload_seconds": 0.2, "hotspot_poll_seconds": 0.2}
+    return service_settings(IntakeSettings, stack, tmp, policy_text=TEST_POLICY, **(own | changes))
 
 
 @pytest.fixture(scope="module")
@@ -57,35 +43,7 @@ async def intake(stack, tmp_path_factory):
         yield Intake(settings=settings, endpoints=endpoints)
 
 
-@pytest.fixture(scope="module")
-async def publisher(stack):
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka, acks="all", enable_idempotence=False)
-    await producer.start()
-    yield producer
-    await producer.stop()
-
-
-async def publish(
-    producer: AIOKafkaProducer,
-    topic: str,
-    message: Message,
-    *,
-    content_type: str = cloudevents.PROTOBUF,
-    ce_id: str | None = None,
-    source: str = "delivery-tracking",
-) -> str:
-    """Publish ``message`` as another internal system would; returns its ce_id."""
-    headers, value, event_id = cloudevents.encode(message, source=source, id=ce_id, content_type=content_type)
-    await producer.send_and_wait(topic, value, key=message.customer_id.encode(), headers=headers)
-    return event_id
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
+publish = functools.partial(shared_publish, source="delivery-tracking")
 
 
 async def read_events(bootstrap: str, topic: str, message_class, *, key: str, count: int, settle: float = 0.0):
