@@ -45,7 +45,12 @@ class Followup:
 
 
 def followup_settings(stack, tmp: Path, **changes) -> FollowupSettings:
-    own = {"policy_reload_seconds": 0.2, "scheduler_poll_seconds": 0.1, "gauge_seconds": 0.5}
+    own = {
+        "policy_reload_seconds": 0.2,
+        "scheduler_poll_seconds": 0.1,
+        "gauge_seconds": 0.5,
+        "delay_overrides": TEST_DELAYS,
+    }
     return service_settings(FollowupSettings, stack, tmp, policy_text=TEST_POLICY, **(own | changes))
 
 
