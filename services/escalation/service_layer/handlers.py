@@ -125,6 +125,14 @@ async def _audit(
     )
 
 
+async def _save(
+    conn: asyncpg.Connection, deps: Deps, *, before: Case | None, after: Case, at: datetime, **audit
+) -> None:
+    """Write the case and its audit row together: no change of a case goes unrecorded."""
+    await repo.save_case(conn, after, now=at)
+    await _audit(conn, deps, before=before, after=after, at=at, **audit)
+
+
 async def _save_clock(conn: asyncpg.Connection, case_id: str, clock: ClockState) -> None:
     """Store the clock and replace its timers with the ones it needs now."""
     await repo.save_clock(conn, case_id, clock)
@@ -322,8 +330,7 @@ async def amend_case(
             warn_at=calendar.add(clock.started_at, sla.warn_span(budget, policy.warn_share_bp) + clock.paused),
         )
         await _save_clock(conn, before.case_id, moved)
-    await repo.save_case(conn, after, now=now)
-    await _audit(
+    await _save(
         conn,
         deps,
         before=before,
@@ -366,8 +373,7 @@ async def receive_offer(conn: asyncpg.Connection, command: c.ReceiveOffer, *, me
     if before.state is CaseState.WAITING_ON_CUSTOMER:
         calendar = deps.policy().calendar_for(before.team)
         await _each_clock(conn, before.case_id, lambda k: sla.resume(k, calendar, now))
-    await repo.save_case(conn, after, now=now)
-    await _audit(
+    await _save(
         conn,
         deps,
         before=before,
@@ -430,8 +436,7 @@ async def _authorize_whole_offer(
         approval_id="",
         now=now,
     )
-    await repo.save_case(conn, transition.case, now=now)
-    await _audit(
+    await _save(
         conn,
         deps,
         before=case,
@@ -548,8 +553,7 @@ async def claim_case(conn: asyncpg.Connection, *, case_id: str, by: Actor, deps:
         authorized = (await _offer(conn, before.current_offer_id)).offer.status is OfferStatus.AUTHORIZED
     after = lifecycle.apply(before, c.ClaimCase(by=by, offer_authorized=authorized), now).case
     await _require_capacity(conn, deps, by.employee_id)
-    await repo.save_case(conn, after, now=now)
-    await _audit(conn, deps, before=before, after=after, action=CaseAction.CLAIMED, actor=by, at=now)
+    await _save(conn, deps, before=before, after=after, action=CaseAction.CLAIMED, actor=by, at=now)
     return await _owner_authorize_at_once(conn, deps, case=after, now=now)
 
 
@@ -562,8 +566,7 @@ async def acknowledge_case(conn: asyncpg.Connection, *, case_id: str, by: Actor,
     clocks = await repo.get_clocks(conn, case_id)
     if SlaClock.ACKNOWLEDGE in clocks:
         await _save_clock(conn, case_id, sla.stop(clocks[SlaClock.ACKNOWLEDGE], now))
-    await repo.save_case(conn, after, now=now)
-    await _audit(conn, deps, before=before, after=after, action=CaseAction.ACKNOWLEDGED, actor=by, at=now, reason=note)
+    await _save(conn, deps, before=before, after=after, action=CaseAction.ACKNOWLEDGED, actor=by, at=now, reason=note)
     if before.acknowledged_at is None and before.opened_at:
         deps.metrics.time_to_acknowledge.observe(max(0.0, (now - before.opened_at).total_seconds()))
     return after
@@ -852,8 +855,7 @@ async def transfer_case(
     after = transition.case
     if after.transfer_count > policy.max_transfers:
         after = replace(after, transfer_limit_exceeded=True)
-    await repo.save_case(conn, after, now=now)
-    await _audit(
+    await _save(
         conn,
         deps,
         before=before,
@@ -900,8 +902,7 @@ async def record_customer_decision(
         await _stage(
             conn, CUSTOMER_COUNTERED, event, key=before.customer_id, ce_id=f"customer-countered:{offer_id}", at=now
         )
-    await repo.save_case(conn, transition.case, now=now)
-    await _audit(
+    await _save(
         conn,
         deps,
         before=before,
@@ -926,8 +927,7 @@ async def present_offer(
     _current_offer_check(before, offer_id)
     transition = lifecycle.apply(before, c.PresentOffer(by=by), now)
     await _each_clock(conn, case_id, lambda k: sla.pause(k, now))
-    await repo.save_case(conn, transition.case, now=now)
-    await _audit(
+    await _save(
         conn,
         deps,
         before=before,
@@ -982,8 +982,7 @@ async def resolve_case(
         ce_id=f"case-resolved:{case_id}:{after.resolution_count}",
         at=now,
     )
-    await repo.save_case(conn, after, now=now)
-    await _audit(
+    await _save(
         conn,
         deps,
         before=before,
