@@ -54,6 +54,7 @@ from services.escalation.domain.model import (
     ClockState,
     CustomerDecision,
     Delegation,
+    Limits,
     OfferLine,
     OfferStatus,
     SlaClock,
@@ -470,23 +471,23 @@ async def _system_authorize(conn, deps: Deps, *, case: Case, offer_id: str, now:
     )
 
 
-async def _owner_authorize(
-    conn, deps: Deps, *, case: Case, offer_record: repo.OfferRecord, owner: Actor, reason: str, now: datetime
+async def _grant_as_owner(
+    conn,
+    deps: Deps,
+    *,
+    case: Case,
+    offer_record: repo.OfferRecord,
+    owner: Actor,
+    limits: Limits,
+    usage: Usage,
+    reason: str,
+    now: datetime,
 ) -> Case:
-    """Authorise the offer by the owner's own authority, with their period usage locked and booked; raises
-    FailedPrecondition (and counts the refusal) when their limits do not cover it."""
-    policy = deps.policy()
-    limits = policy.limits_for(employee_id=owner.employee_id, role=owner.role)
-    usage = await _lock_usage(conn, deps, owner.employee_id, now)
-    try:
-        authority.check_owner_may_authorise(limits, owner=owner, offer=offer_record.offer, usage=usage)
-    except FailedPrecondition:
-        deps.metrics.limit_refusals.labels(kind="owner").inc()
-        raise
-    assert limits is not None
+    """Book the offer against the owner's period usage (locked by the caller, who checked that ``limits`` cover
+    it) and authorise it by the owner's authority."""
     await _book_usage(conn, deps, owner.employee_id, offer_record.offer.total, now)
     limits_proto = wire.limits_to_proto(
-        limits, employee_id=owner.employee_id, usage=usage, policy_version=policy.version
+        limits, employee_id=owner.employee_id, usage=usage, policy_version=deps.policy().version
     )
     return await _authorize_whole_offer(
         conn,
@@ -507,23 +508,24 @@ async def _owner_authorize_at_once(conn, deps: Deps, *, case: Case, now: datetim
     if case.state is not CaseState.OFFER_PENDING or not (case.owner_employee_id and case.owner_role):
         return case
     owner = Actor.employee(case.owner_employee_id, case.owner_role, case.team)
-    policy = deps.policy()
-    limits = policy.limits_for(employee_id=owner.employee_id, role=owner.role)
+    limits = deps.policy().limits_for(employee_id=owner.employee_id, role=owner.role)
     offer_record = await _offer(conn, case.current_offer_id)
     usage = await _lock_usage(conn, deps, owner.employee_id, now)
-    if not authority.owner_covers(limits, offer=offer_record.offer, usage=usage):
+    if not authority.owner_covers(limits, offer=offer_record.offer, usage=usage):  # a role without limits: no
         log.info(
             "offer %s is beyond %s's own authority: it waits for an approval request",
             case.current_offer_id,
             owner.employee_id,
         )
         return case
-    return await _owner_authorize(
+    return await _grant_as_owner(
         conn,
         deps,
         case=case,
         offer_record=offer_record,
         owner=owner,
+        limits=limits,
+        usage=usage,
         reason="within the owner's limits: authorised at once by the owner's authority",
         now=now,
     )
@@ -581,13 +583,23 @@ async def authorize_offer(conn: asyncpg.Connection, *, case_id: str, offer_id: s
     access.require_owner(before, by)
     _current_offer_check(before, offer_id)
     lifecycle.apply(before, c.AuthorizeOffer(by=by), now)  # refuses before any usage is locked
+    offer_record = await _offer(conn, offer_id)
+    limits = deps.policy().limits_for(employee_id=by.employee_id, role=by.role)
+    usage = await _lock_usage(conn, deps, by.employee_id, now)
+    try:
+        limits = authority.check_owner_may_authorise(limits, owner=by, offer=offer_record.offer, usage=usage)
+    except FailedPrecondition:
+        deps.metrics.limit_refusals.labels(kind="owner").inc()
+        raise
     known = replace(before, owner_role=by.role)  # the owner acted with their own token: their role is known now
-    return await _owner_authorize(
+    return await _grant_as_owner(
         conn,
         deps,
         case=known,
-        offer_record=await _offer(conn, offer_id),
+        offer_record=offer_record,
         owner=by,
+        limits=limits,
+        usage=usage,
         reason="within the owner's limits",
         now=now,
     )
