@@ -258,25 +258,30 @@ def offer_authorized(
     )
 
 
+def _request_fields(a: Approval) -> dict:
+    """The request's fields, named alike in the ApprovalRequested event and the API's Approval."""
+    return {
+        "customer_id": a.customer_id,
+        "case_id": a.case_id,
+        "approval_id": a.approval_id,
+        "offer_id": a.offer_id,
+        "offer_version": a.offer_version,
+        "requested_by": actor_to_proto(a.requested_by),
+        "owner_employee_id": a.owner_employee_id,
+        "approver_role": a.approver_role,
+        "approver_team": a.approver_team,
+        "amount": money_to_proto(a.amount),
+        "reasons": [enum_to_proto(common_pb2.ApprovalReason, r) for r in a.reasons],
+        "note": a.note,
+        "decision_due_at": time_to_proto(a.decision_due_at),
+        "escalation_level": a.escalation_level,
+        "requested_at": time_to_proto(a.requested_at),
+    }
+
+
 def approval_requested(a: Approval) -> events_pb2.ApprovalRequested:
     """Return the ApprovalRequested event of ``a`` at its current escalation level."""
-    return events_pb2.ApprovalRequested(
-        customer_id=a.customer_id,
-        case_id=a.case_id,
-        approval_id=a.approval_id,
-        offer_id=a.offer_id,
-        offer_version=a.offer_version,
-        requested_by=actor_to_proto(a.requested_by),
-        owner_employee_id=a.owner_employee_id,
-        approver_role=a.approver_role,
-        approver_team=a.approver_team,
-        amount=money_to_proto(a.amount),
-        reasons=[enum_to_proto(common_pb2.ApprovalReason, r) for r in a.reasons],
-        note=a.note,
-        decision_due_at=time_to_proto(a.decision_due_at),
-        escalation_level=a.escalation_level,
-        requested_at=time_to_proto(a.requested_at),
-    )
+    return events_pb2.ApprovalRequested(**_request_fields(a))
 
 
 def approval_decided(a: Approval, *, limits: common_pb2.AuthorityLimits | None) -> events_pb2.ApprovalDecided:
@@ -388,21 +393,7 @@ def case_reopened(case: Case, *, reason: str, by: Actor, followup_id: str, at: d
 def approval_to_proto(a: Approval) -> pb.Approval:
     """Return the API's Approval."""
     m = pb.Approval(
-        approval_id=a.approval_id,
-        case_id=a.case_id,
-        customer_id=a.customer_id,
-        offer_id=a.offer_id,
-        offer_version=a.offer_version,
-        requested_by=actor_to_proto(a.requested_by),
-        owner_employee_id=a.owner_employee_id,
-        approver_role=a.approver_role,
-        approver_team=a.approver_team,
-        amount=money_to_proto(a.amount),
-        reasons=[enum_to_proto(common_pb2.ApprovalReason, r) for r in a.reasons],
-        note=a.note,
-        decision_due_at=time_to_proto(a.decision_due_at),
-        escalation_level=a.escalation_level,
-        requested_at=time_to_proto(a.requested_at),
+        **_request_fields(a),
         status=enum_to_proto(pb.ApprovalStatus, a.status),
         decision=enum_to_proto(common_pb2.ApprovalDecision, a.decision),
         decision_reason=a.decision_reason,
