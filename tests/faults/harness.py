@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import grpc
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from recovery.events.v1 import common_pb2 as common
 from recovery.events.v1 import events_pb2 as events
@@ -31,6 +31,7 @@ from services.common.kafka import ensure_topics
 from services.common.settings import KitSettings
 from services.common.topics import CATALOGUE
 from services.common.wire import time_to_proto
+from tests.support.outside import daytime_zone, read_to_end
 from tests.support.system import FOLLOWUP_DELAYS, escalation_policy
 
 REPORTS = "recovery.failure-reported.v1"
@@ -179,13 +180,6 @@ async def _serving(port: int) -> bool:
 # ------------------------------------------------------------------------------------------ the stream
 
 
-def _zone_at_noon() -> str:
-    """A fixed-offset zone where it is about noon now: quiet hours never push the test's follow-ups."""
-    offset = 12 - datetime.now(UTC).hour
-    offset = offset - 24 if offset > 14 else offset + 24 if offset < -12 else offset
-    return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
-
-
 @dataclass
 class Stream:
     """Failure reports as delivery tracking publishes them: many customers, some sent twice, some merged."""
@@ -214,7 +208,7 @@ class Stream:
             description="parcel missed its delivery slot",
             order_value=common.Money(amount_minor=3_000, currency="EUR"),
             avoidability=common.AVOIDABILITY_UNAVOIDABLE,
-            customer_timezone=_zone_at_noon(),
+            customer_timezone=daytime_zone(),
             preferred_channel=common.CHANNEL_EMAIL,
         )
 
@@ -258,23 +252,8 @@ class Stream:
 
 
 async def read_topic(bootstrap: str, topic: str, keys: set[str]) -> list:
-    """Every record of ``topic`` keyed by one of ``keys``, from the beginning to the current end."""
-    wanted = {k.encode() for k in keys}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found = []
-        async with asyncio.timeout(120):
-            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-                for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
-                    found.extend(r for r in records if r.key in wanted)
-        return found
-    finally:
-        await consumer.stop()
+    """Every record of ``topic`` keyed by one of ``keys`` (a settled system's topics can be long)."""
+    return await read_to_end(bootstrap, topic, keys, timeout=120)
 
 
 def _ce(record, name: str) -> str:

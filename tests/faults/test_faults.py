@@ -21,11 +21,11 @@ from recovery.events.v1 import events_pb2 as events
 from recovery.intake.v1 import intake_pb2, intake_pb2_grpc
 
 from services.__main__ import SERVICES
-from services.common.auth import issue_token
 from services.common.settings import KitSettings
 from services.common.wire import time_to_proto
 from tests.faults.harness import Cluster, Report, Stream, followup_invariants, invariants, log, read_topic, settled
 from tests.integration.conftest import eventually
+from tests.support.running import bearer
 
 pytestmark = pytest.mark.faults
 
@@ -57,10 +57,8 @@ async def drive(cluster: Cluster, stream: Stream, *, count: int, rate: float, po
     return report
 
 
-def token(sub: str, role: str, team: str) -> list[tuple[str, str]]:
-    secret = KitSettings().jwt_secret
-    value = issue_token(secret_or_private_key=secret, algorithm="HS256", sub=sub, role=role, team=team)
-    return [("authorization", f"Bearer {value}")]
+def staff(sub: str, role: str, team: str) -> list[tuple[str, str]]:
+    return bearer(KitSettings(), sub=sub, role=role, team=team)
 
 
 async def resolve_all(cluster: Cluster, stream: Stream, limit: int) -> list[str]:
@@ -79,7 +77,7 @@ async def resolve_all(cluster: Cluster, stream: Stream, limit: int) -> list[str]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = escalation_pb2_grpc.CaseServiceStub(channel)
         for row in rows:
-            who = token(f"{stream.prefix}-agent-{row['case_id'][-8:]}", "agent", row["team"])
+            who = staff(f"{stream.prefix}-agent-{row['case_id'][-8:]}", "agent", row["team"])
             await stub.ClaimCase(
                 cases.ClaimCaseRequest(request_id=f"claim-{row['case_id']}", case_id=row["case_id"]),
                 metadata=who,
@@ -186,7 +184,7 @@ async def test_5_schedulers_stopped_while_follow_ups_and_sla_timers_come_due(clu
                 description="the lamp arrived broken",
                 order_value=common.Money(amount_minor=6_000, currency="EUR"),
             ),
-            metadata=token(f"{stream.prefix}-agent", "agent", "care"),
+            metadata=staff(f"{stream.prefix}-agent", "agent", "care"),
             timeout=30,
         )
     for name in ("followup", "escalation"):

@@ -208,6 +208,27 @@ class Outside:
             ) from None
 
 
+async def read_to_end(bootstrap: str, topic: str, keys: set[str], *, timeout: float = 60) -> list[ConsumerRecord]:
+    """Every record of ``topic`` keyed by one of ``keys``, from the beginning to the topic's current end."""
+    wanted = {k.encode() for k in keys}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # fresh cluster metadata, so the topic's partitions are known
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        found = []
+        async with asyncio.timeout(timeout):
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+                for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                    found.extend(r for r in records if r.key in wanted)
+        return found
+    finally:
+        await consumer.stop()
+
+
 def for_customer(customer_id: str) -> Callable[[Seen], bool]:
     """Match records keyed by ``customer_id``."""
     key = customer_id.encode()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import urllib.request
 from dataclasses import dataclass
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from recovery.events.v1 import common_pb2, events_pb2
 
@@ -21,6 +19,7 @@ from services.followup import bootstrap
 from services.followup.config import DEFAULT_POLICY, FollowupSettings
 from tests.integration.conftest import new_id, now, read_topic, service_settings
 from tests.integration.conftest import publish as shared_publish
+from tests.support.outside import daytime_zone, read_to_end
 from tests.support.running import running_service
 
 # A cap high enough that a test customer with several cases is not pushed a week out (the unit tests cover it).
@@ -64,13 +63,6 @@ async def followup(stack, tmp_path_factory):
 publish = functools.partial(shared_publish, source="escalation")
 
 
-def daytime_zone() -> str:
-    """Return a fixed-offset zone where it is about noon now, so quiet hours do not move test follow-ups."""
-    offset = 12 - now().hour
-    offset = offset - 24 if offset > 14 else offset + 24 if offset < -12 else offset
-    return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"  # POSIX signs are inverted
-
-
 def resolved(customer_id: str, case_id: str | None = None, **fields) -> events_pb2.CaseResolved:
     base = {
         "customer_id": customer_id,
@@ -103,22 +95,8 @@ async def read_events(bootstrap: str, topic: str, message_class, *, keys, count:
 
 async def read_all(bootstrap: str, topic: str, message_class, *, keys):
     """Return every record keyed by one of ``keys`` on ``topic`` up to its current end, with its message."""
-    wanted = {k.encode() for k in ([keys] if isinstance(keys, str) else keys)}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or range(3)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning()
-        ends = await consumer.end_offsets(partitions)
-        found = []
-        async with asyncio.timeout(30):
-            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-                for msgs in (await consumer.getmany(timeout_ms=200)).values():
-                    found.extend(m for m in msgs if m.key in wanted)
-        return [(r, message_class.FromString(r.value)) for r in found]
-    finally:
-        await consumer.stop()
+    found = await read_to_end(bootstrap, topic, {keys} if isinstance(keys, str) else set(keys), timeout=30)
+    return [(r, message_class.FromString(r.value)) for r in found]
 
 
 def header(record, name: str) -> str:
