@@ -1,34 +1,42 @@
-"""The consumer harness: faust agents that never lose a record and never apply one twice.
+"""The consumer harness: faust agents that handle records a set at a time, never losing or repeating one.
 
-One agent per input topic, ``concurrency=1``, batches from ``stream.noack_take()``. Each batch runs in
-one transaction; each record inside it in a savepoint, so a bad record is rolled back alone and
-replaced by a dead-letter row in the outbox while the rest of the batch commits. Records are acked only
-after that commit, so a crash or a cancelled batch re-delivers them; the inbox makes the re-delivery a
-no-op. Transient failures (database or broker unavailable) roll the batch back and retry it with
-backoff, never moving past it. No exception escapes an agent: faust would ack the message and lose it.
+One agent per input topic, ``concurrency=1``. A batch is what is waiting on the topic's assigned
+partitions, up to a count: at idle a single record goes at once, under load the batch grows by itself.
+Each batch is one unit of work: decode and validate every record (pure; a bad one becomes a dead letter),
+claim the inbox for the rest in one statement, and hand the fresh ones to the subscription's set-based
+handler, which loads what it needs in a few queries and stages its events in one statement. When the
+set-based path fails on something unexpected, the batch is rolled back and redone record by record, each in
+a savepoint, so a bad record is dead-lettered alone and its neighbours commit. Records are acked only after
+commit, so a crash or a cancelled batch re-delivers them; the inbox makes the re-delivery a no-op. Transient
+failures (database or broker unavailable) roll the batch back and retry it with backoff, never moving past it.
+No exception escapes an agent: faust would ack the message and lose it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncpg
 import faust
 from faust.types import TP
 from google.protobuf.message import Message
 
-from services.common import cloudevents, inbox, outbox
+from services.common import cloudevents, inbox
 from services.common.cloudevents import CloudEvent
 from services.common.db import Database, is_transient
 from services.common.deadletter import RawRecord, deadletter_record
 from services.common.errors import UndecodableRecord
 from services.common.logs import record_context
 from services.common.metrics import KitMetrics
+from services.common.unit_of_work import UnitOfWork, unit_of_work
 
 log = logging.getLogger(__name__)
+C = TypeVar("C")
 
 
 @dataclass(frozen=True)
@@ -44,16 +52,50 @@ class Incoming:
         return (self.record.key or b"").decode("utf-8", "replace")
 
 
-Handler = Callable[[asyncpg.Connection, Incoming], Awaitable[None]]
+# A set-based handler applies the records it is given and returns those it refuses, each with the error
+# that says why (bad input found against the state): they are dead-lettered in the same transaction.
+Rejections = Sequence[tuple[Incoming, Exception]]
+BatchHandler = Callable[[UnitOfWork, Sequence[Incoming]], Awaitable[Rejections | None]]
+RecordHandler = Callable[[asyncpg.Connection, Incoming], Awaitable[None]]
+
+
+def convert(
+    records: Sequence[Incoming], to_command: Callable[[Incoming], C]
+) -> tuple[list[tuple[Incoming, C]], list[tuple[Incoming, Exception]]]:
+    """Turn each record into its command (pure): the records with their commands, and the ones refused with why."""
+    converted: list[tuple[Incoming, C]] = []
+    refused: list[tuple[Incoming, Exception]] = []
+    for incoming in records:
+        try:
+            converted.append((incoming, to_command(incoming)))
+        except Exception as exc:  # a pure conversion that fails is the record's fault
+            refused.append((incoming, exc))
+    return converted, refused
+
+
+def each(handler: RecordHandler) -> BatchHandler:
+    """Adapt a per-record handler to a batch: the records one after another, in order, on the batch's connection.
+
+    For inputs too rare to be worth a set-based handler; a hot topic gets a handler that takes the set.
+    """
+
+    async def batch(uow: UnitOfWork, records: Sequence[Incoming]) -> None:
+        # A record the handler refuses fails the set; the harness then isolates it in its own savepoint.
+        for incoming in records:
+            with record_context(ce_id=incoming.event.id, customer_id=incoming.record.key):
+                await handler(uow.conn, incoming)
+
+    batch.__name__ = getattr(handler, "__name__", "handler")
+    return batch
 
 
 @dataclass(frozen=True)
 class Subscription:
-    """One input topic: the message types it accepts and the handler that applies them."""
+    """One input topic: the message types it accepts and the set-based handler that applies them."""
 
     topic: str
     types: Mapping[str, type[Message]]
-    handler: Handler
+    handler: BatchHandler
 
 
 def check_key(record: RawRecord, message: Message) -> None:
@@ -112,18 +154,18 @@ class ConsumerHarness:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def attach(self, app: faust.App, *, batch_size: int, batch_window_seconds: float) -> None:
+    def attach(self, app: faust.App, *, batch_size: int) -> None:
         """Declare one faust agent per subscription on ``app``."""
         self._app = app
         for topic_name in self._subscriptions:
             channel = app.topic(topic_name, key_type=bytes, value_type=bytes)
             app.agent(channel, name=f"{self._group}.{topic_name}", concurrency=1)(
-                self._agent_for(topic_name, batch_size, batch_window_seconds)
+                self._agent_for(topic_name, batch_size)
             )
 
-    def _agent_for(self, topic_name: str, batch_size: int, window: float):
+    def _agent_for(self, topic_name: str, batch_size: int):
         async def agent(stream):
-            async for events in stream.noack_take(batch_size, within=window):
+            async for events in _waiting_batches(stream, batch_size):
                 if self._stopping:
                     # Shutting down: leave the batch unacked; the next owner of the partition gets it.
                     continue
@@ -140,15 +182,17 @@ class ConsumerHarness:
         return agent
 
     async def process_batch(self, topic_name: str, records: Sequence[RawRecord]) -> None:
-        """Apply ``records`` in one transaction, retrying transient failures until it commits."""
+        """Apply ``records`` as one unit of work, retrying transient failures until it commits."""
         self._in_flight += 1
         self._idle.clear()
         try:
+            subscription = self._subscriptions[topic_name]
+            decoded, rejected = decode_batch(records, subscription.types)
             delay = self._retry_initial
             while True:
                 try:
                     with self._metrics.time_batch(topic_name):
-                        outcomes = await self._apply(topic_name, records)
+                        await self._apply(subscription, records, decoded, rejected)
                     break
                 except asyncio.CancelledError:
                     raise
@@ -166,54 +210,120 @@ class ConsumerHarness:
                     )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._retry_max)
-            for outcome in outcomes:
-                self._metrics.records_consumed.labels(topic=topic_name, outcome=outcome).inc()
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
 
-    async def _apply(self, topic_name: str, records: Sequence[RawRecord]) -> list[str]:
-        subscription = self._subscriptions[topic_name]
-        outcomes = []
-        async with self._db.transaction() as conn:
-            await _lock_keys(conn, records)
-            for record in records:
-                outcomes.append(await self._apply_one(conn, subscription, record))
-        return outcomes
-
-    async def _apply_one(self, conn: asyncpg.Connection, subscription: Subscription, record: RawRecord) -> str:
+    async def _apply(
+        self,
+        subscription: Subscription,
+        records: Sequence[RawRecord],
+        decoded: Sequence[Incoming],
+        rejected: Sequence[tuple[RawRecord, Exception]],
+    ) -> None:
         try:
-            async with conn.transaction():  # a savepoint: a failing record is undone alone
-                event, message = cloudevents.decode(record.headers, record.value, subscription.types)
-                check_key(record, message)
-                with record_context(ce_id=event.id, customer_id=record.key):
-                    if not await inbox.claim(conn, consumer=self._group, ce_id=event.id, topic=record.topic):
-                        return "duplicate"
-                    await subscription.handler(conn, Incoming(event=event, message=message, record=record))
-                return "processed"
+            async with unit_of_work(self._db) as uow:
+                await _lock_keys(uow.conn, records)
+                self._stage_deadletters(uow, rejected)
+                fresh = await self._claim(uow, subscription.topic, decoded)
+                refused = list(await subscription.handler(uow, fresh) or ())
+                if refused:
+                    await inbox.release(uow.conn, consumer=self._group, ce_ids=[i.event.id for i, _ in refused])
+                    self._stage_deadletters(uow, [(incoming.record, exc) for incoming, exc in refused])
+                self._count(
+                    uow,
+                    subscription.topic,
+                    processed=len(fresh) - len(refused),
+                    duplicate=len(decoded) - len(fresh),
+                )
+            return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             if is_transient(exc):
                 raise  # the whole batch rolls back and is retried
-            await self._deadletter(conn, record, exc)
-            return "deadlettered"
+            log.warning(
+                "set-based handling of %d records on %s failed (%s: %s); redoing them one by one",
+                len(records),
+                subscription.topic,
+                type(exc).__name__,
+                exc,
+            )
+        await self._apply_one_by_one(subscription, records, decoded, rejected)
 
-    async def _deadletter(self, conn: asyncpg.Connection, record: RawRecord, exc: Exception) -> None:
-        level = logging.WARNING if isinstance(exc, UndecodableRecord) else logging.ERROR
-        log.log(
-            level,
-            "dead-lettering %s[%d]@%d: %s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            type(exc).__name__,
-            exc,
-            exc_info=level == logging.ERROR,
+    async def _apply_one_by_one(
+        self,
+        subscription: Subscription,
+        records: Sequence[RawRecord],
+        decoded: Sequence[Incoming],
+        rejected: Sequence[tuple[RawRecord, Exception]],
+    ) -> None:
+        """The fallback for one batch: each record in a savepoint, so a failing one is dead-lettered alone."""
+        async with unit_of_work(self._db) as uow:
+            await _lock_keys(uow.conn, records)
+            self._stage_deadletters(uow, rejected)
+            failed: list[tuple[RawRecord, Exception]] = []
+            outcomes: Counter[str] = Counter()
+            for incoming in decoded:
+                try:
+                    async with uow.savepoint():  # a failing record is undone alone
+                        fresh = await self._claim(uow, subscription.topic, [incoming])
+                        for _, exc in await subscription.handler(uow, fresh) or ():
+                            raise exc
+                    outcomes["processed" if fresh else "duplicate"] += 1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    failed.append((incoming.record, exc))
+            self._stage_deadletters(uow, failed)
+            self._count(uow, subscription.topic, **outcomes)
+
+    async def _claim(self, uow: UnitOfWork, topic_name: str, decoded: Sequence[Incoming]) -> list[Incoming]:
+        """Claim the inbox for ``decoded`` in one statement; returns the records to apply, first of each id."""
+        claimed = await inbox.claim_many(
+            uow.conn, consumer=self._group, ce_ids=[i.event.id for i in decoded], topic=topic_name
         )
-        await outbox.stage(conn, deadletter_record(record, group=self._group, error=exc))
-        self._metrics.records_deadlettered.labels(topic=record.topic, error_class=type(exc).__name__).inc()
+        fresh = []
+        for incoming in decoded:
+            if incoming.event.id in claimed:
+                claimed.discard(incoming.event.id)  # a second record with the same id in the batch is a duplicate
+                fresh.append(incoming)
+        return fresh
+
+    def _stage_deadletters(self, uow: UnitOfWork, failed: Sequence[tuple[RawRecord, Exception]]) -> None:
+        for record, exc in failed:
+            level = logging.WARNING if isinstance(exc, UndecodableRecord) else logging.ERROR
+            log.log(
+                level,
+                "dead-lettering %s[%d]@%d: %s: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                type(exc).__name__,
+                exc,
+                exc_info=(type(exc), exc, exc.__traceback__) if level == logging.ERROR else None,
+            )
+            uow.stage(deadletter_record(record, group=self._group, error=exc))
+        classes = Counter((record.topic, type(exc).__name__) for record, exc in failed)
+
+        def count() -> None:
+            for (topic_name, error_class), n in classes.items():
+                self._metrics.records_deadlettered.labels(topic=topic_name, error_class=error_class).inc(n)
+                self._metrics.records_consumed.labels(topic=topic_name, outcome="deadlettered").inc(n)
+
+        if classes:
+            uow.after_commit(count)
+
+    def _count(self, uow: UnitOfWork, topic_name: str, **outcomes: int) -> None:
+        def count() -> None:
+            for outcome, n in outcomes.items():
+                if n:
+                    self._metrics.records_consumed.labels(topic=topic_name, outcome=outcome).inc(n)
+
+        uow.after_commit(count)
 
     def observe_lag(self) -> None:
         """Set each partition's lag: records on the broker this consumer has not committed an effect for yet."""
@@ -244,6 +354,41 @@ class ConsumerHarness:
                 await self._idle.wait()
         except TimeoutError:
             log.warning("consumer drain timed out; the unfinished batch will be re-delivered")
+
+
+def decode_batch(
+    records: Sequence[RawRecord], types: Mapping[str, type[Message]]
+) -> tuple[list[Incoming], list[tuple[RawRecord, Exception]]]:
+    """Decode and check every record (pure): the ones to apply, and the ones to dead-letter with their error."""
+    decoded: list[Incoming] = []
+    rejected: list[tuple[RawRecord, Exception]] = []
+    for record in records:
+        try:
+            event, message = cloudevents.decode(record.headers, record.value, types)
+            check_key(record, message)
+        except Exception as exc:  # whatever a record makes the decoder raise is that record's fault
+            rejected.append((record, exc))
+            continue
+        decoded.append(Incoming(event=event, message=message, record=record))
+    return decoded, rejected
+
+
+async def _waiting_batches(stream, max_: int):
+    """Yield lists of events: what is waiting in the stream's queue, up to ``max_``, with no linger.
+
+    At idle a record is handled the moment it arrives; under load the queue fills while a batch is being
+    handled, so the next batch is larger by itself (natural batching: no timer trades latency for size).
+    """
+    batch = []
+    channel = stream.channel
+    async for event in stream.noack().events():
+        batch.append(event)
+        if len(batch) < max_:
+            await asyncio.sleep(0)  # let the fetcher hand over what it already has
+            if not channel.empty():
+                continue
+        yield batch
+        batch = []
 
 
 def _raw(message) -> RawRecord:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -57,23 +58,36 @@ def event_record(
     return OutgoingRecord(topic=topic, key=key.encode(), value=value, headers=tuple(headers), ce_id=event_id)
 
 
+NOTIFY_CHANNEL = "outbox"  # suffixed with the schema: each service's relay hears its own outbox only
+
+
 async def stage(conn: asyncpg.Connection, record: OutgoingRecord) -> None:
     """Write ``record`` to the outbox in the caller's transaction (published only if it commits)."""
-    if record.key is not None:
-        # Serialise transactions per key so outbox ids follow commit order for that key.
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('outbox-key:' || encode($1, 'hex'), 0))",
-            record.key,
-        )
+    await stage_many(conn, [record])
+
+
+async def stage_many(conn: asyncpg.Connection, records: Sequence[OutgoingRecord]) -> None:
+    """Write ``records`` to the outbox in the caller's transaction, in order, in two statements whatever their number.
+
+    The first statement serialises transactions per key, so outbox ids follow commit order for each key (the
+    locks are taken in one global order, so two transactions sharing keys queue instead of deadlocking), and
+    queues a NOTIFY that Postgres delivers on commit: the relay publishes at once instead of at its next poll.
+    """
+    if not records:
+        return
+    keys = sorted({record.key for record in records if record.key is not None})
     await conn.execute(
+        """SELECT pg_notify($2 || ':' || current_schema(), ''),
+                  (SELECT count(pg_advisory_xact_lock(h)) FROM (
+                       SELECT DISTINCT hashtextextended('outbox-key:' || encode(k, 'hex'), 0) AS h
+                       FROM unnest($1::bytea[]) AS k ORDER BY h) AS ordered)""",
+        keys,
+        NOTIFY_CHANNEL,
+    )
+    await conn.executemany(
         """INSERT INTO outbox (topic, key, value, header_keys, header_values, ce_id)
            VALUES ($1, $2, $3, $4, $5, $6)""",
-        record.topic,
-        record.key,
-        record.value,
-        [k for k, _ in record.headers],
-        [v for _, v in record.headers],
-        record.ce_id,
+        [(r.topic, r.key, r.value, [k for k, _ in r.headers], [v for _, v in r.headers], r.ce_id) for r in records],
     )
 
 
@@ -101,16 +115,22 @@ class OutboxRelay:
         self._lock_conn: asyncpg.Connection | None = None
         self._lock_key = f"outbox-relay:{db.schema}"
         self._last_prune = 0.0
+        # Set by a NOTIFY from a committed stage(): the next round starts at once. The poll stays as the
+        # safety net (a notification is lost while the lock connection is down).
+        self._wake = asyncio.Event()
 
     async def run(self) -> None:
         """Publish until cancelled; transient failures back off and retry, nothing is skipped."""
         delay = self._poll_seconds
         while True:
             try:
+                self._wake.clear()  # before reading: a commit during the round wakes the next one
                 published = await self.publish_once()
                 delay = self._poll_seconds
                 if published == 0:
-                    await asyncio.sleep(self._poll_seconds)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._poll_seconds):
+                            await self._wake.wait()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -215,9 +235,13 @@ class OutboxRelay:
             raise
         if locked:
             self._lock_conn = conn
+            await conn.add_listener(f"{NOTIFY_CHANNEL}:{self._db.schema}", self._notified)
             return True
         await self._db.pool.release(conn)
         return False
+
+    def _notified(self, *_args) -> None:
+        self._wake.set()
 
     async def _release_lock(self) -> None:
         """Give the lock and its connection back; never raises (the relay loop calls it after any failure)."""
@@ -226,6 +250,7 @@ class OutboxRelay:
             return
         try:
             if _alive(conn):
+                await conn.remove_listener(f"{NOTIFY_CHANNEL}:{self._db.schema}", self._notified)
                 await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", self._lock_key)
             await self._db.pool.release(conn)
         except Exception:  # the connection is gone, and the lock with it

@@ -138,7 +138,7 @@ async def run_service(
             app = make_faust_app(
                 settings, group=settings.service_name, datadir=Path(settings.data_dir) / "faust" / settings.service_name
             )
-            harness.attach(app, batch_size=settings.batch_size, batch_window_seconds=settings.batch_window_seconds)
+            harness.attach(app, batch_size=settings.batch_size)
             await app.start()
             running.push_async_callback(app.stop)
             running.push_async_callback(harness.drain)

@@ -83,13 +83,18 @@ class KitSettings:
     jwt_public_key_file: str = env("JWT_PUBLIC_KEY_FILE", "", doc="RS256 public key (PEM).")
     metrics_host: str = env("METRICS_HOST", "127.0.0.1", doc="Address the Prometheus endpoint binds.")
     metrics_port: int = env("METRICS_PORT", 0, doc="Prometheus port (0 picks a free one).")
-    batch_size: int = env("CONSUMER_BATCH_SIZE", 200, doc="Most records one consumer transaction takes.")
-    batch_window_seconds: float = env("CONSUMER_BATCH_WINDOW_SECONDS", 0.2, doc="Longest wait to fill a batch.")
+    batch_size: int = env(
+        "CONSUMER_BATCH_SIZE",
+        500,
+        doc="Most records one consumer batch takes (a batch is what is waiting, up to this).",
+    )
     consumer_session_timeout_seconds: float = env(
         "CONSUMER_SESSION_TIMEOUT_SECONDS", 10.0, doc="Consumer group session timeout (failover time)."
     )
     retry_max_seconds: float = env("RETRY_MAX_SECONDS", 10.0, doc="Cap of the transient-error backoff.")
-    outbox_poll_seconds: float = env("OUTBOX_POLL_SECONDS", 0.05, doc="Relay poll interval when idle.")
+    outbox_poll_seconds: float = env(
+        "OUTBOX_POLL_SECONDS", 0.5, doc="Relay poll interval when idle (a safety net: each commit wakes it at once)."
+    )
     outbox_batch_size: int = env("OUTBOX_BATCH_SIZE", 500, doc="Most rows the relay publishes per round.")
     log_level: str = env("LOG_LEVEL", "INFO", doc="Logging level.")
     data_dir: str = env("DATA_DIR", ".data", doc="Local state (faust tables' scratch files, embedded servers).")

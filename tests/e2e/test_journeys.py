@@ -289,7 +289,9 @@ async def test_5_dissatisfied_feedback_reopens_the_case_to_the_same_owner(outsid
     assert answer.reopen_requested
     (reopened,) = await outside.events("recovery.case-reopened.v1", customer)
     assert (reopened.case_id, reopened.owner_employee_id) == (reply.case_id, AGENT.sub)
-    case = await outside.case(reply.case_id, AGENT, lambda c: c.state == cases.CASE_STATE_REOPENED)
+    # Back with its owner and open again. Not necessarily still REOPENED: the failed recovery joins the case
+    # and the re-quote it causes may already have moved it on to a new offer.
+    case = await outside.case(reply.case_id, AGENT, lambda c: c.state != cases.CASE_STATE_RESOLVED)
     assert case.owner_employee_id == AGENT.sub
     # The failed recovery is itself a failure: intake records it against the same case.
     failures = await outside.events("recovery.failure-reported.v1", customer, count=1)

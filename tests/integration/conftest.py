@@ -53,7 +53,6 @@ def service_settings(settings_class: type[S], stack, tmp: Path, *, policy_text: 
         "retry_max_seconds": 0.5,
         "data_dir": str(tmp),
         "policy_path": str(policy),
-        "batch_window_seconds": 0.05,
     }
     return settings_class(**(base | values))
 

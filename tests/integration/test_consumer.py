@@ -8,8 +8,8 @@ import shutil
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
-from services.common import cloudevents, deadletter, migrations
-from services.common.consumer import ConsumerHarness, Incoming, Subscription
+from services.common import cloudevents, deadletter, migrations, outbox
+from services.common.consumer import ConsumerHarness, Incoming, Subscription, each
 from services.common.db import Database
 from services.common.deadletter import RawRecord
 from services.common.embedded import EmbeddedPostgres
@@ -53,10 +53,10 @@ async def test_bad_records_are_deadlettered_with_reasons_and_the_consumer_carrie
         db=db,
         group=settings.service_name,
         metrics=metrics,
-        subscriptions=[Subscription(topic=topic, types=TYPES, handler=record_effect)],
+        subscriptions=[Subscription(topic=topic, types=TYPES, handler=each(record_effect))],
     )
     app = make_faust_app(settings, group=settings.service_name, datadir=tmp_path)
-    harness.attach(app, batch_size=10, batch_window_seconds=0.2)
+    harness.attach(app, batch_size=10)
     relay_producer = make_producer(settings)
     await relay_producer.start()
     relay = OutboxRelay(db=db, producer=relay_producer, metrics=metrics)
@@ -138,7 +138,7 @@ async def test_the_same_record_delivered_twice_has_one_effect(db, settings, metr
         db=db,
         group=settings.service_name,
         metrics=metrics,
-        subscriptions=[Subscription(topic="t", types=TYPES, handler=record_effect)],
+        subscriptions=[Subscription(topic="t", types=TYPES, handler=each(record_effect))],
     )
     first = raw("t", 0, "once", "ce-1")
     await harness.process_batch("t", [first, raw("t", 1, "once", "ce-1")])  # twice in one batch
@@ -175,7 +175,7 @@ async def test_a_database_outage_during_a_batch_is_retried_after_it_returns_noth
             metrics=metrics,
             retry_initial_seconds=0.2,
             retry_max_seconds=0.5,
-            subscriptions=[Subscription(topic="t", types=TYPES, handler=handler)],
+            subscriptions=[Subscription(topic="t", types=TYPES, handler=each(handler))],
         )
         batch = [raw("t", i, text, f"ce-{text}") for i, text in enumerate(["a", "b", "c"])]
         async with asyncio.timeout(60):
@@ -190,3 +190,119 @@ async def test_a_database_outage_during_a_batch_is_retried_after_it_returns_noth
     finally:
         postgres.stop()
         shutil.rmtree(postgres.datadir.parent, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------ the set-based path
+
+
+class SetHandler:
+    """A set-based handler: one multi-row insert per batch; records its calls; refuses 'invalid'."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def __call__(self, uow, records) -> None:
+        values = [incoming.message.value for incoming in records]
+        self.calls.append(values)
+        if "invalid" in values:
+            raise InvalidInput.of(FieldViolation("value", "must not be 'invalid'"))
+        await uow.conn.executemany(
+            "INSERT INTO effects VALUES ($1, $2)", [(i.event.id, i.message.value) for i in records]
+        )
+        uow.stage(*(outbox.event_record("out", i.message, key=i.customer_id, source="test") for i in records))
+
+
+def harness_for(db, settings, metrics, handler) -> ConsumerHarness:
+    return ConsumerHarness(
+        db=db,
+        group=settings.service_name,
+        metrics=metrics,
+        retry_initial_seconds=0.05,
+        retry_max_seconds=0.1,
+        subscriptions=[Subscription(topic="t", types=TYPES, handler=handler)],
+    )
+
+
+def outcome(metrics, name: str) -> float:
+    return metrics.registry.get_sample_value("recovery_records_consumed_total", {"topic": "t", "outcome": name}) or 0
+
+
+async def staged_values(db: Database) -> list[str]:
+    rows = await db.pool.fetch("SELECT value FROM outbox WHERE topic = 'out' ORDER BY id")
+    return [StringValue.FromString(r["value"]).value for r in rows]
+
+
+async def test_a_batch_is_one_handler_call_with_duplicates_inside_it_claimed_once(db, settings, metrics):
+    await create_effects(db)
+    handler = SetHandler()
+    harness = harness_for(db, settings, metrics, handler)
+    batch = [raw("t", 0, "a", "ce-a"), raw("t", 1, "b", "ce-b"), raw("t", 2, "a", "ce-a"), raw("t", 3, "c", "ce-c")]
+    await harness.process_batch("t", batch)
+    assert handler.calls == [["a", "b", "c"]]  # one call, the repeated id left out
+    assert await effects(db) == ["a", "b", "c"]
+    assert await staged_values(db) == ["a", "b", "c"]  # staged in one statement, in record order
+    assert (outcome(metrics, "processed"), outcome(metrics, "duplicate")) == (3, 1)
+
+
+async def test_two_records_of_one_customer_in_one_batch_keep_their_order(db, settings, metrics):
+    await create_effects(db)
+    harness = harness_for(db, settings, metrics, SetHandler())
+    batch = [raw("t", i, text, f"ce-{text}") for i, text in enumerate(["first", "second", "third"])]
+    await harness.process_batch("t", batch)
+    assert await staged_values(db) == ["first", "second", "third"]
+
+
+async def test_a_poison_record_in_the_middle_of_a_batch_is_deadlettered_alone(db, settings, metrics):
+    await create_effects(db)
+    handler = SetHandler()
+    harness = harness_for(db, settings, metrics, handler)
+    garbage = RawRecord(topic="t", partition=0, offset=1, key=b"c1", value=b"\xff\xff", headers=())
+    batch = [raw("t", 0, "a", "ce-a"), garbage, raw("t", 2, "invalid", "ce-i"), raw("t", 3, "c", "ce-c")]
+    await harness.process_batch("t", batch)
+    # The undecodable record never reaches the handler; the invalid one fails the set, so the batch is
+    # redone one record at a time and only that record is dead-lettered.
+    assert handler.calls == [["a", "invalid", "c"], ["a"], ["invalid"], ["c"]]
+    assert await effects(db) == ["a", "c"]
+    dead = await db.pool.fetch("SELECT ce_id FROM outbox WHERE topic = $1 ORDER BY id", deadletter.DEADLETTER_TOPIC)
+    assert len(dead) == 2 and dead[1]["ce_id"] == "ce-i"
+    assert (outcome(metrics, "processed"), outcome(metrics, "deadlettered")) == (2, 2)
+    # A dead-lettered record is not in the inbox: replayed after a fix, it is processed.
+    assert await db.pool.fetchval("SELECT count(*) FROM inbox WHERE ce_id = 'ce-i'") == 0
+
+
+async def test_a_batch_that_fails_mid_way_on_a_transient_error_is_retried_whole(db, settings, metrics):
+    await create_effects(db)
+    calls = {"n": 0}
+
+    async def flaky(uow, records) -> None:
+        await uow.conn.executemany(
+            "INSERT INTO effects VALUES ($1, $2)", [(i.event.id, i.message.value) for i in records[:1]]
+        )
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionResetError("the database went away mid-batch")  # transient: retried, not isolated
+        await uow.conn.executemany(
+            "INSERT INTO effects VALUES ($1, $2)", [(i.event.id, i.message.value) for i in records[1:]]
+        )
+
+    harness = harness_for(db, settings, metrics, flaky)
+    await harness.process_batch("t", [raw("t", i, v, f"ce-{v}") for i, v in enumerate(["a", "b", "c"])])
+    assert calls["n"] == 2  # the whole batch again, in one call: the first attempt left nothing behind
+    assert await effects(db) == ["a", "b", "c"]
+    assert metrics.registry.get_sample_value("recovery_consumer_batch_retries_total", {"topic": "t"}) == 1
+    assert outcome(metrics, "processed") == 3
+
+
+async def test_after_commit_hooks_run_only_for_committed_records(db, settings, metrics):
+    await create_effects(db)
+    counted: list[str] = []
+
+    async def handler(uow, records) -> None:
+        for incoming in records:
+            uow.after_commit(lambda v=incoming.message.value: counted.append(v))
+        if any(i.message.value == "invalid" for i in records):
+            raise InvalidInput.of(FieldViolation("value", "must not be 'invalid'"))
+
+    harness = harness_for(db, settings, metrics, handler)
+    await harness.process_batch("t", [raw("t", i, v, f"ce-{v}") for i, v in enumerate(["a", "invalid", "b"])])
+    assert counted == ["a", "b"]  # not the rolled-back set attempt, not the dead-lettered record

@@ -150,3 +150,26 @@ async def test_a_relay_whose_lock_connection_the_server_dropped_takes_the_lock_a
 
 async def _backlog_is(relay: OutboxRelay, expected: int) -> bool:
     return await relay.backlog() == expected
+
+
+async def test_a_commit_wakes_the_relay_at_once_instead_of_at_its_next_poll(
+    db, topic, settings, metrics, relay_producer
+):
+    relay = OutboxRelay(db=db, producer=relay_producer, metrics=metrics, poll_seconds=300)
+    task = asyncio.create_task(relay.run())
+    try:
+        assert await eventually(lambda: _holds_lock(relay), timeout=30)  # its first (empty) round is done
+        async with db.transaction() as conn:
+            await outbox.stage(conn, record(topic, "woken"))
+        # With a five-minute poll, the record can only be out within the minute if the commit woke the relay.
+        published = await read_topic(settings.kafka_bootstrap_servers, topic, until=lambda rs: len(rs) >= 1, timeout=60)
+        assert [StringValue.FromString(m.value).value for m in published] == ["woken"]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await relay.close()
+
+
+async def _holds_lock(relay: OutboxRelay) -> bool:
+    return relay._lock_conn is not None  # it listens for commits from the moment it holds the lock

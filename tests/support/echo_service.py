@@ -14,7 +14,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 
 from services.common import cloudevents, outbox
 from services.common.auth import allow
-from services.common.consumer import Incoming, Subscription
+from services.common.consumer import Incoming, Subscription, each
 from services.common.runtime import Kit, ServiceParts, main
 from services.common.settings import KitSettings
 
@@ -47,7 +47,7 @@ async def build(kit: Kit) -> ServiceParts:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.v1.Echo", {"Say": handler}),))
 
     return ServiceParts(
-        subscriptions=[Subscription(topic=input_topic, types=cloudevents.registry(StringValue), handler=handle)],
+        subscriptions=[Subscription(topic=input_topic, types=cloudevents.registry(StringValue), handler=each(handle))],
         grpc_register=[register],
         grpc_service_names=["test.v1.Echo"],
         grpc_rules={SAY: allow("agent")},

@@ -25,7 +25,7 @@ def test_defaults_when_nothing_is_set():
     assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
     assert settings.topic_partitions == 6
     assert settings.kafka_enable_idempotence is False
-    assert settings.batch_window_seconds == 0.2
+    assert settings.batch_size == 500
 
 
 def test_values_are_read_and_typed():
@@ -35,7 +35,7 @@ def test_values_are_read_and_typed():
             "KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
             "TOPIC_PARTITIONS": "12",
             "GRPC_DEADLINE_CAP_SECONDS": "2.5",
-            "CONSUMER_BATCH_WINDOW_SECONDS": "1",
+            "OUTBOX_POLL_SECONDS": "1",
             "KAFKA_ENABLE_IDEMPOTENCE": "true",
             "UNRELATED_VARIABLE": "ignored",
         }
@@ -44,7 +44,7 @@ def test_values_are_read_and_typed():
     assert settings.kafka_bootstrap_servers == "k1:9092,k2:9092"
     assert settings.topic_partitions == 12 and type(settings.topic_partitions) is int
     assert settings.grpc_deadline_cap_seconds == 2.5
-    assert settings.batch_window_seconds == 1.0 and type(settings.batch_window_seconds) is float
+    assert settings.outbox_poll_seconds == 1.0 and type(settings.outbox_poll_seconds) is float
     assert settings.kafka_enable_idempotence is True
     assert settings.db_pool_max == 10  # not set: default
 

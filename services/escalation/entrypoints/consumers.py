@@ -6,7 +6,7 @@ import asyncpg
 from recovery.events.v1 import events_pb2
 
 from services.common import cloudevents
-from services.common.consumer import Incoming, Subscription
+from services.common.consumer import Incoming, Subscription, each
 from services.common.topics import topic
 from services.escalation.adapters import wire
 from services.escalation.service_layer import handlers
@@ -37,6 +37,6 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         ("recovery.case-reopen-requested.v1", events_pb2.CaseReopenRequested, reopen_requested),
     )
     return [
-        Subscription(topic=topic(name).name, types=cloudevents.registry(message), handler=handler)
+        Subscription(topic=topic(name).name, types=cloudevents.registry(message), handler=each(handler))
         for name, message, handler in table
     ]

@@ -6,7 +6,7 @@ import asyncpg
 from recovery.events.v1 import events_pb2
 
 from services.common import cloudevents
-from services.common.consumer import Incoming, Subscription
+from services.common.consumer import Incoming, Subscription, each
 from services.common.topics import topic
 from services.followup.adapters import wire
 from services.followup.domain.commands import RecordFeedback, ScheduleFollowups
@@ -45,6 +45,6 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         ("recovery.corrective-action-completed.v1", events_pb2.CorrectiveActionCompleted, corrective_action),
     )
     return [
-        Subscription(topic=topic(name).name, types=cloudevents.registry(message), handler=handler)
+        Subscription(topic=topic(name).name, types=cloudevents.registry(message), handler=each(handler))
         for name, message, handler in table
     ]

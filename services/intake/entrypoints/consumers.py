@@ -8,7 +8,7 @@ import asyncpg
 from recovery.events.v1 import events_pb2
 
 from services.common import cloudevents
-from services.common.consumer import Incoming, Subscription
+from services.common.consumer import Incoming, Subscription, each
 from services.common.topics import topic
 from services.intake.adapters import wire
 from services.intake.service_layer import handlers
@@ -44,7 +44,7 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         ("recovery.feedback-received.v1", events_pb2.FeedbackReceived, feedback_received),
     )
     return [
-        Subscription(topic=topic(name).name, types=cloudevents.registry(message), handler=handler)
+        Subscription(topic=topic(name).name, types=cloudevents.registry(message), handler=each(handler))
         for name, message, handler in table
     ]
 

@@ -149,7 +149,6 @@ async def test_follow_ups_due_while_the_process_was_killed_go_out_once_right_aft
         "LOG_LEVEL": "INFO",
         "FOLLOWUP_POLICY_PATH": str(policy),
         "FOLLOWUP_SCHEDULER_POLL_SECONDS": "0.1",
-        "CONSUMER_BATCH_WINDOW_SECONDS": "0.05",
         "FOLLOWUP_DELAY_OVERRIDES": "satisfaction_check=6,check_in=8,personal_note=7",
     }
     settings_like = SimpleNamespace(database_url=stack.database_url, schema=name)  # what rows() reads
