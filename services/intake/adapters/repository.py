@@ -6,7 +6,6 @@ store holds is exactly what was accepted and published.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,13 +15,13 @@ from recovery.events.v1 import common_pb2, events_pb2
 
 from services.common.money import Money
 from services.intake.adapters import wire
+from services.intake.domain.acceptance import Amended, CustomerState, Granted, KnownCase, KnownFailure, Opened
+from services.intake.domain.events import CaseOpened
 from services.intake.domain.hotspots import Occurrence, WindowKey
 from services.intake.domain.model import (
     Area,
     CaseStatus,
     Category,
-    Classification,
-    CustomerHistory,
     FailureReport,
     Outlook,
     SatisfactionAnswer,
@@ -102,119 +101,220 @@ def _bytes(message) -> bytes:
 # -------------------------------------------------------------------------------------------- locking
 
 
-async def lock_customer(conn: asyncpg.Connection, customer_id: str) -> None:
-    """Serialise this transaction with every other one about ``customer_id`` (dedupe and merge decisions)."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('intake-customer:' || $1, 0))", customer_id)
+async def lock_customers(conn: asyncpg.Connection, customer_ids: Iterable[str]) -> None:
+    """Serialise this transaction with every other one about these customers (dedupe and merge decisions).
+
+    One statement, the locks in one global order, so two transactions sharing customers queue, never deadlock.
+    """
+    await conn.execute(
+        """SELECT count(pg_advisory_xact_lock(h)) FROM (
+               SELECT DISTINCT hashtextextended('intake-customer:' || c, 0) AS h FROM unnest($1::text[]) AS c
+               ORDER BY h) AS ordered""",
+        sorted(set(customer_ids)),
+    )
+
+
+# ------------------------------------------------------------------------------- a batch of reports
+
+
+async def accepted_under(
+    conn: asyncpg.Connection, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], KnownFailure]:
+    """Return the failures already accepted under these (source, source event id) keys."""
+    keys = sorted(set(keys))
+    rows = await conn.fetch(
+        """SELECT f.failure_id, f.case_id, f.customer_id, f.occurred_at, f.received_at, f.source, f.source_event_id
+           FROM failures f JOIN unnest($1::text[], $2::text[]) AS k(source, event_id)
+             ON f.source = k.source AND f.source_event_id = k.event_id""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {
+        (r["source"], r["source_event_id"]): KnownFailure(
+            r["failure_id"], r["case_id"], r["customer_id"], r["occurred_at"], r["received_at"]
+        )
+        for r in rows
+    }
+
+
+async def customer_states(
+    conn: asyncpg.Connection,
+    customer_ids: Iterable[str],
+    *,
+    now: datetime,
+    failure_lookback: timedelta,
+    case_lookback: timedelta,
+    references: Iterable[str] = (),
+    related: Iterable[str] = (),
+) -> dict[str, CustomerState]:
+    """Return what intake knows of each customer: recent cases and failures, the unresolved cases under
+    ``references`` and the ``related`` cases (which reports may join, with their failures' reports),
+    compensation received and the last satisfaction answer. Five queries, whatever the number of customers.
+    """
+    customers = sorted(set(customer_ids))
+    states = {c: CustomerState(customer_id=c) for c in customers}
+    references = sorted(set(references) - {""})
+    related = sorted(set(related) - {""})
+    case_rows = await conn.fetch(
+        """SELECT case_id, customer_id, reference, status, first_failure_at, opened_at, revision FROM cases
+           WHERE customer_id = ANY($1::text[])
+             AND (opened_at >= $2 OR (status <> 'resolved' AND reference = ANY($3::text[]))
+                  OR case_id = ANY($4::text[]))""",
+        customers,
+        now - case_lookback,
+        references,
+        related,
+    )
+    joinable: list[str] = []
+    for r in case_rows:
+        case = KnownCase(
+            case_id=r["case_id"],
+            customer_id=r["customer_id"],
+            reference=r["reference"],
+            resolved=r["status"] == "resolved",
+            first_failure_at=r["first_failure_at"],
+            opened_at=r["opened_at"],
+            revision=r["revision"],
+        )
+        states[case.customer_id].cases[case.case_id] = case
+        if case.case_id in related or (not case.resolved and case.reference in references):
+            joinable.append(case.case_id)
+    for r in await conn.fetch(
+        """SELECT failure_id, case_id, customer_id, occurred_at, received_at FROM failures
+           WHERE customer_id = ANY($1::text[]) AND occurred_at >= $2""",
+        customers,
+        now - failure_lookback,
+    ):
+        states[r["customer_id"]].failures[r["failure_id"]] = KnownFailure(
+            r["failure_id"], r["case_id"], r["customer_id"], r["occurred_at"], r["received_at"]
+        )
+    if joinable:
+        for r in await conn.fetch("SELECT * FROM failures WHERE case_id = ANY($1::text[])", joinable):
+            states[r["customer_id"]].failures[r["failure_id"]] = KnownFailure(
+                r["failure_id"],
+                r["case_id"],
+                r["customer_id"],
+                r["occurred_at"],
+                r["received_at"],
+                _report(r["report"]),
+            )
+    for r in await conn.fetch(
+        """SELECT case_id, customer_id, amount_minor, currency, authorized_at FROM compensations
+           WHERE customer_id = ANY($1::text[]) AND authorized_at >= $2""",
+        customers,
+        now - case_lookback,
+    ):
+        states[r["customer_id"]].granted.append(
+            Granted(r["case_id"], Money(r["amount_minor"], r["currency"]), r["authorized_at"])
+        )
+    for r in await conn.fetch(
+        """SELECT DISTINCT ON (customer_id) customer_id, score, satisfied, received_at FROM satisfaction
+           WHERE customer_id = ANY($1::text[]) ORDER BY customer_id, received_at DESC""",
+        customers,
+    ):
+        states[r["customer_id"]].last_satisfaction = _answer(r)
+    return states
+
+
+async def save_decisions(conn: asyncpg.Connection, decisions: Sequence[Opened | Amended]) -> None:
+    """Write a batch's new cases, amended cases, failures and hot-spot queue entries: four statements at most."""
+    opened = [d.event for d in decisions if isinstance(d, Opened)]
+    amended = [d.event for d in decisions if isinstance(d, Amended)]
+    if opened:
+        await conn.executemany(
+            """INSERT INTO cases (case_id, customer_id, reference, status, category, severity, outlook,
+                                  owner_employee_id, owning_team, first_failure_at, opened_at, classification, history)
+               VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+            [
+                (
+                    e.case_id,
+                    e.report.customer_id,
+                    e.report.reference,
+                    e.report.category.value,
+                    e.classification.severity.value,
+                    e.classification.outlook.value,
+                    e.owner_employee_id,
+                    e.owning_team,
+                    e.report.occurred_at,
+                    e.opened_at,
+                    _bytes(wire.classification_to_proto(e.classification)),
+                    _bytes(wire.history_to_proto(e.history)),
+                )
+                for e in opened
+            ],
+        )
+    if amended:
+        # In decision order: a case amended twice in one batch ends with its second revision.
+        await conn.executemany(
+            """UPDATE cases SET revision = $2, first_failure_at = $3, severity = $4, outlook = $5,
+                                classification = $6, history = $7
+               WHERE case_id = $1""",
+            [
+                (
+                    e.case_id,
+                    e.revision,
+                    e.case_report.occurred_at,
+                    e.classification.severity.value,
+                    e.classification.outlook.value,
+                    _bytes(wire.classification_to_proto(e.classification)),
+                    _bytes(wire.history_to_proto(e.history)),
+                )
+                for e in amended
+            ],
+        )
+    failures = [
+        (e.failure_id, e.case_id, e.report, e.opened_at)
+        if isinstance(e, CaseOpened)
+        else (e.failure_id, e.case_id, e.merged_report, e.amended_at)
+        for e in (d.event for d in decisions)
+    ]
+    if failures:
+        await conn.executemany(
+            """INSERT INTO failures (failure_id, case_id, customer_id, source, source_event_id, occurred_at,
+                                     received_at, report)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+            [
+                (
+                    failure_id,
+                    case_id,
+                    report.customer_id,
+                    report.source.value,
+                    report.source_event_id,
+                    report.occurred_at,
+                    received_at,
+                    _bytes(wire.report_to_proto(report)),
+                )
+                for failure_id, case_id, report, received_at in failures
+            ],
+        )
+        # Queued for hot-spot counting in the transaction that accepts them (an insert: no shared row to lock).
+        await conn.executemany(
+            """INSERT INTO hotspot_queue (failure_id, occurred_at, received_at, category, component, release, team,
+                                          employee_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+            [
+                (
+                    failure_id,
+                    report.occurred_at,
+                    received_at,
+                    report.category.value,
+                    report.area.component,
+                    report.area.release,
+                    report.area.team,
+                    report.area.employee_id,
+                )
+                for failure_id, _, report, received_at in failures
+            ],
+        )
 
 
 # -------------------------------------------------------------------------------------- cases, failures
-
-
-async def find_failure(conn: asyncpg.Connection, *, source: str, source_event_id: str) -> FailureRow | None:
-    """Return the failure already accepted under (source, source event id), or None."""
-    row = await conn.fetchrow(
-        "SELECT * FROM failures WHERE source = $1 AND source_event_id = $2", source, source_event_id
-    )
-    return _failure(row) if row else None
 
 
 async def get_case(conn: asyncpg.Connection, case_id: str) -> CaseRow | None:
     """Return the case, or None when intake does not know it."""
     row = await conn.fetchrow("SELECT * FROM cases WHERE case_id = $1", case_id)
     return _case(row) if row else None
-
-
-async def unresolved_cases(conn: asyncpg.Connection, *, customer_id: str, reference: str) -> list[CaseRow]:
-    """Return the customer's unresolved cases for ``reference``, most recently opened first."""
-    rows = await conn.fetch(
-        """SELECT * FROM cases WHERE customer_id = $1 AND reference = $2 AND status <> 'resolved'
-           ORDER BY opened_at DESC""",
-        customer_id,
-        reference,
-    )
-    return [_case(r) for r in rows]
-
-
-async def case_failures(conn: asyncpg.Connection, case_id: str) -> list[FailureRow]:
-    """Return the case's failures, oldest first (the first one opened the case)."""
-    rows = await conn.fetch(
-        "SELECT * FROM failures WHERE case_id = $1 ORDER BY occurred_at, received_at, failure_id", case_id
-    )
-    return [_failure(r) for r in rows]
-
-
-async def insert_case(
-    conn: asyncpg.Connection,
-    *,
-    case_id: str,
-    report: FailureReport,
-    classification: Classification,
-    history: CustomerHistory,
-    owner_employee_id: str,
-    owning_team: str,
-    opened_at: datetime,
-) -> None:
-    """Store a new open case."""
-    await conn.execute(
-        """INSERT INTO cases (case_id, customer_id, reference, status, category, severity, outlook,
-                              owner_employee_id, owning_team, first_failure_at, opened_at, classification, history)
-           VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-        case_id,
-        report.customer_id,
-        report.reference,
-        report.category.value,
-        classification.severity.value,
-        classification.outlook.value,
-        owner_employee_id,
-        owning_team,
-        report.occurred_at,
-        opened_at,
-        _bytes(wire.classification_to_proto(classification)),
-        _bytes(wire.history_to_proto(history)),
-    )
-
-
-async def amend_case(
-    conn: asyncpg.Connection,
-    *,
-    case_id: str,
-    revision: int,
-    first_failure_at: datetime,
-    classification: Classification,
-    history: CustomerHistory,
-) -> None:
-    """Store a case's classification after another failure joined it."""
-    await conn.execute(
-        """UPDATE cases SET revision = $2, first_failure_at = $3, severity = $4, outlook = $5,
-                            classification = $6, history = $7
-           WHERE case_id = $1""",
-        case_id,
-        revision,
-        first_failure_at,
-        classification.severity.value,
-        classification.outlook.value,
-        _bytes(wire.classification_to_proto(classification)),
-        _bytes(wire.history_to_proto(history)),
-    )
-
-
-async def insert_failure(
-    conn: asyncpg.Connection, *, failure_id: str, case_id: str, report: FailureReport, received_at: datetime
-) -> None:
-    """Store an accepted failure in its case."""
-    await conn.execute(
-        """INSERT INTO failures (failure_id, case_id, customer_id, source, source_event_id, occurred_at,
-                                 received_at, report)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-        failure_id,
-        case_id,
-        report.customer_id,
-        report.source.value,
-        report.source_event_id,
-        report.occurred_at,
-        received_at,
-        _bytes(wire.report_to_proto(report)),
-    )
 
 
 async def set_case_status(
@@ -228,49 +328,6 @@ async def set_case_status(
 
 
 # --------------------------------------------------------------------------------------------- history
-
-
-async def history(
-    conn: asyncpg.Connection,
-    *,
-    customer_id: str,
-    now: datetime,
-    failure_lookback: timedelta,
-    case_lookback: timedelta,
-    exclude_case_id: str | None = None,
-) -> CustomerHistory:
-    """Return what intake knows of the customer before now, leaving out ``exclude_case_id``'s own records."""
-    # One round trip: this runs for every accepted failure, so it is on intake's hot path.
-    row = await conn.fetchrow(
-        """SELECT
-             ARRAY(SELECT occurred_at FROM failures
-                   WHERE customer_id = $1 AND case_id <> $2 AND occurred_at >= $3
-                   ORDER BY occurred_at) AS failure_times,
-             (SELECT count(*) FROM cases
-              WHERE customer_id = $1 AND case_id <> $2 AND opened_at >= $4) AS prior_cases,
-             (SELECT json_object_agg(currency, total) FROM (
-                 SELECT currency, sum(amount_minor) AS total FROM compensations
-                 WHERE customer_id = $1 AND case_id <> $2 AND authorized_at >= $4 GROUP BY currency) AS sums
-             ) AS received,
-             last.score, last.satisfied, last.received_at
-           FROM (SELECT 1) AS one
-           LEFT JOIN LATERAL (
-             SELECT score, satisfied, received_at FROM satisfaction
-             WHERE customer_id = $1 ORDER BY received_at DESC LIMIT 1) AS last ON true""",
-        customer_id,
-        exclude_case_id or "",
-        now - failure_lookback,
-        now - case_lookback,
-    )
-    received = json.loads(row["received"] or "{}")
-    return CustomerHistory(
-        prior_failure_times=tuple(row["failure_times"]),
-        prior_case_count=row["prior_cases"],
-        compensation_received=tuple(Money(int(received[c]), c) for c in sorted(received)),
-        last_satisfaction=_answer(row) if row["received_at"] else None,
-        failure_lookback=failure_lookback,
-        case_lookback=case_lookback,
-    )
 
 
 def _answer(row: asyncpg.Record | None) -> SatisfactionAnswer | None:
@@ -384,26 +441,6 @@ async def record_satisfaction(
 
 
 # ------------------------------------------------------------------------------------------- hot spots
-
-
-async def enqueue_for_hotspots(
-    conn: asyncpg.Connection, *, failure_id: str, report: FailureReport, received_at: datetime
-) -> None:
-    """Queue an accepted failure for hot-spot counting (in the transaction that accepts it)."""
-    area = report.area
-    await conn.execute(
-        """INSERT INTO hotspot_queue (failure_id, occurred_at, received_at, category, component, release, team,
-                                      employee_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-        failure_id,
-        report.occurred_at,
-        received_at,
-        report.category.value,
-        area.component,
-        area.release,
-        area.team,
-        area.employee_id,
-    )
 
 
 async def claim_hotspot_queue(conn: asyncpg.Connection, *, limit: int) -> list[tuple[Occurrence, datetime]]:

@@ -1,15 +1,20 @@
-"""Intake's Kafka consumers: one subscription per input topic, each decode -> command -> handler."""
+"""Intake's Kafka consumers: one subscription per input topic, each decode -> commands -> handler.
+
+Failure reports, the hot input, are handled a set at a time; the others one record after another.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import asyncpg
 from recovery.events.v1 import events_pb2
 
 from services.common import cloudevents
-from services.common.consumer import Incoming, Subscription, each
+from services.common.consumer import Incoming, Rejections, Subscription, convert, each
 from services.common.topics import topic
+from services.common.unit_of_work import UnitOfWork
 from services.intake.adapters import wire
 from services.intake.service_layer import handlers
 from services.intake.service_layer.handlers import Deps
@@ -20,8 +25,10 @@ log = logging.getLogger(__name__)
 def subscriptions(deps: Deps) -> list[Subscription]:
     """Return intake's subscriptions: failures to accept, and what downstream services did with cases."""
 
-    async def failure_reported(conn: asyncpg.Connection, incoming: Incoming) -> None:
-        await handlers.report_failure(conn, wire.command_from_event(incoming.message), deps=deps, channel="kafka")
+    async def failures_reported(uow: UnitOfWork, records: Sequence[Incoming]) -> Rejections:
+        converted, refused = convert(records, lambda incoming: wire.command_from_event(incoming.message))
+        results = await handlers.report_failures(uow, [command for _, command in converted], deps=deps, channel="kafka")
+        return refused + [(i, r) for (i, _), r in zip(converted, results, strict=True) if isinstance(r, Exception)]
 
     async def offer_authorized(conn: asyncpg.Connection, incoming: Incoming) -> None:
         await handlers.record_compensation(conn, wire.compensation_from_event(incoming.message, at=incoming.event.time))
@@ -37,14 +44,14 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         await handlers.record_satisfaction(conn, command)
 
     table = (
-        ("recovery.failure-reported.v1", events_pb2.FailureReported, failure_reported),
-        ("recovery.offer-authorized.v1", events_pb2.OfferAuthorized, offer_authorized),
-        ("recovery.case-resolved.v1", events_pb2.CaseResolved, case_resolved),
-        ("recovery.case-reopened.v1", events_pb2.CaseReopened, case_reopened),
-        ("recovery.feedback-received.v1", events_pb2.FeedbackReceived, feedback_received),
+        ("recovery.failure-reported.v1", events_pb2.FailureReported, failures_reported),
+        ("recovery.offer-authorized.v1", events_pb2.OfferAuthorized, each(offer_authorized)),
+        ("recovery.case-resolved.v1", events_pb2.CaseResolved, each(case_resolved)),
+        ("recovery.case-reopened.v1", events_pb2.CaseReopened, each(case_reopened)),
+        ("recovery.feedback-received.v1", events_pb2.FeedbackReceived, each(feedback_received)),
     )
     return [
-        Subscription(topic=topic(name).name, types=cloudevents.registry(message), handler=each(handler))
+        Subscription(topic=topic(name).name, types=cloudevents.registry(message), handler=handler)
         for name, message, handler in table
     ]
 

@@ -12,6 +12,7 @@ from services.common.auth import Rule, allow
 from services.common.db import Database
 from services.common.errors import FieldViolation, InvalidInput
 from services.common.grpc_server import method_path, principal
+from services.common.unit_of_work import unit_of_work
 from services.common.wire import enum_to_proto, money_to_proto, set_optional, time_to_proto
 from services.intake.adapters import repository, wire
 from services.intake.domain.model import Reporter
@@ -43,13 +44,14 @@ class IntakeApi(intake_pb2_grpc.IntakeServiceServicer):
         request_id = idempotency.require_request_id(request.request_id)
         # The caller is part of the request: the same id from another employee is not a retry of this one.
         digest = hashlib.sha256(idempotency.fingerprint(request) + caller.employee_id.encode()).digest()
-        async with self._db.transaction() as conn:
+        async with unit_of_work(self._db) as uow:
+            conn = uow.conn
             stored = await idempotency.replay(conn, method=method, request_id=request_id, fingerprint=digest)
             if stored is not None:
                 return intake_pb2.ReportFailureResponse.FromString(stored)
             command = wire.command_from_request(request, reporter=caller.employee_id)
             outcome = await handlers.report_failure(
-                conn, command, deps=self._deps, channel="grpc", reporter=Reporter(team=caller.team, role=caller.role)
+                uow, command, deps=self._deps, channel="grpc", reporter=Reporter(team=caller.team, role=caller.role)
             )
             case = await repository.get_case(conn, outcome.case_id)
             assert case is not None

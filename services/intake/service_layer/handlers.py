@@ -1,44 +1,45 @@
-"""Intake's handlers: one per command, run inside the caller's transaction (the unit of work).
+"""Intake's handlers: one per command, run inside the caller's unit of work (transaction and outbox).
 
-The consumer harness and the gRPC servicer open the transaction; a handler decides with the pure domain,
-writes through the repository and stages its events in the outbox, so the state change and the events
-commit together or not at all. Handlers raise the domain's errors; the edges map them.
+The consumer harness and the gRPC servicer open the unit of work; a handler loads what it needs, decides
+with the pure domain, writes through the repository and stages its events, so the state change and the
+events commit together or not at all; metrics are counted after commit. Failure reports are handled a set
+at a time (``report_failures``); the frontline's single report is a set of one.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from services.common import outbox
-from services.common.errors import FieldViolation
 from services.common.money import Money
 from services.common.scheduler import utcnow
 from services.common.topics import topic
+from services.common.unit_of_work import UnitOfWork
 from services.intake.adapters import repository, wire
 from services.intake.adapters.metrics import IntakeMetrics
 from services.intake.adapters.repository import CaseRow, FailureRow
-from services.intake.domain.classify import classify
+from services.intake.domain import acceptance
 from services.intake.domain.commands import RecordCaseStatus, RecordCompensation, RecordSatisfaction, ReportFailure
 from services.intake.domain.errors import InvalidFailureReport
-from services.intake.domain.events import CaseAmended, CaseOpened, HotspotDetected
+from services.intake.domain.events import CaseOpened, HotspotDetected
 from services.intake.domain.hotspots import is_hot_spot, tally
 from services.intake.domain.model import (
     CaseStatus,
     CustomerHistory,
     FailureReport,
     HotspotDimension,
-    OpenCaseSummary,
     Reporter,
     SatisfactionAnswer,
     Source,
 )
 from services.intake.domain.policy import Policy
-from services.intake.domain.rules import combine, dedupe_key, owning_team, should_merge
+from services.intake.domain.rules import dedupe_key
 from services.intake.domain.validation import validate_report
 
 SOURCE = "intake"  # ce_source of everything intake publishes
@@ -71,54 +72,140 @@ class ReportOutcome:
 # ------------------------------------------------------------------------------------ failure reports
 
 
-async def report_failure(
-    conn: asyncpg.Connection, command: ReportFailure, *, deps: Deps, channel: str, reporter: Reporter = NO_REPORTER
-) -> ReportOutcome:
-    """Accept a failure: open a case or join an open one; raises InvalidFailureReport and changes nothing."""
-    with deps.metrics.timed(channel):
-        now = deps.clock()
+async def report_failures(
+    uow: UnitOfWork,
+    commands: Sequence[ReportFailure],
+    *,
+    deps: Deps,
+    channel: str,
+    reporter: Reporter = NO_REPORTER,
+) -> list[ReportOutcome | InvalidFailureReport]:
+    """Accept a set of failures, in order: each opens a case, joins an open one, or is a duplicate.
+
+    Returns one result per command: its outcome, or the InvalidFailureReport that refused it (a refused report
+    changes nothing). A fixed number of round trips whatever the number of commands: lock the customers, load
+    their state, decide in pure code, write each kind of row in one statement, stage the events.
+    """
+    started = time.perf_counter()
+    now, policy = deps.clock(), deps.policy()
+    results: list[ReportOutcome | InvalidFailureReport | None] = [None] * len(commands)
+    valid: list[tuple[int, FailureReport]] = []
+    for i, command in enumerate(commands):
         try:
-            report = validate_report(command, now=now)
+            valid.append((i, validate_report(command, now=now)))
         except InvalidFailureReport as exc:
-            deps.metrics.refused.labels(channel=channel, field=_field_family(exc)).inc()
-            raise
-        policy = deps.policy()
-        await repository.lock_customer(conn, report.customer_id)
-        if (seen := await _already_accepted(conn, report)) is not None:
-            deps.metrics.duplicates.labels(source=report.source.value).inc()
-            return ReportOutcome(failure_id=seen.failure_id, case_id=seen.case_id, duplicate=True)
-        failure_id = deps.new_id()
-        case = await _case_to_join(conn, report, policy)
-        if case is None:
-            opened = await _open_case(conn, report, failure_id, now=now, policy=policy, reporter=reporter, deps=deps)
-            record = outbox.event_record(
-                CASE_OPENED,
-                wire.case_opened_to_proto(opened),
-                key=report.customer_id,
-                source=SOURCE,
-                ce_id=f"case-opened:{opened.case_id}",
-                time=now,
-            )
-            deps.metrics.cases_opened.labels(
-                severity=opened.classification.severity.value, outlook=opened.classification.outlook.value
+            results[i] = exc
+    decisions: list[acceptance.Opened | acceptance.Amended] = []
+    if valid:
+        reports = [report for _, report in valid]
+        await repository.lock_customers(uow.conn, (r.customer_id for r in reports))
+        keys = [key for r in reports if (key := dedupe_key(r)) is not None]
+        seen = {
+            (Source(source), event_id): failure
+            for (source, event_id), failure in (
+                await repository.accepted_under(uow.conn, ((s.value, e) for s, e in keys))
+            ).items()
+        }
+        states = await repository.customer_states(
+            uow.conn,
+            (r.customer_id for r in reports),
+            now=now,
+            failure_lookback=policy.repeat_window,
+            case_lookback=policy.case_lookback,
+            references=(r.reference for r in reports),
+            related=(r.related_case_id for r in reports),
+        )
+        for i, report in valid:
+            state = states[report.customer_id]
+            try:
+                decision = acceptance.accept(
+                    report, state=state, seen=seen, policy=policy, now=now, reporter=reporter, new_id=deps.new_id
+                )
+            except InvalidFailureReport as exc:
+                results[i] = exc
+                continue
+            state.record(decision)
+            results[i] = _outcome(decision)
+            if not isinstance(decision, acceptance.Duplicate):
+                decisions.append(decision)
+        await repository.save_decisions(uow.conn, decisions)
+        uow.stage(*(_record(decision) for decision in decisions))
+    outcomes = [result for result in results if result is not None]
+    assert len(outcomes) == len(commands)
+    uow.after_commit(lambda: _count(deps, channel, commands, outcomes, decisions, time.perf_counter() - started))
+    return outcomes
+
+
+async def report_failure(
+    uow: UnitOfWork, command: ReportFailure, *, deps: Deps, channel: str, reporter: Reporter = NO_REPORTER
+) -> ReportOutcome:
+    """Accept one failure (the frontline's path); raises InvalidFailureReport and changes nothing."""
+    [result] = await report_failures(uow, [command], deps=deps, channel=channel, reporter=reporter)
+    if isinstance(result, InvalidFailureReport):
+        raise result
+    return result
+
+
+def _outcome(decision: acceptance.Decision) -> ReportOutcome:
+    match decision:
+        case acceptance.Duplicate(failure_id=failure_id, case_id=case_id):
+            return ReportOutcome(failure_id=failure_id, case_id=case_id, duplicate=True)
+        case acceptance.Opened(event=event):
+            return ReportOutcome(failure_id=event.failure_id, case_id=event.case_id)
+        case acceptance.Amended(event=event):
+            return ReportOutcome(failure_id=event.failure_id, case_id=event.case_id, merged=True)
+
+
+def _record(decision: acceptance.Opened | acceptance.Amended) -> outbox.OutgoingRecord:
+    event = decision.event
+    if isinstance(event, CaseOpened):
+        message = wire.case_opened_to_proto(event)
+        return outbox.event_record(
+            CASE_OPENED,
+            message,
+            key=message.customer_id,
+            source=SOURCE,
+            ce_id=f"case-opened:{event.case_id}",
+            time=event.opened_at,
+        )
+    message = wire.case_amended_to_proto(event)
+    return outbox.event_record(
+        CASE_AMENDED,
+        message,
+        key=message.customer_id,
+        source=SOURCE,
+        ce_id=f"case-amended:{event.case_id}:{event.revision}",
+        time=event.amended_at,
+    )
+
+
+def _count(
+    deps: Deps,
+    channel: str,
+    commands: Sequence[ReportFailure],
+    outcomes: Sequence[ReportOutcome | InvalidFailureReport],
+    decisions: Sequence[acceptance.Opened | acceptance.Amended],
+    seconds: float,
+) -> None:
+    """Count a committed batch: refusals, duplicates, cases opened, merges, failures received, time per report."""
+    metrics = deps.metrics
+    for command, outcome in zip(commands, outcomes, strict=True):
+        if isinstance(outcome, InvalidFailureReport):
+            metrics.refused.labels(channel=channel, field=_field_family(outcome)).inc()
+        elif outcome.duplicate and command.source is not None:
+            metrics.duplicates.labels(source=command.source.value).inc()
+    for decision in decisions:
+        event = decision.event
+        report = event.report if isinstance(event, CaseOpened) else event.merged_report
+        if isinstance(event, CaseOpened):
+            metrics.cases_opened.labels(
+                severity=event.classification.severity.value, outlook=event.classification.outlook.value
             ).inc()
-            outcome = ReportOutcome(failure_id=failure_id, case_id=opened.case_id)
         else:
-            amended = await _amend_case(conn, case, report, failure_id, now=now, policy=policy)
-            record = outbox.event_record(
-                CASE_AMENDED,
-                wire.case_amended_to_proto(amended),
-                key=report.customer_id,
-                source=SOURCE,
-                ce_id=f"case-amended:{amended.case_id}:{amended.revision}",
-                time=now,
-            )
-            deps.metrics.merges.inc()
-            outcome = ReportOutcome(failure_id=failure_id, case_id=case.case_id, merged=True)
-        await outbox.stage(conn, record)
-        await repository.enqueue_for_hotspots(conn, failure_id=failure_id, report=report, received_at=now)
-        deps.metrics.failures_received.labels(source=report.source.value, category=report.category.value).inc()
-        return outcome
+            metrics.merges.inc()
+        metrics.failures_received.labels(source=report.source.value, category=report.category.value).inc()
+    for _ in commands:  # each report's share of the batch it was handled in
+        metrics.processing.labels(channel=channel).observe(seconds / len(commands))
 
 
 def _field_family(exc: InvalidFailureReport) -> str:
@@ -126,121 +213,6 @@ def _field_family(exc: InvalidFailureReport) -> str:
     if not exc.violations:
         return "unknown"
     return "".join(part.split("[")[0] for part in exc.violations[0].field.split("]"))
-
-
-async def _already_accepted(conn: asyncpg.Connection, report: FailureReport) -> FailureRow | None:
-    key = dedupe_key(report)
-    if key is None:
-        return None
-    seen = await repository.find_failure(conn, source=key[0].value, source_event_id=key[1])
-    if seen is not None and seen.report.customer_id != report.customer_id:
-        # The same event id for another customer is a publisher bug; dropping it as a duplicate would lose it.
-        raise InvalidFailureReport.of(
-            FieldViolation("source_event_id", f"already used by {key[0].value} for another customer's failure")
-        )
-    return seen
-
-
-async def _case_to_join(conn: asyncpg.Connection, report: FailureReport, policy: Policy) -> CaseRow | None:
-    """Return the case the report joins, or None when it opens a new one."""
-    if report.source is Source.FOLLOWUP and report.related_case_id:
-        # The recovery of that case failed: the failure belongs to it, whatever its age or status.
-        related = await repository.get_case(conn, report.related_case_id)
-        if related is not None and related.customer_id == report.customer_id:
-            return related
-    if not report.reference:
-        return None
-    for case in await repository.unresolved_cases(conn, customer_id=report.customer_id, reference=report.reference):
-        summary = OpenCaseSummary(case.case_id, case.customer_id, case.reference, case.first_failure_at)
-        if should_merge(report, summary, policy):
-            return case
-    return None
-
-
-async def _history(
-    conn: asyncpg.Connection, customer_id: str, *, now: datetime, policy: Policy, exclude_case_id: str | None = None
-) -> CustomerHistory:
-    return await repository.history(
-        conn,
-        customer_id=customer_id,
-        now=now,
-        failure_lookback=policy.repeat_window,
-        case_lookback=policy.case_lookback,
-        exclude_case_id=exclude_case_id,
-    )
-
-
-async def _open_case(
-    conn: asyncpg.Connection,
-    report: FailureReport,
-    failure_id: str,
-    *,
-    now: datetime,
-    policy: Policy,
-    reporter: Reporter,
-    deps: Deps,
-) -> CaseOpened:
-    history = await _history(conn, report.customer_id, now=now, policy=policy)
-    event = CaseOpened(
-        case_id=deps.new_id(),
-        failure_id=failure_id,
-        report=report,
-        classification=classify(report, history, policy, now=now),
-        history=history,
-        owner_employee_id=report.reported_by_employee_id,
-        # The role comes only with the reporter's own token; an owner named by another system has none here.
-        owner_role=reporter.role if report.reported_by_employee_id else "",
-        owning_team=owning_team(report, reporter_team=reporter.team, policy=policy),
-        opened_at=now,
-    )
-    await repository.insert_case(
-        conn,
-        case_id=event.case_id,
-        report=report,
-        classification=event.classification,
-        history=history,
-        owner_employee_id=event.owner_employee_id,
-        owning_team=event.owning_team,
-        opened_at=now,
-    )
-    await repository.insert_failure(conn, failure_id=failure_id, case_id=event.case_id, report=report, received_at=now)
-    return event
-
-
-async def _amend_case(
-    conn: asyncpg.Connection, case: CaseRow, report: FailureReport, failure_id: str, *, now: datetime, policy: Policy
-) -> CaseAmended:
-    earlier = [
-        (f.report.occurred_at, f.received_at, f.failure_id, f.report)
-        for f in await repository.case_failures(conn, case.case_id)
-    ]
-    failures = sorted([*earlier, (report.occurred_at, now, failure_id, report)], key=lambda f: (f[0], f[1], f[2]))
-    case_report = combine([f[3] for f in failures])
-    # A failed recovery is a second failure of the customer, so the case's own failures count as history then;
-    # otherwise they are one incident seen twice (a system and the customer reporting the same late parcel).
-    excluded = None if report.source is Source.FOLLOWUP else case.case_id
-    history = await _history(conn, report.customer_id, now=now, policy=policy, exclude_case_id=excluded)
-    event = CaseAmended(
-        case_id=case.case_id,
-        revision=case.revision + 1,
-        failure_id=failure_id,
-        merged_report=report,
-        failure_ids=tuple(f[2] for f in failures),
-        case_report=case_report,
-        classification=classify(case_report, history, policy, now=now),
-        history=history,
-        amended_at=now,
-    )
-    await repository.insert_failure(conn, failure_id=failure_id, case_id=case.case_id, report=report, received_at=now)
-    await repository.amend_case(
-        conn,
-        case_id=case.case_id,
-        revision=event.revision,
-        first_failure_at=case_report.occurred_at,
-        classification=event.classification,
-        history=history,
-    )
-    return event
 
 
 # ------------------------------------------------------------------------------------------- hot spots
@@ -356,8 +328,12 @@ class HistoryView:
 
 async def customer_history(conn: asyncpg.Connection, customer_id: str, *, limit: int, deps: Deps) -> HistoryView:
     """Return what intake knows of the customer, so the frontline sees whether someone already handled them."""
-    policy = deps.policy()
-    summary = await _history(conn, customer_id, now=deps.clock(), policy=policy)
+    policy, now = deps.policy(), deps.clock()
+    states = await repository.customer_states(
+        conn, [customer_id], now=now, failure_lookback=policy.repeat_window, case_lookback=policy.case_lookback
+    )
+    state = states[customer_id]
+    summary = state.history(now=now, policy=policy)
     failures = await repository.customer_failures(conn, customer_id=customer_id, limit=limit)
     cases = await repository.customer_cases(conn, customer_id=customer_id, limit=limit)
     case_ids = [case.case_id for case in cases]
