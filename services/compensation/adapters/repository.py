@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -53,6 +54,62 @@ async def insert_case(
         wire.facts_to_proto(facts, at=facts.failure_at).SerializeToString(),
     )
     return status.endswith(" 1")
+
+
+async def insert_cases(conn: asyncpg.Connection, cases: Sequence[tuple[CaseFacts, datetime, int]]) -> set[str]:
+    """Store new cases (facts, opened at, unverified claims) in one statement; returns the ids not known before."""
+    if not cases:
+        return set()
+    rows = await conn.fetch(
+        """INSERT INTO cases (case_id, customer_id, owning_team, revision, failure_at, opened_at, unverified_claims,
+                              facts, updated_at)
+           SELECT case_id, customer_id, owning_team, 1, failure_at, opened_at, unverified_claims, facts, opened_at
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int[],
+                       $7::bytea[]) AS n(case_id, customer_id, owning_team, failure_at, opened_at, unverified_claims,
+                                         facts)
+           ON CONFLICT (case_id) DO NOTHING RETURNING case_id""",
+        [f.case_id for f, _, _ in cases],
+        [f.customer_id for f, _, _ in cases],
+        [f.owning_team for f, _, _ in cases],
+        [f.failure_at for f, _, _ in cases],
+        [opened_at for _, opened_at, _ in cases],
+        [unverified for _, _, unverified in cases],
+        [wire.facts_to_proto(f, at=f.failure_at).SerializeToString() for f, _, _ in cases],
+    )
+    return {row["case_id"] for row in rows}
+
+
+async def counted_for(conn: asyncpg.Connection, case_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Return the SLA breaches and reopenings already counted for each case (they may arrive before the case)."""
+    rows = await conn.fetch(
+        """SELECT id,
+                  (SELECT count(*) FROM sla_breaches b WHERE b.case_id = id) AS breaches,
+                  (SELECT count(*) FROM reopenings r WHERE r.case_id = id) AS reopens
+           FROM unnest($1::text[]) AS id""",
+        list(case_ids),
+    )
+    return {row["id"]: (row["breaches"], row["reopens"]) for row in rows}
+
+
+@dataclass(frozen=True)
+class RecentCase:
+    """One of a customer's cases, for the abuse guard: when it opened and its costs without receipt."""
+
+    case_id: str
+    customer_id: str
+    opened_at: datetime
+    unverified_claims: int
+
+
+async def recent_cases(conn: asyncpg.Connection, customer_ids: Sequence[str], *, since: datetime) -> list[RecentCase]:
+    """Return the customers' cases opened since ``since``."""
+    rows = await conn.fetch(
+        """SELECT case_id, customer_id, opened_at, unverified_claims FROM cases
+           WHERE customer_id = ANY($1::text[]) AND opened_at >= $2""",
+        sorted(set(customer_ids)),
+        since,
+    )
+    return [RecentCase(r["case_id"], r["customer_id"], r["opened_at"], r["unverified_claims"]) for r in rows]
 
 
 async def update_case(
@@ -179,6 +236,37 @@ async def insert_offer(
     )
 
 
+async def insert_offers(
+    conn: asyncpg.Connection, offers: Sequence[tuple[Offer, CaseFacts, CustomerHistory, int]]
+) -> None:
+    """Store new offer versions (offer, facts, history, team spend) in one statement."""
+    await conn.executemany(
+        """INSERT INTO offers (offer_id, case_id, customer_id, version, policy_version, total_minor, currency,
+                               needs_review, budget_exceeded, proposed_at, offer, facts, team_spent_minor,
+                               unverified_elsewhere)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
+        [
+            (
+                offer.offer_id,
+                offer.case_id,
+                offer.customer_id,
+                offer.version,
+                offer.policy_version,
+                offer.total.amount_minor,
+                offer.total.currency,
+                offer.needs_review,
+                offer.budget_exceeded,
+                offer.proposed_at,
+                wire.offer_to_proto(offer).SerializeToString(),
+                wire.facts_to_proto(facts, at=offer.proposed_at).SerializeToString(),
+                team_spent_minor,
+                history.unverified_claims_in_window,
+            )
+            for offer, facts, history, team_spent_minor in offers
+        ],
+    )
+
+
 async def supersede(conn: asyncpg.Connection, *, offer_id: str, by: str) -> None:
     """Mark ``offer_id`` as replaced by ``by``."""
     await conn.execute("UPDATE offers SET superseded_by_offer_id = $2 WHERE offer_id = $1", offer_id, by)
@@ -292,6 +380,23 @@ async def record_spend(
         authorized_at,
     )
     return status.endswith(" 1")
+
+
+async def teams_spent(
+    conn: asyncpg.Connection, keys: Iterable[tuple[str, str]], *, at: datetime
+) -> dict[tuple[str, str], int]:
+    """Return what each (team, currency) has had authorised in the month of ``at``, in one query."""
+    keys = sorted(set(keys))
+    rows = await conn.fetch(
+        """SELECT k.team, k.currency, coalesce(sum(s.amount_minor), 0) AS spent
+           FROM unnest($1::text[], $2::text[]) AS k(team, currency)
+           LEFT JOIN spend s ON s.team = k.team AND s.currency = k.currency AND s.period = $3
+           GROUP BY k.team, k.currency""",
+        [team for team, _ in keys],
+        [currency for _, currency in keys],
+        period_of(at),
+    )
+    return {(r["team"], r["currency"]): int(r["spent"]) for r in rows}
 
 
 async def team_spent(conn: asyncpg.Connection, *, team: str, currency: str, at: datetime) -> int:

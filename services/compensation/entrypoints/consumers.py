@@ -1,13 +1,19 @@
-"""Compensation's Kafka consumers: one subscription per input topic, each decode -> command -> handler."""
+"""Compensation's Kafka consumers: one subscription per input topic, each decode -> commands -> handler.
+
+Opened cases, the hot input, are priced a set at a time; the others one record after another.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import asyncpg
 from recovery.events.v1 import events_pb2
 
 from services.common import cloudevents
-from services.common.consumer import Incoming, Subscription, each
+from services.common.consumer import Incoming, Rejections, Subscription, convert, each
 from services.common.topics import topic
+from services.common.unit_of_work import UnitOfWork
 from services.compensation.adapters import wire
 from services.compensation.service_layer import handlers
 from services.compensation.service_layer.handlers import Deps
@@ -16,8 +22,10 @@ from services.compensation.service_layer.handlers import Deps
 def subscriptions(deps: Deps) -> list[Subscription]:
     """Return compensation's subscriptions: cases to price, the recovery's failures, and authorised spend."""
 
-    async def case_opened(conn: asyncpg.Connection, incoming: Incoming) -> None:
-        await handlers.open_case(conn, wire.open_command(incoming.message, at=incoming.event.time), deps=deps)
+    async def cases_opened(uow: UnitOfWork, records: Sequence[Incoming]) -> Rejections:
+        converted, refused = convert(records, lambda i: wire.open_command(i.message, at=i.event.time))
+        await handlers.open_cases(uow, [command for _, command in converted], deps=deps)
+        return refused
 
     async def case_amended(conn: asyncpg.Connection, incoming: Incoming) -> None:
         await handlers.amend_case(conn, wire.amend_command(incoming.message, at=incoming.event.time), deps=deps)
@@ -37,14 +45,14 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         await handlers.record_authorization(conn, command, deps=deps)
 
     table = (
-        ("recovery.case-opened.v1", events_pb2.CaseOpened, case_opened),
-        ("recovery.case-amended.v1", events_pb2.CaseAmended, case_amended),
-        ("recovery.sla-breached.v1", events_pb2.SlaBreached, sla_breached),
-        ("recovery.customer-countered.v1", events_pb2.CustomerCountered, customer_countered),
-        ("recovery.case-reopened.v1", events_pb2.CaseReopened, case_reopened),
-        ("recovery.offer-authorized.v1", events_pb2.OfferAuthorized, offer_authorized),
+        ("recovery.case-opened.v1", events_pb2.CaseOpened, cases_opened),
+        ("recovery.case-amended.v1", events_pb2.CaseAmended, each(case_amended)),
+        ("recovery.sla-breached.v1", events_pb2.SlaBreached, each(sla_breached)),
+        ("recovery.customer-countered.v1", events_pb2.CustomerCountered, each(customer_countered)),
+        ("recovery.case-reopened.v1", events_pb2.CaseReopened, each(case_reopened)),
+        ("recovery.offer-authorized.v1", events_pb2.OfferAuthorized, each(offer_authorized)),
     )
     return [
-        Subscription(topic=topic(name).name, types=cloudevents.registry(message), handler=each(handler))
+        Subscription(topic=topic(name).name, types=cloudevents.registry(message), handler=handler)
         for name, message, handler in table
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -19,6 +19,7 @@ from services.common import outbox
 from services.common.errors import FieldViolation, InvalidInput
 from services.common.scheduler import utcnow
 from services.common.topics import topic
+from services.common.unit_of_work import UnitOfWork
 from services.compensation.adapters import repository, wire
 from services.compensation.adapters.metrics import CompensationMetrics
 from services.compensation.adapters.policies import PolicyBook
@@ -115,23 +116,99 @@ async def _propose(
     return offer
 
 
+def _proposed_record(offer: Offer) -> outbox.OutgoingRecord:
+    return outbox.event_record(
+        OFFER_PROPOSED,
+        wire.offer_to_event(OfferProposed(offer=offer).offer),
+        key=offer.customer_id,
+        source=SOURCE,
+        ce_id=proposed_ce_id(offer.offer_id),
+    )
+
+
 # ------------------------------------------------------------------------------------ consumers
 
 
-async def open_case(conn: asyncpg.Connection, command: commands.QuoteFirstOffer, *, deps: Deps) -> Offer | None:
-    """Store a new case and propose its first offer; None for a case already known (nothing proposed)."""
-    facts = command.facts
-    inserted = await repository.insert_case(
-        conn, facts, revision=1, opened_at=command.opened_at, unverified=unverified_claims(facts)
+async def open_cases(uow: UnitOfWork, batch: Sequence[commands.QuoteFirstOffer], *, deps: Deps) -> list[Offer | None]:
+    """Store new cases and propose each its first offer, in order; None for a case already known (nothing proposed).
+
+    A fixed number of round trips whatever the batch size: the customers' recent cases (abuse guard), the
+    breaches and reopenings counted before the case arrived, the teams' spend, then one insert of the cases,
+    one of the offers, and the offer-proposed events staged together.
+    """
+    if not batch:
+        return []
+    loaded = await deps.policies.save_current(uow.conn)
+    policy, now = loaded.policy, deps.clock()
+    first: dict[str, commands.QuoteFirstOffer] = {}
+    for command in batch:
+        first.setdefault(command.facts.case_id, command)  # a case opened twice in one batch: the first counts
+    since = now - policy.abuse_window
+    recent = await repository.recent_cases(uow.conn, [c.facts.customer_id for c in first.values()], since=since)
+    counted = await repository.counted_for(uow.conn, list(first))
+    spent = await repository.teams_spent(
+        uow.conn, ((c.facts.owning_team, case_currency(c.facts, policy)) for c in first.values()), at=now
     )
-    if not inserted:
-        # Business-key uniqueness beyond the inbox: another case-opened for this case (a different ce_id).
-        deps.metrics.duplicates.labels(kind="case_opened").inc()
-        log.info("case %s already known; duplicate case-opened ignored", facts.case_id)
-        return None
-    stored = await repository.lock_case(conn, facts.case_id)
-    assert stored is not None
-    return await _propose(conn, stored.facts, deps=deps)
+    inserted = await repository.insert_cases(
+        uow.conn, [(c.facts, c.opened_at, unverified_claims(c.facts)) for c in first.values()]
+    )
+    unverified = {case.case_id: (case.customer_id, case.unverified_claims) for case in recent}
+    proposed: dict[str, Offer] = {}
+    rows = []
+    for case_id, command in first.items():
+        if case_id not in inserted:
+            continue
+        breaches, reopens = counted[case_id]
+        # The facts as stored, with the recovery's own failures counted in (breaches may come before the case).
+        facts = replace(_as_stored(command.facts), sla_breaches=breaches, reopen_count=reopens)
+        history = CustomerHistory(
+            unverified_claims_in_window=sum(
+                claims
+                for other, (customer, claims) in unverified.items()
+                if customer == facts.customer_id and other != case_id
+            )
+        )
+        team_spent = spent[(facts.owning_team, case_currency(facts, policy))]
+        offer = compute_offer(facts=facts, history=history, policy=policy, now=now, team_spent_minor=team_spent)
+        offer = replace(
+            offer,
+            offer_id=offer_id_for(case_id, 1),
+            version=1,
+            supersedes_offer_id="",
+            requote_reason=None,
+            requote_detail="",
+        )
+        proposed[case_id] = offer
+        rows.append((offer, facts, history, team_spent))
+        if command.opened_at >= since:  # a later case of the customer in this batch sees this one's claims
+            unverified[case_id] = (facts.customer_id, unverified_claims(command.facts))
+    await repository.insert_offers(uow.conn, rows)
+    uow.stage(*(_proposed_record(offer) for offer, *_ in rows))
+    duplicates = len(batch) - len(proposed)
+
+    def count() -> None:
+        for offer, facts, *_ in rows:
+            deps.metrics.proposed(offer, severity=facts.severity)
+        if duplicates:
+            # Business-key uniqueness beyond the inbox: another case-opened for a known case (a different ce_id).
+            deps.metrics.duplicates.labels(kind="case_opened").inc(duplicates)
+
+    uow.after_commit(count)
+    seen: set[str] = set()
+    results: list[Offer | None] = []
+    for command in batch:
+        case_id = command.facts.case_id
+        results.append(proposed.get(case_id) if case_id not in seen else None)
+        seen.add(case_id)
+    return results
+
+
+def _as_stored(facts: CaseFacts) -> CaseFacts:
+    """The facts as the store gives them back (the protobuf round trip), so a first offer is computed from exactly
+    what a recomputation later reads."""
+    return wire.facts_from_proto(
+        wire.facts_to_proto(facts, at=facts.failure_at), at=facts.failure_at, case_id=facts.case_id
+    )
 
 
 async def amend_case(conn: asyncpg.Connection, command: commands.RequoteAmendedCase, *, deps: Deps) -> Offer | None:
