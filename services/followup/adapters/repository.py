@@ -44,7 +44,17 @@ def _member(enum_type, value):
 
 async def lock_customer(conn: asyncpg.Connection, customer_id: str) -> None:
     """Serialise schedule changes of one customer until the transaction ends (the cap reads, then writes)."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('followup-customer:' || $1, 0))", customer_id)
+    await lock_customers(conn, [customer_id])
+
+
+async def lock_customers(conn: asyncpg.Connection, customer_ids: Iterable[str]) -> None:
+    """``lock_customer`` for a set of customers in one statement, in one global order (no deadlock between sets)."""
+    await conn.execute(
+        """SELECT count(pg_advisory_xact_lock(h)) FROM (
+               SELECT DISTINCT hashtextextended('followup-customer:' || c, 0) AS h FROM unnest($1::text[]) AS c
+               ORDER BY h) AS ordered""",
+        sorted(set(customer_ids)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- cases
@@ -108,6 +118,12 @@ async def get_case(conn: asyncpg.Connection, case_id: str) -> ResolvedCase | Non
     return None if row is None else _case(row)
 
 
+async def known_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> set[str]:
+    """Return which of ``case_ids`` followup has seen resolved."""
+    rows = await conn.fetch("SELECT case_id FROM cases WHERE case_id = ANY($1::text[])", sorted(set(case_ids)))
+    return {row["case_id"] for row in rows}
+
+
 async def set_case_status(conn: asyncpg.Connection, case_id: str, status: CaseStatus) -> None:
     """Record that a remembered case was reopened (or resolved again)."""
     await conn.execute("UPDATE cases SET status = $2, updated_at = now() WHERE case_id = $1", case_id, status.value)
@@ -136,6 +152,18 @@ async def note_open_case(conn: asyncpg.Connection, *, case_id: str, customer_id:
         customer_id,
         opened_at,
     )
+
+
+async def note_open_cases(conn: asyncpg.Connection, cases: Sequence[tuple[str, str, datetime]]) -> None:
+    """``note_open_case`` for (case id, customer id, opened at) rows, in one statement."""
+    if cases:
+        await conn.execute(
+            """INSERT INTO open_cases (case_id, customer_id, opened_at)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) ON CONFLICT DO NOTHING""",
+            [case_id for case_id, _, _ in cases],
+            [customer_id for _, customer_id, _ in cases],
+            [opened_at for _, _, opened_at in cases],
+        )
 
 
 async def forget_open_case(conn: asyncpg.Connection, case_id: str) -> None:
@@ -253,6 +281,16 @@ async def pending_contacts_of_customer(
         except_case_id,
     )
     return [_followup(row) for row in rows]
+
+
+async def customers_with_pending_contacts(conn: asyncpg.Connection, customer_ids: Iterable[str]) -> set[str]:
+    """Return which of the customers have a pending contact follow-up (the ones a new case may hold)."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT customer_id FROM followups
+           WHERE customer_id = ANY($1::text[]) AND status = 'pending' AND contact""",
+        sorted(set(customer_ids)),
+    )
+    return {row["customer_id"] for row in rows}
 
 
 async def reschedule(conn: asyncpg.Connection, followup_id: str, due_at: datetime) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 from recovery.events.v1 import events_pb2
 
 from services.common import cloudevents
-from services.common.consumer import Incoming, Subscription, each
+from services.common.consumer import Incoming, Rejections, Subscription, convert, each
 from services.common.topics import topic
+from services.common.unit_of_work import UnitOfWork
 from services.followup.adapters import wire
 from services.followup.domain.commands import RecordFeedback, ScheduleFollowups
 from services.followup.service_layer import handlers
@@ -25,9 +28,10 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         command = wire.hold_case_from_event(incoming.message, at=incoming.event.time)
         await handlers.hold_case_followups(conn, command, deps=deps)
 
-    async def case_opened(conn: asyncpg.Connection, incoming: Incoming) -> None:
-        command = wire.hold_customer_from_event(incoming.message, at=incoming.event.time)
-        await handlers.hold_customer_followups(conn, command, deps=deps)
+    async def cases_opened(uow: UnitOfWork, records: Sequence[Incoming]) -> Rejections:
+        converted, refused = convert(records, lambda i: wire.hold_customer_from_event(i.message, at=i.event.time))
+        await handlers.hold_customers_followups(uow.conn, [command for _, command in converted], deps=deps)
+        return refused
 
     async def feedback_received(conn: asyncpg.Connection, incoming: Incoming) -> None:
         feedback = wire.feedback_from_event(incoming.message, at=incoming.event.time)
@@ -38,13 +42,13 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         await handlers.notify_corrective_action(conn, command, deps=deps)
 
     table = (
-        ("recovery.case-resolved.v1", events_pb2.CaseResolved, case_resolved),
-        ("recovery.case-reopened.v1", events_pb2.CaseReopened, case_reopened),
-        ("recovery.case-opened.v1", events_pb2.CaseOpened, case_opened),
-        ("recovery.feedback-received.v1", events_pb2.FeedbackReceived, feedback_received),
-        ("recovery.corrective-action-completed.v1", events_pb2.CorrectiveActionCompleted, corrective_action),
+        ("recovery.case-resolved.v1", events_pb2.CaseResolved, each(case_resolved)),
+        ("recovery.case-reopened.v1", events_pb2.CaseReopened, each(case_reopened)),
+        ("recovery.case-opened.v1", events_pb2.CaseOpened, cases_opened),
+        ("recovery.feedback-received.v1", events_pb2.FeedbackReceived, each(feedback_received)),
+        ("recovery.corrective-action-completed.v1", events_pb2.CorrectiveActionCompleted, each(corrective_action)),
     )
     return [
-        Subscription(topic=topic(name).name, types=cloudevents.registry(message), handler=each(handler))
+        Subscription(topic=topic(name).name, types=cloudevents.registry(message), handler=handler)
         for name, message, handler in table
     ]

@@ -228,22 +228,35 @@ async def hold_case_followups(conn: asyncpg.Connection, command: HoldCaseFollowu
     return len(cancelled) + held
 
 
-async def hold_customer_followups(conn: asyncpg.Connection, command: HoldCustomerFollowups, *, deps: Deps) -> int:
-    """A new case opened: postpone the customer's pending contacts of other cases past the hold; returns how many.
+async def hold_customers_followups(
+    conn: asyncpg.Connection, batch: Sequence[HoldCustomerFollowups], *, deps: Deps
+) -> int:
+    """New cases opened: postpone each customer's pending contacts of other cases past the hold, in order;
+    returns how many follow-ups moved.
 
     Postponed rather than cancelled: the earlier recovery still deserves its check-in once this failure
     is dealt with; the hold ends ``hold.after_new_failure_hours`` after the new case opened (and a case still
-    open when another is resolved holds that one's follow-ups the same way).
+    open when another is resolved holds that one's follow-ups the same way). Four statements for the set (lock,
+    known cases, note the open cases, find the customers with pending check-ins); only those customers (few: a
+    customer failed again while a check-in waits) have their check-ins postponed one by one.
     """
-    await repository.lock_customer(conn, command.customer_id)
-    if await repository.get_case(conn, command.case_id) is not None:
-        return 0  # read late, after the case was already resolved: it holds nothing any more
-    await repository.note_open_case(
-        conn, case_id=command.case_id, customer_id=command.customer_id, opened_at=command.opened_at
-    )
-    others = await repository.pending_contacts_of_customer(conn, command.customer_id, except_case_id=command.case_id)
-    hold_until = command.opened_at + deps.policy().hold_after_new_failure
-    return await _postpone(conn, others, hold_until=hold_until, deps=deps)
+    if not batch:
+        return 0
+    await repository.lock_customers(conn, (c.customer_id for c in batch))
+    known = await repository.known_cases(conn, (c.case_id for c in batch))
+    # Read late, after the case was already resolved: it holds nothing any more.
+    fresh = [c for c in batch if c.case_id not in known]
+    await repository.note_open_cases(conn, [(c.case_id, c.customer_id, c.opened_at) for c in fresh])
+    waiting = await repository.customers_with_pending_contacts(conn, (c.customer_id for c in fresh))
+    moved = 0
+    for command in fresh:
+        if command.customer_id in waiting:
+            others = await repository.pending_contacts_of_customer(
+                conn, command.customer_id, except_case_id=command.case_id
+            )
+            hold_until = command.opened_at + deps.policy().hold_after_new_failure
+            moved += await _postpone(conn, others, hold_until=hold_until, deps=deps)
+    return moved
 
 
 # ------------------------------------------------------------------------------------------- emission
