@@ -18,7 +18,7 @@ from services.escalation.config import EscalationSettings
 from services.escalation.domain.policy import load_policy
 from services.escalation.entrypoints import consumers
 from services.escalation.entrypoints.grpc_api import RULES, SERVICE, CaseApi
-from services.escalation.service_layer import handlers
+from services.escalation.service_layer import steps, timers
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
@@ -29,11 +29,11 @@ async def build(kit: Kit) -> ServiceParts:
     settings = kit.settings
     assert isinstance(settings, EscalationSettings)
     policies = PolicyStore(settings.policy_file, load_policy, name="escalation", metrics=kit.metrics)
-    deps = handlers.Deps(policy=lambda: policies.current, metrics=EscalationMetrics(kit.registry))
-    timers = Scheduler(
+    deps = steps.Deps(policy=lambda: policies.current, metrics=EscalationMetrics(kit.registry))
+    timer_loop = Scheduler(
         name="escalation-timers",
         db=kit.db,
-        fire_due=partial(handlers.fire_due, deps=deps),
+        fire_due=partial(timers.fire_due, deps=deps),
         metrics=kit.metrics,
         poll_seconds=settings.timer_poll_seconds,
         batch_size=settings.timer_batch_size,
@@ -44,7 +44,7 @@ async def build(kit: Kit) -> ServiceParts:
         while True:
             try:
                 async with kit.db.transaction() as conn:
-                    await handlers.refresh_gauges(conn, deps=deps)
+                    await timers.refresh_gauges(conn, deps=deps)
             except Exception:
                 log.warning("escalation gauges not refreshed", exc_info=True)
             await asyncio.sleep(settings.gauge_seconds)
@@ -55,7 +55,7 @@ async def build(kit: Kit) -> ServiceParts:
         grpc_register=[partial(escalation_pb2_grpc.add_CaseServiceServicer_to_server, api)],
         grpc_service_names=[SERVICE],
         grpc_rules=RULES,
-        background=[timers.run, gauges, partial(policies.watch, settings.policy_reload_seconds)],
+        background=[timer_loop.run, gauges, partial(policies.watch, settings.policy_reload_seconds)],
     )
 
 

@@ -9,8 +9,8 @@ from services.common import cloudevents
 from services.common.consumer import Incoming, Subscription, each
 from services.common.topics import topic
 from services.escalation.adapters import wire
-from services.escalation.service_layer import handlers
-from services.escalation.service_layer.handlers import Deps
+from services.escalation.service_layer import arrivals
+from services.escalation.service_layer.steps import Deps
 
 
 def subscriptions(deps: Deps) -> list[Subscription]:
@@ -18,17 +18,17 @@ def subscriptions(deps: Deps) -> list[Subscription]:
 
     async def case_opened(conn: asyncpg.Connection, incoming: Incoming) -> None:
         command = wire.open_from_event(incoming.message, at=incoming.event.time)
-        await handlers.open_case(conn, command, facts=incoming.message.SerializeToString(), deps=deps)
+        await arrivals.open_case(conn, command, facts=incoming.message.SerializeToString(), deps=deps)
 
     async def case_amended(conn: asyncpg.Connection, incoming: Incoming) -> None:
-        await handlers.amend_case(conn, wire.amend_from_event(incoming.message), message=incoming.message, deps=deps)
+        await arrivals.amend_case(conn, wire.amend_from_event(incoming.message), message=incoming.message, deps=deps)
 
     async def offer_proposed(conn: asyncpg.Connection, incoming: Incoming) -> None:
         command = wire.offer_from_event(incoming.message, at=incoming.event.time)
-        await handlers.receive_offer(conn, command, message=incoming.message.SerializeToString(), deps=deps)
+        await arrivals.receive_offer(conn, command, message=incoming.message.SerializeToString(), deps=deps)
 
     async def reopen_requested(conn: asyncpg.Connection, incoming: Incoming) -> None:
-        await handlers.request_reopen(conn, wire.reopen_from_event(incoming.message), deps=deps)
+        await arrivals.request_reopen(conn, wire.reopen_from_event(incoming.message), deps=deps)
 
     table = (
         ("recovery.case-opened.v1", events_pb2.CaseOpened, case_opened),

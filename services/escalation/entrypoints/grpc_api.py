@@ -26,8 +26,8 @@ from services.escalation.adapters import wire
 from services.escalation.domain import access
 from services.escalation.domain.access import SUPERVISORS
 from services.escalation.domain.model import Actor, Case
-from services.escalation.service_layer import handlers
-from services.escalation.service_layer.handlers import Deps
+from services.escalation.service_layer import approvals, casework
+from services.escalation.service_layer.steps import Deps
 
 SERVICE = pb.DESCRIPTOR.services_by_name["CaseService"].full_name
 STAFF = ("agent", "senior_agent", "team_lead", "manager", "director")
@@ -231,7 +231,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         _required(case_id=request.case_id)
 
         async def work(conn, actor):
-            await handlers.claim_case(conn, case_id=request.case_id, by=actor, deps=self._deps)
+            await casework.claim_case(conn, case_id=request.case_id, by=actor, deps=self._deps)
             return pb.ClaimCaseResponse(case=await self._case(conn, request.case_id))
 
         return await self._idempotent("ClaimCase", request, pb.ClaimCaseResponse, work)
@@ -240,7 +240,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         _required(case_id=request.case_id)
 
         async def work(conn, actor):
-            await handlers.acknowledge_case(conn, case_id=request.case_id, by=actor, note=request.note, deps=self._deps)
+            await casework.acknowledge_case(conn, case_id=request.case_id, by=actor, note=request.note, deps=self._deps)
             return pb.AcknowledgeCaseResponse(case=await self._case(conn, request.case_id))
 
         return await self._idempotent("AcknowledgeCase", request, pb.AcknowledgeCaseResponse, work)
@@ -249,7 +249,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         _required(case_id=request.case_id, offer_id=request.offer_id)
 
         async def work(conn, actor):
-            await handlers.authorize_offer(
+            await approvals.authorize_offer(
                 conn, case_id=request.case_id, offer_id=request.offer_id, by=actor, deps=self._deps
             )
             return pb.AuthorizeOfferResponse(case=await self._case(conn, request.case_id))
@@ -260,7 +260,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         _required(case_id=request.case_id, offer_id=request.offer_id)
 
         async def work(conn, actor):
-            approval, _ = await handlers.request_approval(
+            approval, _ = await approvals.request_approval(
                 conn, case_id=request.case_id, offer_id=request.offer_id, note=request.note, by=actor, deps=self._deps
             )
             return pb.RequestApprovalResponse(
@@ -273,7 +273,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         _required(approval_id=request.approval_id)
 
         async def work(conn, actor):
-            decided = await handlers.decide_approval(
+            decided = await approvals.decide_approval(
                 conn,
                 approval_id=request.approval_id,
                 decision=wire.decision_from_proto(request.decision),
@@ -288,7 +288,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
 
     async def DelegateAuthority(self, request: pb.DelegateAuthorityRequest, context) -> pb.DelegateAuthorityResponse:
         async def work(conn, actor):
-            delegation = await handlers.delegate_authority(
+            delegation = await approvals.delegate_authority(
                 conn,
                 delegate_employee_id=request.delegate_employee_id,
                 starts_at=time_from_proto(request, "starts_at"),
@@ -307,7 +307,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         _required(case_id=request.case_id, offer_id=request.offer_id)
 
         async def work(conn, actor):
-            await handlers.present_offer(
+            await casework.present_offer(
                 conn, case_id=request.case_id, offer_id=request.offer_id, note=request.note, by=actor, deps=self._deps
             )
             return pb.PresentOfferResponse(case=await self._case(conn, request.case_id))
@@ -318,7 +318,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         _required(case_id=request.case_id, reason=request.reason.strip())
 
         async def work(conn, actor):
-            await handlers.transfer_case(
+            await casework.transfer_case(
                 conn,
                 case_id=request.case_id,
                 to_employee_id=request.to_employee_id,
@@ -337,7 +337,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         _required(case_id=request.case_id, offer_id=request.offer_id)
 
         async def work(conn, actor):
-            await handlers.record_customer_decision(
+            await casework.record_customer_decision(
                 conn,
                 case_id=request.case_id,
                 offer_id=request.offer_id,
@@ -355,7 +355,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         _required(case_id=request.case_id)
 
         async def work(conn, actor):
-            await handlers.resolve_case(
+            await casework.resolve_case(
                 conn,
                 case_id=request.case_id,
                 summary=request.resolution_summary,
@@ -372,7 +372,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         _required(case_id=request.case_id, reason=request.reason.strip())
 
         async def work(conn, actor):
-            await handlers.reopen_case(conn, case_id=request.case_id, reason=request.reason, by=actor, deps=self._deps)
+            await casework.reopen_case(conn, case_id=request.case_id, reason=request.reason, by=actor, deps=self._deps)
             return pb.ReopenCaseResponse(case=await self._case(conn, request.case_id))
 
         return await self._idempotent("ReopenCase", request, pb.ReopenCaseResponse, work)

@@ -1,1 +1,2 @@
-"""Escalation handlers: one per command or event, inside the caller's transaction."""
+"""Escalation's handlers, by concern: arrivals (Kafka), casework (the frontline), approvals (authority), timers;
+steps holds what they all do the same way. Each runs inside the caller's transaction."""

@@ -1,0 +1,403 @@
+"""Escalation's shared steps: what every handler does the same way (lock, save with its audit row, clocks,
+usage, authorisation), so no concern writes a case or grants money differently from another.
+
+Run inside the caller's transaction (the unit of work): a handler locks the case row, decides with the pure
+domain (transition table, limits, clocks), writes through the repository, appends the audit entry and
+stages its events in the outbox, so all of it commits together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import asyncpg
+from recovery.events.v1 import common_pb2
+
+from services.common import outbox
+from services.common.errors import FailedPrecondition, PreconditionViolation
+from services.common.money import Money
+from services.common.scheduler import utcnow
+from services.common.topics import topic
+from services.escalation.adapters import repository as repo
+from services.escalation.adapters import wire
+from services.escalation.adapters.metrics import EscalationMetrics
+from services.escalation.domain import authority, lifecycle, sla
+from services.escalation.domain import commands as c
+from services.escalation.domain.errors import (
+    Conflict,
+    NotFound,
+)
+from services.escalation.domain.model import (
+    Actor,
+    AuthorizationTier,
+    Case,
+    CaseAction,
+    CaseState,
+    ClockState,
+    Limits,
+    OfferLine,
+    OfferStatus,
+    SlaClock,
+    Usage,
+)
+from services.escalation.domain.policy import Policy
+
+log = logging.getLogger(__name__)
+
+SOURCE = "escalation"
+OFFER_AUTHORIZED = topic("recovery.offer-authorized.v1").name
+APPROVAL_REQUESTED = topic("recovery.approval-requested.v1").name
+APPROVAL_DECIDED = topic("recovery.approval-decided.v1").name
+SLA_BREACHED = topic("recovery.sla-breached.v1").name
+CUSTOMER_COUNTERED = topic("recovery.customer-countered.v1").name
+CASE_RESOLVED = topic("recovery.case-resolved.v1").name
+CASE_REOPENED = topic("recovery.case-reopened.v1").name
+APPROVAL_DUE = "approval_due"  # the timer kind of an approval's decision deadline
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the handlers need besides the connection: the policy in force, metrics, a clock, ids."""
+
+    policy: Callable[[], Policy]
+    metrics: EscalationMetrics
+    clock: Callable[[], datetime] = utcnow
+    new_id: Callable[[], str] = lambda: str(uuid.uuid4())
+
+
+async def locked_case(conn: asyncpg.Connection, case_id: str) -> repo.CaseRecord:
+    record = await repo.get_case(conn, case_id, lock=True)
+    if record is None:
+        raise NotFound(f"case {case_id} not found")
+    return record
+
+
+async def stage_event(
+    conn: asyncpg.Connection, topic_name: str, message, *, key: str, ce_id: str, at: datetime
+) -> None:
+    await outbox.stage(conn, outbox.event_record(topic_name, message, key=key, source=SOURCE, ce_id=ce_id, time=at))
+
+
+async def audit(
+    conn: asyncpg.Connection,
+    deps: Deps,
+    *,
+    before: Case | None,
+    after: Case,
+    action: CaseAction,
+    actor: Actor,
+    at: datetime,
+    **details,
+) -> None:
+    await repo.append_audit(
+        conn,
+        repo.AuditEntry(
+            case_id=after.case_id,
+            action=action.value,
+            actor=actor,
+            policy_version=deps.policy().version,
+            occurred_at=at,
+            from_state=before.state if before else None,
+            to_state=after.state,
+            **details,
+        ),
+    )
+
+
+async def save_and_audit(
+    conn: asyncpg.Connection, deps: Deps, *, before: Case | None, after: Case, at: datetime, **entry
+) -> None:
+    """Write the case and its audit row together: no change of a case goes unrecorded."""
+    await repo.save_case(conn, after, now=at)
+    await audit(conn, deps, before=before, after=after, at=at, **entry)
+
+
+async def save_clock(conn: asyncpg.Connection, case_id: str, clock: ClockState) -> None:
+    """Store the clock and replace its timers with the ones it needs now."""
+    await repo.save_clock(conn, case_id, clock)
+    await repo.set_timers(conn, case_id, clock.clock, sla.due_timers(clock))
+
+
+async def start_clock(conn, deps: Deps, case: Case, clock: SlaClock, now: datetime) -> None:
+    policy = deps.policy()
+    state = sla.start(
+        clock=clock,
+        budget=policy.sla_budget(clock, case.severity, case.outlook),
+        calendar=policy.calendar_for(case.team),
+        share_bp=policy.warn_share_bp,
+        now=now,
+    )
+    await save_clock(conn, case.case_id, state)
+
+
+async def each_clock(conn, case_id: str, change: Callable[[ClockState], ClockState]) -> None:
+    for clock in (await repo.get_clocks(conn, case_id)).values():
+        changed = change(clock)
+        if changed != clock:
+            await save_clock(conn, case_id, changed)
+
+
+def current_offer_check(case: Case, offer_id: str) -> None:
+    if offer_id != case.current_offer_id:
+        why = "not the case's current offer (superseded or unknown)" if case.current_offer_id else "no offer yet"
+        raise FailedPrecondition(
+            f"offer {offer_id}: {why}",
+            (PreconditionViolation(type="STATE", subject=f"offer/{offer_id}", description=why),),
+        )
+
+
+async def load_offer(conn, offer_id: str) -> repo.OfferRecord:
+    record = await repo.get_offer(conn, offer_id, lines_of=wire.offer_lines)
+    if record is None:
+        raise NotFound(f"offer {offer_id} not found")
+    return record
+
+
+def periods(deps: Deps, now: datetime):
+    return authority.periods(now, deps.policy().calendar.timezone)
+
+
+async def lock_usage(conn, deps: Deps, employee_id: str, now: datetime) -> Usage:
+    day, month = periods(deps, now)
+    return await repo.lock_usage(conn, employee_id=employee_id, day=day, month=month, currency=deps.policy().currency)
+
+
+async def book_usage(conn, deps: Deps, employee_id: str, amount: Money, now: datetime) -> None:
+    day, month = periods(deps, now)
+    await repo.book_usage(conn, employee_id=employee_id, day=day, month=month, amount=amount)
+
+
+async def require_capacity(conn, deps: Deps, employee_id: str) -> None:
+    capacity = deps.policy().capacity_for(employee_id)
+    load = await repo.open_case_count(conn, employee_id)
+    if load >= capacity:
+        why = f"{employee_id} already owns {load} open cases (capacity {capacity}): rebalance first"
+        raise FailedPrecondition(why, (PreconditionViolation("CAPACITY", f"employee/{employee_id}", why),))
+
+
+async def record_authorization(
+    conn,
+    deps: Deps,
+    *,
+    case: Case,
+    offer_record: repo.OfferRecord,
+    by: Actor,
+    tier: AuthorizationTier,
+    authority_employee_id: str,
+    limits: common_pb2.AuthorityLimits,
+    amount: Money,
+    lines: tuple[OfferLine, ...],
+    approval_id: str,
+    now: datetime,
+) -> None:
+    """Record the offer's one authorisation and stage OfferAuthorized; raises Conflict on a second one."""
+    offer = offer_record.offer
+    inserted = await repo.insert_authorization(
+        conn,
+        offer_id=offer.offer_id,
+        case_id=case.case_id,
+        tier=tier.value,
+        actor=by,
+        authority_employee_id=authority_employee_id,
+        amount=amount,
+        approval_id=approval_id,
+        at=now,
+    )
+    if not inserted:
+        raise Conflict(f"offer {offer.offer_id} is already authorised")
+    await repo.set_offer_status(conn, offer.offer_id, OfferStatus.AUTHORIZED)
+    event = wire.offer_authorized(
+        case,
+        offer,
+        message=offer_record.message,
+        by=by,
+        tier=tier,
+        amount=amount,
+        lines=lines,
+        limits=limits,
+        policy_version=deps.policy().version,
+        approval_id=approval_id,
+        at=now,
+    )
+    await stage_event(
+        conn, OFFER_AUTHORIZED, event, key=case.customer_id, ce_id=f"offer-authorized:{offer.offer_id}", at=now
+    )
+    deps.metrics.authorizations.labels(tier=tier.value).inc()
+
+
+async def serialise_arrival(conn: asyncpg.Connection, case_id: str) -> None:
+    """Order a case's opening and its early events: without this, an offer read while the opening is still
+    uncommitted is parked after the opening took the parked events, and is never applied."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"case-arrival:{case_id}")
+
+
+async def release_superseded(conn, deps: Deps, offer_id: str) -> None:
+    """A re-quote replaces the case's offer before the customer took it: what its authorisation booked stops
+    counting against that authority's period limits (the new offer books its own when authorised)."""
+    record = await load_offer(conn, offer_id)
+    granted = record.authorization
+    if granted is None or not granted["authority_employee_id"]:
+        return  # not authorised, or by the system (which has no period usage)
+    at = granted["authorized_at"]
+    employee_id = granted["authority_employee_id"]
+    await lock_usage(conn, deps, employee_id, at)
+    day, month = periods(deps, at)
+    amount = Money(amount_minor=granted["auth_minor"], currency=granted["auth_currency"])
+    await repo.release_usage(conn, employee_id=employee_id, day=day, month=month, amount=amount)
+
+
+async def authorize_whole_offer(
+    conn,
+    deps: Deps,
+    *,
+    case: Case,
+    offer_record: repo.OfferRecord,
+    by: Actor,
+    tier: AuthorizationTier,
+    limits: common_pb2.AuthorityLimits,
+    reason: str,
+    now: datetime,
+) -> Case:
+    """Authorise the whole offer by one authority (the owner's or the system's), save and audit; returns the case."""
+    transition = lifecycle.apply(case, c.AuthorizeOffer(by=by), now)
+    offer = offer_record.offer
+    await record_authorization(
+        conn,
+        deps,
+        case=case,
+        offer_record=offer_record,
+        by=by,
+        tier=tier,
+        authority_employee_id=by.employee_id,
+        limits=limits,
+        amount=offer.total,
+        lines=offer.lines,
+        approval_id="",
+        now=now,
+    )
+    await save_and_audit(
+        conn,
+        deps,
+        before=case,
+        after=transition.case,
+        action=CaseAction.OFFER_AUTHORIZED,
+        actor=by,
+        at=now,
+        amount=offer.total,
+        offer_id=offer.offer_id,
+        limits=wire.limits_json(limits),
+        reason=reason,
+    )
+    return transition.case
+
+
+async def system_authorize(conn, deps: Deps, *, case: Case, offer_id: str, now: datetime) -> None:
+    policy = deps.policy()
+    limits = wire.limits_to_proto(
+        authority.system_limits(policy), employee_id="", usage=Usage(), policy_version=policy.version
+    )
+    await authorize_whole_offer(
+        conn,
+        deps,
+        case=case,
+        offer_record=await load_offer(conn, offer_id),
+        by=Actor.system(),
+        tier=AuthorizationTier.SYSTEM,
+        limits=limits,
+        reason="automatic recovery: system-detected failure within the automation limit",
+        now=now,
+    )
+
+
+async def grant_as_owner(
+    conn,
+    deps: Deps,
+    *,
+    case: Case,
+    offer_record: repo.OfferRecord,
+    owner: Actor,
+    limits: Limits,
+    usage: Usage,
+    reason: str,
+    now: datetime,
+) -> Case:
+    """Book the offer against the owner's period usage (locked by the caller, who checked that ``limits`` cover
+    it) and authorise it by the owner's authority."""
+    await book_usage(conn, deps, owner.employee_id, offer_record.offer.total, now)
+    limits_proto = wire.limits_to_proto(
+        limits, employee_id=owner.employee_id, usage=usage, policy_version=deps.policy().version
+    )
+    return await authorize_whole_offer(
+        conn,
+        deps,
+        case=case,
+        offer_record=offer_record,
+        by=owner,
+        tier=AuthorizationTier.OWNER,
+        limits=limits_proto,
+        reason=reason,
+        now=now,
+    )
+
+
+async def owner_authorize_at_once(conn, deps: Deps, *, case: Case, now: datetime) -> Case:
+    """Frontline first: a proposed offer within the owner's limits is authorised by the owner's authority at
+    once, with no human step. Anything else waits in offer pending for the owner to send it up."""
+    if case.state is not CaseState.OFFER_PENDING or not (case.owner_employee_id and case.owner_role):
+        return case
+    owner = Actor.employee(case.owner_employee_id, case.owner_role, case.team)
+    limits = deps.policy().limits_for(employee_id=owner.employee_id, role=owner.role)
+    offer_record = await load_offer(conn, case.current_offer_id)
+    usage = await lock_usage(conn, deps, owner.employee_id, now)
+    if not authority.owner_covers(limits, offer=offer_record.offer, usage=usage):  # a role without limits: no
+        log.info(
+            "offer %s is beyond %s's own authority: it waits for an approval request",
+            case.current_offer_id,
+            owner.employee_id,
+        )
+        return case
+    return await grant_as_owner(
+        conn,
+        deps,
+        case=case,
+        offer_record=offer_record,
+        owner=owner,
+        limits=limits,
+        usage=usage,
+        reason="within the owner's limits: authorised at once by the owner's authority",
+        now=now,
+    )
+
+
+async def reopen(conn, deps: Deps, record: repo.CaseRecord, *, by: Actor, reason: str, followup_id: str) -> Case:
+    now = deps.clock()
+    before = record.case
+    transition = lifecycle.apply(before, c.ReopenCase(by=by, reason=reason), now)
+    after = replace(transition.case, resolved_at=None)
+    await start_clock(conn, deps, after, SlaClock.RESOLVE, now)
+    await repo.save_case(conn, after, now=now)
+    event = wire.case_reopened(after, reason=reason, by=by, followup_id=followup_id, at=now)
+    await stage_event(
+        conn,
+        CASE_REOPENED,
+        event,
+        key=before.customer_id,
+        ce_id=f"case-reopened:{before.case_id}:{before.resolution_count}",
+        at=now,
+    )
+    await audit(
+        conn,
+        deps,
+        before=before,
+        after=after,
+        action=CaseAction.REOPENED,
+        actor=by,
+        at=now,
+        reason=reason,
+        detail=f"followup {followup_id}" if followup_id else "",
+    )
+    return after
