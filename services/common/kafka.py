@@ -13,6 +13,7 @@ from pathlib import Path
 import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from services.common.settings import KitSettings
 
@@ -67,6 +68,33 @@ async def ensure_topics(settings: KitSettings, names: Iterable[str]) -> None:
         await admin.close()
 
 
+def _transport(app: faust.App, fetch_wait_seconds: float) -> faust_aiokafka.Transport:
+    """faust's aiokafka transport with the consumer's fetch long-poll set to ``fetch_wait_seconds``.
+
+    faust fixes it at 1.5 s. On a broker that answers a waiting fetch as soon as records arrive (Apache Kafka)
+    that costs nothing, but Tansu holds the fetch for the whole wait: at idle every hop then waits up to 1.5 s
+    (measured here: p50 483 ms at 1.5 s, 109 ms at 0.5 s, 19 ms at 0.05 s). A shorter wait costs the
+    broker CPU while idle (five idle consumers: 1 % at 1.5 s, 22 % at 0.05 s), hence a setting.
+    """
+    wait_ms = max(1, round(fetch_wait_seconds * 1000))
+
+    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport):
+            consumer = super()._create_worker_consumer(transport)
+            consumer._fetch_max_wait_ms = wait_ms  # read when the consumer starts and builds its fetcher
+            return consumer
+
+    class Consumer(faust_aiokafka.Consumer):
+        def _new_consumer_thread(self) -> ConsumerThread:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    class Transport(faust_aiokafka.Transport):
+        pass
+
+    Transport.Consumer = Consumer
+    return Transport(app.conf.broker_consumer, app)
+
+
 def make_faust_app(settings: KitSettings, *, group: str, datadir: Path) -> faust.App:
     """Return a faust app consuming as consumer group ``group``; it creates no topics of its own."""
     credentials = None
@@ -81,7 +109,7 @@ def make_faust_app(settings: KitSettings, *, group: str, datadir: Path) -> faust
         credentials = faust.SSLCredentials(_ssl_context(settings))
     datadir.mkdir(parents=True, exist_ok=True)
     brokers = ";".join(f"kafka://{b.strip()}" for b in settings.kafka_bootstrap_servers.split(","))
-    return faust.App(
+    app = faust.App(
         group,
         broker=brokers,
         broker_credentials=credentials,
@@ -107,3 +135,5 @@ def make_faust_app(settings: KitSettings, *, group: str, datadir: Path) -> faust
         broker_session_timeout=settings.consumer_session_timeout_seconds,
         broker_heartbeat_interval=settings.consumer_session_timeout_seconds / 5,
     )
+    app.transport = _transport(app, settings.consumer_fetch_wait_seconds)
+    return app

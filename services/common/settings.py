@@ -88,6 +88,11 @@ class KitSettings:
         500,
         doc="Most records one consumer batch takes (a batch is what is waiting, up to this).",
     )
+    consumer_fetch_wait_seconds: float = env(
+        "CONSUMER_FETCH_WAIT_SECONDS",
+        0.05,
+        doc="Longest a consumer's fetch waits on the broker for records (Tansu holds it that long; Kafka: 0.5).",
+    )
     consumer_session_timeout_seconds: float = env(
         "CONSUMER_SESSION_TIMEOUT_SECONDS", 10.0, doc="Consumer group session timeout (failover time)."
     )
