@@ -115,13 +115,15 @@ async def _lock_keys(conn: asyncpg.Connection, records: Sequence[RawRecord]) -> 
 
     Handlers lock rows and cases in record order; two batches of different topics sharing customers (a case
     opening and its offer) could then each wait for the other, and Postgres would abort one as a deadlock.
-    Queued behind each other in the same order, they cannot.
+    Queued behind each other in the same order, they cannot. Advisory locks are per database, so the schema is
+    part of the key: another service's batch about the same customers must not wait for this one.
     """
     keys = sorted({record.key.decode("utf-8", "replace") for record in records if record.key})
     if keys:
         await conn.execute(
             """SELECT pg_advisory_xact_lock(h) FROM (
-                   SELECT DISTINCT hashtext('consumer-key:' || k) AS h FROM unnest($1::text[]) AS k ORDER BY h
+                   SELECT DISTINCT hashtextextended(current_schema() || ':consumer-key:' || k, 0) AS h
+                   FROM unnest($1::text[]) AS k ORDER BY h
                ) AS ordered""",
             keys,
         )
@@ -383,10 +385,8 @@ async def _waiting_batches(stream, max_: int):
     channel = stream.channel
     async for event in stream.noack().events():
         batch.append(event)
-        if len(batch) < max_:
-            await asyncio.sleep(0)  # let the fetcher hand over what it already has
-            if not channel.empty():
-                continue
+        if len(batch) < max_ and not channel.empty():
+            continue
         yield batch
         batch = []
 

@@ -70,7 +70,8 @@ async def stage_many(conn: asyncpg.Connection, records: Sequence[OutgoingRecord]
     """Write ``records`` to the outbox in the caller's transaction, in order, in two statements whatever their number.
 
     The first statement serialises transactions per key, so outbox ids follow commit order for each key (the
-    locks are taken in one global order, so two transactions sharing keys queue instead of deadlocking), and
+    locks are taken in one global order, so two transactions sharing keys queue instead of deadlocking; the
+    schema is part of the lock key, since each service's outbox orders only its own rows), and
     queues a NOTIFY that Postgres delivers on commit: the relay publishes at once instead of at its next poll.
     """
     if not records:
@@ -79,7 +80,7 @@ async def stage_many(conn: asyncpg.Connection, records: Sequence[OutgoingRecord]
     await conn.execute(
         """SELECT pg_notify($2 || ':' || current_schema(), ''),
                   (SELECT count(pg_advisory_xact_lock(h)) FROM (
-                       SELECT DISTINCT hashtextextended('outbox-key:' || encode(k, 'hex'), 0) AS h
+                       SELECT DISTINCT hashtextextended(current_schema() || ':outbox-key:' || encode(k, 'hex'), 0) AS h
                        FROM unnest($1::bytea[]) AS k ORDER BY h) AS ordered)""",
         keys,
         NOTIFY_CHANNEL,

@@ -1,9 +1,10 @@
 """The unit of work: one transaction, the events it stages, and what runs once it has committed.
 
-Handlers get a ``UnitOfWork`` instead of a bare connection. They write through repositories on
-``uow.conn``, stage outgoing records with ``uow.stage()`` (written to the outbox in one statement when
-the transaction ends) and register ``uow.after_commit()`` hooks for what must only happen for committed
-work (metrics). A block that raises rolls back, stages nothing and runs no hook.
+Handlers get a ``UnitOfWork`` instead of a bare connection. They read and write through typed repositories
+(``uow.repository(Kind)``, or a repository module's functions on ``uow.conn``), stage outgoing records with
+``uow.stage()`` (written to the outbox in one statement when the transaction ends) and register
+``uow.after_commit()`` hooks for what must only happen for committed work (metrics). A block that raises
+rolls back, stages nothing and runs no hook.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import asyncpg
 
@@ -19,6 +21,7 @@ from services.common.db import Database
 from services.common.outbox import OutgoingRecord
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 
 class UnitOfWork:
@@ -28,6 +31,16 @@ class UnitOfWork:
         self.conn = conn
         self._staged: list[OutgoingRecord] = []
         self._after_commit: list[Callable[[], None]] = []
+        self._repositories: dict[Callable, object] = {}
+
+    def repository(self, kind: Callable[[asyncpg.Connection], R]) -> R:
+        """Return the ``kind`` repository on this transaction's connection (one per kind per unit of work).
+
+        The seam of the unit tests: a fake unit of work answers with an in-memory repository instead.
+        """
+        if kind not in self._repositories:
+            self._repositories[kind] = kind(self.conn)
+        return self._repositories[kind]  # type: ignore[return-value]
 
     def stage(self, *records: OutgoingRecord) -> None:
         """Queue ``records`` for the outbox; they are written with the transaction, in this order."""

@@ -101,6 +101,10 @@ def nul_fields(message: Message, prefix: str = "") -> list[str]:
 
     No Postgres text column can store one, so a NUL is refused at the door rather than failing a transaction.
     """
+    if not prefix and b"\x00" not in message.SerializeToString():
+        # A NUL in a string is a zero byte on the wire; no zero byte at all (the usual case) means none, and the
+        # serializer (C) finds that far faster than walking the fields in Python.
+        return []
     found: list[str] = []
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
