@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
+from google.protobuf.message import Message
 from recovery.events.v1 import common_pb2, events_pb2
 
 from services.common.money import Money
 from services.intake.adapters import wire
 from services.intake.domain.acceptance import Amended, CustomerState, Granted, KnownCase, KnownFailure, Opened
+from services.intake.domain.commands import RecordCompensation
 from services.intake.domain.events import CaseOpened
 from services.intake.domain.hotspots import Occurrence, WindowKey
 from services.intake.domain.model import (
@@ -98,214 +100,219 @@ def _bytes(message) -> bytes:
     return message.SerializeToString(deterministic=True)
 
 
-# -------------------------------------------------------------------------------------------- locking
+# ------------------------------------------------------------------------------- accepting failures
 
 
-async def lock_customers(conn: asyncpg.Connection, customer_ids: Iterable[str]) -> None:
-    """Serialise this transaction with every other one about these customers (dedupe and merge decisions).
+class FailureStore:
+    """What accepting failure reports reads and writes, on the unit of work's connection; a fixed number of
+    statements per set of reports. Handlers get it with ``uow.repository(FailureStore)``; unit tests give them
+    an in-memory fake instead."""
 
-    One statement, the locks in one global order, so two transactions sharing customers queue, never deadlock.
-    """
-    await conn.execute(
-        """SELECT count(pg_advisory_xact_lock(h)) FROM (
-               SELECT DISTINCT hashtextextended('intake-customer:' || c, 0) AS h FROM unnest($1::text[]) AS c
-               ORDER BY h) AS ordered""",
-        sorted(set(customer_ids)),
-    )
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
 
+    async def lock_customers(self, customer_ids: Iterable[str]) -> None:
+        """Serialise this transaction with every other one about these customers (dedupe and merge decisions).
 
-# ------------------------------------------------------------------------------- a batch of reports
-
-
-async def accepted_under(
-    conn: asyncpg.Connection, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], KnownFailure]:
-    """Return the failures already accepted under these (source, source event id) keys."""
-    keys = sorted(set(keys))
-    rows = await conn.fetch(
-        """SELECT f.failure_id, f.case_id, f.customer_id, f.occurred_at, f.received_at, f.source, f.source_event_id
-           FROM failures f JOIN unnest($1::text[], $2::text[]) AS k(source, event_id)
-             ON f.source = k.source AND f.source_event_id = k.event_id""",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-    )
-    return {
-        (r["source"], r["source_event_id"]): KnownFailure(
-            r["failure_id"], r["case_id"], r["customer_id"], r["occurred_at"], r["received_at"]
+        One statement, the locks in one global order, so two transactions sharing customers queue, never deadlock.
+        """
+        await self._conn.execute(
+            """SELECT count(pg_advisory_xact_lock(h)) FROM (
+                   SELECT DISTINCT hashtextextended('intake-customer:' || c, 0) AS h FROM unnest($1::text[]) AS c
+                   ORDER BY h) AS ordered""",
+            sorted(set(customer_ids)),
         )
-        for r in rows
-    }
 
-
-async def customer_states(
-    conn: asyncpg.Connection,
-    customer_ids: Iterable[str],
-    *,
-    now: datetime,
-    failure_lookback: timedelta,
-    case_lookback: timedelta,
-    references: Iterable[str] = (),
-    related: Iterable[str] = (),
-) -> dict[str, CustomerState]:
-    """Return what intake knows of each customer: recent cases and failures, the unresolved cases under
-    ``references`` and the ``related`` cases (which reports may join, with their failures' reports),
-    compensation received and the last satisfaction answer. Five queries, whatever the number of customers.
-    """
-    customers = sorted(set(customer_ids))
-    states = {c: CustomerState(customer_id=c) for c in customers}
-    references = sorted(set(references) - {""})
-    related = sorted(set(related) - {""})
-    case_rows = await conn.fetch(
-        """SELECT case_id, customer_id, reference, status, first_failure_at, opened_at, revision FROM cases
-           WHERE customer_id = ANY($1::text[])
-             AND (opened_at >= $2 OR (status <> 'resolved' AND reference = ANY($3::text[]))
-                  OR case_id = ANY($4::text[]))""",
-        customers,
-        now - case_lookback,
-        references,
-        related,
-    )
-    joinable: list[str] = []
-    for r in case_rows:
-        case = KnownCase(
-            case_id=r["case_id"],
-            customer_id=r["customer_id"],
-            reference=r["reference"],
-            resolved=r["status"] == "resolved",
-            first_failure_at=r["first_failure_at"],
-            opened_at=r["opened_at"],
-            revision=r["revision"],
+    async def accepted_under(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], KnownFailure]:
+        """Return the failures already accepted under these (source, source event id) keys."""
+        keys = sorted(set(keys))
+        rows = await self._conn.fetch(
+            """SELECT f.failure_id, f.case_id, f.customer_id, f.occurred_at, f.received_at, f.source, f.source_event_id
+               FROM failures f JOIN unnest($1::text[], $2::text[]) AS k(source, event_id)
+                 ON f.source = k.source AND f.source_event_id = k.event_id""",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
         )
-        states[case.customer_id].cases[case.case_id] = case
-        if case.case_id in related or (not case.resolved and case.reference in references):
-            joinable.append(case.case_id)
-    for r in await conn.fetch(
-        """SELECT failure_id, case_id, customer_id, occurred_at, received_at FROM failures
-           WHERE customer_id = ANY($1::text[]) AND occurred_at >= $2""",
-        customers,
-        now - failure_lookback,
-    ):
-        states[r["customer_id"]].failures[r["failure_id"]] = KnownFailure(
-            r["failure_id"], r["case_id"], r["customer_id"], r["occurred_at"], r["received_at"]
-        )
-    if joinable:
-        for r in await conn.fetch("SELECT * FROM failures WHERE case_id = ANY($1::text[])", joinable):
-            states[r["customer_id"]].failures[r["failure_id"]] = KnownFailure(
-                r["failure_id"],
-                r["case_id"],
-                r["customer_id"],
-                r["occurred_at"],
-                r["received_at"],
-                _report(r["report"]),
+        return {
+            (r["source"], r["source_event_id"]): KnownFailure(
+                r["failure_id"], r["case_id"], r["customer_id"], r["occurred_at"], r["received_at"]
             )
-    for r in await conn.fetch(
-        """SELECT case_id, customer_id, amount_minor, currency, authorized_at FROM compensations
-           WHERE customer_id = ANY($1::text[]) AND authorized_at >= $2""",
-        customers,
-        now - case_lookback,
-    ):
-        states[r["customer_id"]].granted.append(
-            Granted(r["case_id"], Money(r["amount_minor"], r["currency"]), r["authorized_at"])
-        )
-    for r in await conn.fetch(
-        """SELECT DISTINCT ON (customer_id) customer_id, score, satisfied, received_at FROM satisfaction
-           WHERE customer_id = ANY($1::text[]) ORDER BY customer_id, received_at DESC""",
-        customers,
-    ):
-        states[r["customer_id"]].last_satisfaction = _answer(r)
-    return states
+            for r in rows
+        }
 
+    async def customer_states(
+        self,
+        customer_ids: Iterable[str],
+        *,
+        now: datetime,
+        failure_lookback: timedelta,
+        case_lookback: timedelta,
+        references: Iterable[str] = (),
+        related: Iterable[str] = (),
+    ) -> dict[str, CustomerState]:
+        """Return what intake knows of each customer: recent cases and failures, the unresolved cases under
+        ``references`` and the ``related`` cases (which reports may join, with their failures' reports),
+        compensation received and the last satisfaction answer. Five queries, whatever the number of customers.
+        """
+        customers = sorted(set(customer_ids))
+        states = {c: CustomerState(customer_id=c) for c in customers}
+        references = sorted(set(references) - {""})
+        related = sorted(set(related) - {""})
+        case_rows = await self._conn.fetch(
+            """SELECT case_id, customer_id, reference, status, first_failure_at, opened_at, revision FROM cases
+               WHERE customer_id = ANY($1::text[])
+                 AND (opened_at >= $2 OR (status <> 'resolved' AND reference = ANY($3::text[]))
+                      OR case_id = ANY($4::text[]))""",
+            customers,
+            now - case_lookback,
+            references,
+            related,
+        )
+        joinable: list[str] = []
+        for r in case_rows:
+            case = KnownCase(
+                case_id=r["case_id"],
+                customer_id=r["customer_id"],
+                reference=r["reference"],
+                resolved=r["status"] == "resolved",
+                first_failure_at=r["first_failure_at"],
+                opened_at=r["opened_at"],
+                revision=r["revision"],
+            )
+            states[case.customer_id].cases[case.case_id] = case
+            if case.case_id in related or (not case.resolved and case.reference in references):
+                joinable.append(case.case_id)
+        for r in await self._conn.fetch(
+            """SELECT failure_id, case_id, customer_id, occurred_at, received_at FROM failures
+               WHERE customer_id = ANY($1::text[]) AND occurred_at >= $2""",
+            customers,
+            now - failure_lookback,
+        ):
+            states[r["customer_id"]].failures[r["failure_id"]] = KnownFailure(
+                r["failure_id"], r["case_id"], r["customer_id"], r["occurred_at"], r["received_at"]
+            )
+        if joinable:
+            for r in await self._conn.fetch("SELECT * FROM failures WHERE case_id = ANY($1::text[])", joinable):
+                states[r["customer_id"]].failures[r["failure_id"]] = KnownFailure(
+                    r["failure_id"],
+                    r["case_id"],
+                    r["customer_id"],
+                    r["occurred_at"],
+                    r["received_at"],
+                    _report(r["report"]),
+                )
+        for r in await self._conn.fetch(
+            """SELECT case_id, customer_id, amount_minor, currency, authorized_at FROM compensations
+               WHERE customer_id = ANY($1::text[]) AND authorized_at >= $2""",
+            customers,
+            now - case_lookback,
+        ):
+            states[r["customer_id"]].granted.append(
+                Granted(r["case_id"], Money(r["amount_minor"], r["currency"]), r["authorized_at"])
+            )
+        for r in await self._conn.fetch(
+            """SELECT DISTINCT ON (customer_id) customer_id, score, satisfied, received_at FROM satisfaction
+               WHERE customer_id = ANY($1::text[]) ORDER BY customer_id, received_at DESC""",
+            customers,
+        ):
+            states[r["customer_id"]].last_satisfaction = _answer(r)
+        return states
 
-async def save_decisions(conn: asyncpg.Connection, decisions: Sequence[Opened | Amended]) -> None:
-    """Write a batch's new cases, amended cases, failures and hot-spot queue entries: four statements at most."""
-    opened = [d.event for d in decisions if isinstance(d, Opened)]
-    amended = [d.event for d in decisions if isinstance(d, Amended)]
-    if opened:
-        await conn.executemany(
-            """INSERT INTO cases (case_id, customer_id, reference, status, category, severity, outlook,
-                                  owner_employee_id, owning_team, first_failure_at, opened_at, classification, history)
-               VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-            [
-                (
-                    e.case_id,
-                    e.report.customer_id,
-                    e.report.reference,
-                    e.report.category.value,
-                    e.classification.severity.value,
-                    e.classification.outlook.value,
-                    e.owner_employee_id,
-                    e.owning_team,
-                    e.report.occurred_at,
-                    e.opened_at,
-                    _bytes(wire.classification_to_proto(e.classification)),
-                    _bytes(wire.history_to_proto(e.history)),
-                )
-                for e in opened
-            ],
-        )
-    if amended:
-        # In decision order: a case amended twice in one batch ends with its second revision.
-        await conn.executemany(
-            """UPDATE cases SET revision = $2, first_failure_at = $3, severity = $4, outlook = $5,
-                                classification = $6, history = $7
-               WHERE case_id = $1""",
-            [
-                (
-                    e.case_id,
-                    e.revision,
-                    e.case_report.occurred_at,
-                    e.classification.severity.value,
-                    e.classification.outlook.value,
-                    _bytes(wire.classification_to_proto(e.classification)),
-                    _bytes(wire.history_to_proto(e.history)),
-                )
-                for e in amended
-            ],
-        )
-    failures = [
-        (e.failure_id, e.case_id, e.report, e.opened_at)
-        if isinstance(e, CaseOpened)
-        else (e.failure_id, e.case_id, e.merged_report, e.amended_at)
-        for e in (d.event for d in decisions)
-    ]
-    if failures:
-        await conn.executemany(
-            """INSERT INTO failures (failure_id, case_id, customer_id, source, source_event_id, occurred_at,
-                                     received_at, report)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-            [
-                (
-                    failure_id,
-                    case_id,
-                    report.customer_id,
-                    report.source.value,
-                    report.source_event_id,
-                    report.occurred_at,
-                    received_at,
-                    _bytes(wire.report_to_proto(report)),
-                )
-                for failure_id, case_id, report, received_at in failures
-            ],
-        )
-        # Queued for hot-spot counting in the transaction that accepts them (an insert: no shared row to lock).
-        await conn.executemany(
-            """INSERT INTO hotspot_queue (failure_id, occurred_at, received_at, category, component, release, team,
-                                          employee_id)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-            [
-                (
-                    failure_id,
-                    report.occurred_at,
-                    received_at,
-                    report.category.value,
-                    report.area.component,
-                    report.area.release,
-                    report.area.team,
-                    report.area.employee_id,
-                )
-                for failure_id, _, report, received_at in failures
-            ],
-        )
+    async def save_decisions(self, decisions: Sequence[tuple[Opened | Amended, Message]]) -> None:
+        """Write a batch's new cases, amended cases, failures and hot-spot queue entries: four statements at most.
+
+        Each decision comes with its event message, whose classification, history and merged report are what the
+        store keeps (encoded once for both).
+        """
+        opened = [(d.event, m) for d, m in decisions if isinstance(d, Opened)]
+        amended = [(d.event, m) for d, m in decisions if isinstance(d, Amended)]
+        if opened:
+            await self._conn.executemany(
+                """INSERT INTO cases (case_id, customer_id, reference, status, category, severity, outlook,
+                                      owner_employee_id, owning_team, first_failure_at, opened_at, classification,
+                                      history)
+                   VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+                [
+                    (
+                        e.case_id,
+                        e.report.customer_id,
+                        e.report.reference,
+                        e.report.category.value,
+                        e.classification.severity.value,
+                        e.classification.outlook.value,
+                        e.owner_employee_id,
+                        e.owning_team,
+                        e.report.occurred_at,
+                        e.opened_at,
+                        _bytes(m.classification),
+                        _bytes(m.history),
+                    )
+                    for e, m in opened
+                ],
+            )
+        if amended:
+            # In decision order: a case amended twice in one batch ends with its second revision.
+            await self._conn.executemany(
+                """UPDATE cases SET revision = $2, first_failure_at = $3, severity = $4, outlook = $5,
+                                    classification = $6, history = $7
+                   WHERE case_id = $1""",
+                [
+                    (
+                        e.case_id,
+                        e.revision,
+                        e.case_report.occurred_at,
+                        e.classification.severity.value,
+                        e.classification.outlook.value,
+                        _bytes(m.classification),
+                        _bytes(m.history),
+                    )
+                    for e, m in amended
+                ],
+            )
+        failures = [
+            (e.failure_id, e.case_id, e.report, e.opened_at, _bytes(wire.report_to_proto(e.report)))
+            if isinstance(e, CaseOpened)
+            else (e.failure_id, e.case_id, e.merged_report, e.amended_at, _bytes(m.merged_failure))
+            for e, m in ((d.event, m) for d, m in decisions)
+        ]
+        if failures:
+            await self._conn.executemany(
+                """INSERT INTO failures (failure_id, case_id, customer_id, source, source_event_id, occurred_at,
+                                         received_at, report)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                [
+                    (
+                        failure_id,
+                        case_id,
+                        report.customer_id,
+                        report.source.value,
+                        report.source_event_id,
+                        report.occurred_at,
+                        received_at,
+                        stored,
+                    )
+                    for failure_id, case_id, report, received_at, stored in failures
+                ],
+            )
+            # Queued for hot-spot counting in the transaction that accepts them (an insert: no shared row to lock).
+            await self._conn.executemany(
+                """INSERT INTO hotspot_queue (failure_id, occurred_at, received_at, category, component, release, team,
+                                              employee_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                [
+                    (
+                        failure_id,
+                        report.occurred_at,
+                        received_at,
+                        report.category.value,
+                        report.area.component,
+                        report.area.release,
+                        report.area.team,
+                        report.area.employee_id,
+                    )
+                    for failure_id, _, report, received_at, _ in failures
+                ],
+            )
 
 
 # -------------------------------------------------------------------------------------- cases, failures
@@ -388,18 +395,10 @@ async def satisfaction_by_case(conn: asyncpg.Connection, case_ids: Sequence[str]
 # ------------------------------------------------------------------------------ what customers received
 
 
-async def record_compensation(
-    conn: asyncpg.Connection,
-    *,
-    case_id: str,
-    customer_id: str,
-    offer_id: str,
-    offer_version: int,
-    amount: Money,
-    authorized_at: datetime,
-) -> None:
-    """Record an authorised offer; a newer version of the case's offer replaces an older one, never the reverse."""
-    await conn.execute(
+async def record_compensations(conn: asyncpg.Connection, grants: Sequence[RecordCompensation]) -> None:
+    """Record authorised offers, in order, in one round trip; a newer version of a case's offer replaces an older
+    one, never the reverse."""
+    await conn.executemany(
         """INSERT INTO compensations (case_id, customer_id, offer_id, offer_version, amount_minor, currency,
                                       authorized_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -407,13 +406,18 @@ async def record_compensation(
                amount_minor = excluded.amount_minor, currency = excluded.currency,
                authorized_at = excluded.authorized_at
            WHERE compensations.offer_version < excluded.offer_version""",
-        case_id,
-        customer_id,
-        offer_id,
-        offer_version,
-        amount.amount_minor,
-        amount.currency,
-        authorized_at,
+        [
+            (
+                g.case_id,
+                g.customer_id,
+                g.offer_id,
+                g.offer_version,
+                g.amount.amount_minor,
+                g.amount.currency,
+                g.authorized_at,
+            )
+            for g in grants
+        ],
     )
 
 

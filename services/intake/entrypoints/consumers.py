@@ -1,6 +1,7 @@
 """Intake's Kafka consumers: one subscription per input topic, each decode -> commands -> handler.
 
-Failure reports, the hot input, are handled a set at a time; the others one record after another.
+Failure reports and authorised offers, the hot inputs, are handled a set at a time; the others one record after
+another.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         results = await handlers.report_failures(uow, [command for _, command in converted], deps=deps, channel="kafka")
         return refused + [(i, r) for (i, _), r in zip(converted, results, strict=True) if isinstance(r, Exception)]
 
-    async def offer_authorized(conn: asyncpg.Connection, incoming: Incoming) -> None:
-        await handlers.record_compensation(conn, wire.compensation_from_event(incoming.message, at=incoming.event.time))
+    async def offers_authorized(uow: UnitOfWork, records: Sequence[Incoming]) -> Rejections:
+        converted, refused = convert(records, lambda i: wire.compensation_from_event(i.message, at=i.event.time))
+        await handlers.record_compensations(uow.conn, [command for _, command in converted])
+        return refused
 
     async def case_resolved(conn: asyncpg.Connection, incoming: Incoming) -> None:
         await _record_status(conn, wire.resolution_from_event(incoming.message, at=incoming.event.time))
@@ -45,7 +48,7 @@ def subscriptions(deps: Deps) -> list[Subscription]:
 
     table = (
         ("recovery.failure-reported.v1", events_pb2.FailureReported, failures_reported),
-        ("recovery.offer-authorized.v1", events_pb2.OfferAuthorized, each(offer_authorized)),
+        ("recovery.offer-authorized.v1", events_pb2.OfferAuthorized, offers_authorized),
         ("recovery.case-resolved.v1", events_pb2.CaseResolved, each(case_resolved)),
         ("recovery.case-reopened.v1", events_pb2.CaseReopened, each(case_reopened)),
         ("recovery.feedback-received.v1", events_pb2.FeedbackReceived, each(feedback_received)),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from google.protobuf.message import Message
 
 from services.common import outbox
 from services.common.money import Money
@@ -23,7 +24,7 @@ from services.common.topics import topic
 from services.common.unit_of_work import UnitOfWork
 from services.intake.adapters import repository, wire
 from services.intake.adapters.metrics import IntakeMetrics
-from services.intake.adapters.repository import CaseRow, FailureRow
+from services.intake.adapters.repository import CaseRow, FailureRow, FailureStore
 from services.intake.domain import acceptance
 from services.intake.domain.commands import RecordCaseStatus, RecordCompensation, RecordSatisfaction, ReportFailure
 from services.intake.domain.errors import InvalidFailureReport
@@ -98,16 +99,14 @@ async def report_failures(
     decisions: list[acceptance.Opened | acceptance.Amended] = []
     if valid:
         reports = [report for _, report in valid]
-        await repository.lock_customers(uow.conn, (r.customer_id for r in reports))
+        store = uow.repository(FailureStore)
+        await store.lock_customers(r.customer_id for r in reports)
         keys = [key for r in reports if (key := dedupe_key(r)) is not None]
         seen = {
             (Source(source), event_id): failure
-            for (source, event_id), failure in (
-                await repository.accepted_under(uow.conn, ((s.value, e) for s, e in keys))
-            ).items()
+            for (source, event_id), failure in (await store.accepted_under((s.value, e) for s, e in keys)).items()
         }
-        states = await repository.customer_states(
-            uow.conn,
+        states = await store.customer_states(
             (r.customer_id for r in reports),
             now=now,
             failure_lookback=policy.repeat_window,
@@ -128,8 +127,9 @@ async def report_failures(
             results[i] = _outcome(decision)
             if not isinstance(decision, acceptance.Duplicate):
                 decisions.append(decision)
-        await repository.save_decisions(uow.conn, decisions)
-        uow.stage(*(_record(decision) for decision in decisions))
+        messages = [_message(decision) for decision in decisions]
+        await store.save_decisions(list(zip(decisions, messages, strict=True)))
+        uow.stage(*(_record(d, m) for d, m in zip(decisions, messages, strict=True)))
     outcomes = [result for result in results if result is not None]
     assert len(outcomes) == len(commands)
     uow.after_commit(lambda: _count(deps, channel, commands, outcomes, decisions, time.perf_counter() - started))
@@ -156,27 +156,18 @@ def _outcome(decision: acceptance.Decision) -> ReportOutcome:
             return ReportOutcome(failure_id=event.failure_id, case_id=event.case_id, merged=True)
 
 
-def _record(decision: acceptance.Opened | acceptance.Amended) -> outbox.OutgoingRecord:
+def _message(decision: acceptance.Opened | acceptance.Amended) -> Message:
+    event = decision.event
+    return wire.case_opened_to_proto(event) if isinstance(event, CaseOpened) else wire.case_amended_to_proto(event)
+
+
+def _record(decision: acceptance.Opened | acceptance.Amended, message: Message) -> outbox.OutgoingRecord:
     event = decision.event
     if isinstance(event, CaseOpened):
-        message = wire.case_opened_to_proto(event)
-        return outbox.event_record(
-            CASE_OPENED,
-            message,
-            key=message.customer_id,
-            source=SOURCE,
-            ce_id=f"case-opened:{event.case_id}",
-            time=event.opened_at,
-        )
-    message = wire.case_amended_to_proto(event)
-    return outbox.event_record(
-        CASE_AMENDED,
-        message,
-        key=message.customer_id,
-        source=SOURCE,
-        ce_id=f"case-amended:{event.case_id}:{event.revision}",
-        time=event.amended_at,
-    )
+        name, ce_id, at = CASE_OPENED, f"case-opened:{event.case_id}", event.opened_at
+    else:
+        name, ce_id, at = CASE_AMENDED, f"case-amended:{event.case_id}:{event.revision}", event.amended_at
+    return outbox.event_record(name, message, key=message.customer_id, source=SOURCE, ce_id=ce_id, time=at)
 
 
 def _count(
@@ -271,17 +262,9 @@ async def detect_hotspots(conn: asyncpg.Connection, now: datetime, limit: int, *
 # ------------------------------------------------------------------------- what downstream services did
 
 
-async def record_compensation(conn: asyncpg.Connection, command: RecordCompensation) -> None:
-    """Remember what was authorised on a case, for the customer's history."""
-    await repository.record_compensation(
-        conn,
-        case_id=command.case_id,
-        customer_id=command.customer_id,
-        offer_id=command.offer_id,
-        offer_version=command.offer_version,
-        amount=command.amount,
-        authorized_at=command.authorized_at,
-    )
+async def record_compensations(conn: asyncpg.Connection, commands: Sequence[RecordCompensation]) -> None:
+    """Remember what was authorised on cases, for the customers' history (a set at a time)."""
+    await repository.record_compensations(conn, commands)
 
 
 async def record_case_status(conn: asyncpg.Connection, command: RecordCaseStatus) -> bool:
@@ -329,8 +312,8 @@ class HistoryView:
 async def customer_history(conn: asyncpg.Connection, customer_id: str, *, limit: int, deps: Deps) -> HistoryView:
     """Return what intake knows of the customer, so the frontline sees whether someone already handled them."""
     policy, now = deps.policy(), deps.clock()
-    states = await repository.customer_states(
-        conn, [customer_id], now=now, failure_lookback=policy.repeat_window, case_lookback=policy.case_lookback
+    states = await FailureStore(conn).customer_states(
+        [customer_id], now=now, failure_lookback=policy.repeat_window, case_lookback=policy.case_lookback
     )
     state = states[customer_id]
     summary = state.history(now=now, policy=policy)
