@@ -39,31 +39,19 @@ async def insert_case(
     conn: asyncpg.Connection, facts: CaseFacts, *, revision: int, opened_at: datetime, unverified: int
 ) -> bool:
     """Store a new case's facts; False when the case id is already known (a duplicate: nothing written)."""
-    status = await conn.execute(
-        """INSERT INTO cases (case_id, customer_id, owning_team, revision, failure_at, opened_at, unverified_claims,
-                              facts, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $6)
-           ON CONFLICT (case_id) DO NOTHING""",
-        facts.case_id,
-        facts.customer_id,
-        facts.owning_team,
-        revision,
-        facts.failure_at,
-        opened_at,
-        unverified,
-        wire.facts_to_proto(facts, at=facts.failure_at).SerializeToString(),
-    )
-    return status.endswith(" 1")
+    return bool(await insert_cases(conn, [(facts, opened_at, unverified)], revision=revision))
 
 
-async def insert_cases(conn: asyncpg.Connection, cases: Sequence[tuple[CaseFacts, datetime, int]]) -> set[str]:
+async def insert_cases(
+    conn: asyncpg.Connection, cases: Sequence[tuple[CaseFacts, datetime, int]], *, revision: int = 1
+) -> set[str]:
     """Store new cases (facts, opened at, unverified claims) in one statement; returns the ids not known before."""
     if not cases:
         return set()
     rows = await conn.fetch(
         """INSERT INTO cases (case_id, customer_id, owning_team, revision, failure_at, opened_at, unverified_claims,
                               facts, updated_at)
-           SELECT case_id, customer_id, owning_team, 1, failure_at, opened_at, unverified_claims, facts, opened_at
+           SELECT case_id, customer_id, owning_team, $8::int, failure_at, opened_at, unverified_claims, facts, opened_at
            FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int[],
                        $7::bytea[]) AS n(case_id, customer_id, owning_team, failure_at, opened_at, unverified_claims,
                                          facts)
@@ -75,6 +63,7 @@ async def insert_cases(conn: asyncpg.Connection, cases: Sequence[tuple[CaseFacts
         [opened_at for _, opened_at, _ in cases],
         [unverified for _, _, unverified in cases],
         [wire.facts_to_proto(f, at=f.failure_at).SerializeToString() for f, _, _ in cases],
+        revision,
     )
     return {row["case_id"] for row in rows}
 
@@ -214,26 +203,7 @@ async def insert_offer(
     conn: asyncpg.Connection, offer: Offer, *, facts: CaseFacts, history: CustomerHistory, team_spent_minor: int
 ) -> None:
     """Store a new offer version with everything it was computed from (for recomputation)."""
-    await conn.execute(
-        """INSERT INTO offers (offer_id, case_id, customer_id, version, policy_version, total_minor, currency,
-                               needs_review, budget_exceeded, proposed_at, offer, facts, team_spent_minor,
-                               unverified_elsewhere)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
-        offer.offer_id,
-        offer.case_id,
-        offer.customer_id,
-        offer.version,
-        offer.policy_version,
-        offer.total.amount_minor,
-        offer.total.currency,
-        offer.needs_review,
-        offer.budget_exceeded,
-        offer.proposed_at,
-        wire.offer_to_proto(offer).SerializeToString(),
-        wire.facts_to_proto(facts, at=offer.proposed_at).SerializeToString(),
-        team_spent_minor,
-        history.unverified_claims_in_window,
-    )
+    await insert_offers(conn, [(offer, facts, history, team_spent_minor)])
 
 
 async def insert_offers(
@@ -357,29 +327,44 @@ def period_of(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m")
 
 
-async def record_spend(
-    conn: asyncpg.Connection,
-    *,
-    offer_id: str,
-    case_id: str,
-    team: str,
-    currency: str,
-    amount_minor: int,
-    authorized_at: datetime,
-) -> bool:
-    """Add an authorised offer to its team's spend once; False when it was already recorded."""
-    status = await conn.execute(
+@dataclass(frozen=True)
+class Spend:
+    """An authorised offer as its team's spend."""
+
+    offer_id: str
+    case_id: str
+    team: str
+    currency: str
+    amount_minor: int
+    authorized_at: datetime
+
+
+async def record_spends(conn: asyncpg.Connection, spends: Sequence[Spend]) -> set[str]:
+    """Add authorised offers to their teams' spend once each, in one statement; returns the offer ids that were new."""
+    if not spends:
+        return set()
+    rows = await conn.fetch(
         """INSERT INTO spend (offer_id, case_id, team, period, currency, amount_minor, authorized_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (offer_id) DO NOTHING""",
-        offer_id,
-        case_id,
-        team,
-        period_of(authorized_at),
-        currency,
-        amount_minor,
-        authorized_at,
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                                $7::timestamptz[])
+           ON CONFLICT (offer_id) DO NOTHING RETURNING offer_id""",
+        [x.offer_id for x in spends],
+        [x.case_id for x in spends],
+        [x.team for x in spends],
+        [period_of(x.authorized_at) for x in spends],
+        [x.currency for x in spends],
+        [x.amount_minor for x in spends],
+        [x.authorized_at for x in spends],
     )
-    return status.endswith(" 1")
+    return {row["offer_id"] for row in rows}
+
+
+async def owning_teams(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[str, str]:
+    """Return the owning team of each known case among ``case_ids``."""
+    rows = await conn.fetch(
+        "SELECT case_id, owning_team FROM cases WHERE case_id = ANY($1::text[])", sorted(set(case_ids))
+    )
+    return {row["case_id"]: row["owning_team"] for row in rows}
 
 
 async def teams_spent(

@@ -1,6 +1,7 @@
 """Compensation's Kafka consumers: one subscription per input topic, each decode -> commands -> handler.
 
-Opened cases, the hot input, are priced a set at a time; the others one record after another.
+Opened cases and authorised offers, the hot inputs, are handled a set at a time; the others one record after
+another.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         command = wire.reopen_command(incoming.message, at=incoming.event.time, ce_id=incoming.event.id)
         await handlers.record_reopening(conn, command, deps=deps)
 
-    async def offer_authorized(conn: asyncpg.Connection, incoming: Incoming) -> None:
-        command = wire.authorization_command(incoming.message, at=incoming.event.time)
-        await handlers.record_authorization(conn, command, deps=deps)
+    async def offers_authorized(uow: UnitOfWork, records: Sequence[Incoming]) -> Rejections:
+        converted, refused = convert(records, lambda i: wire.authorization_command(i.message, at=i.event.time))
+        invalid = await handlers.record_authorizations(uow, [command for _, command in converted], deps=deps)
+        return refused + [(converted[i][0], error) for i, error in invalid]
 
     table = (
         ("recovery.case-opened.v1", events_pb2.CaseOpened, cases_opened),
@@ -50,7 +52,7 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         ("recovery.sla-breached.v1", events_pb2.SlaBreached, each(sla_breached)),
         ("recovery.customer-countered.v1", events_pb2.CustomerCountered, each(customer_countered)),
         ("recovery.case-reopened.v1", events_pb2.CaseReopened, each(case_reopened)),
-        ("recovery.offer-authorized.v1", events_pb2.OfferAuthorized, each(offer_authorized)),
+        ("recovery.offer-authorized.v1", events_pb2.OfferAuthorized, offers_authorized),
     )
     return [
         Subscription(topic=topic(name).name, types=cloudevents.registry(message), handler=handler)

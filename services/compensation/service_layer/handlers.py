@@ -308,33 +308,51 @@ async def record_reopening(
     return await _propose(conn, stored.facts, deps=deps, reason=RequoteReason.CASE_REOPENED, detail=detail)
 
 
-async def record_authorization(conn: asyncpg.Connection, command: commands.RecordAuthorization, *, deps: Deps) -> bool:
-    """Add an authorised offer to its team's monthly spend once; False when already recorded."""
-    if not command.offer_id or not command.amount.currency:
+async def record_authorizations(
+    uow: UnitOfWork, batch: Sequence[commands.RecordAuthorization], *, deps: Deps
+) -> list[tuple[int, InvalidInput]]:
+    """Add authorised offers to their teams' monthly spend, once each; returns the (index, error) of each refused.
+
+    Two statements whatever the batch size: the owning teams of events that name none, and the spend rows.
+    """
+    refused: list[tuple[int, InvalidInput]] = []
+    valid: list[commands.RecordAuthorization] = []
+    for i, command in enumerate(batch):
         violations = []
         if not command.offer_id:
             violations.append(FieldViolation("offer_id", "is required"))
         if not command.amount.currency:
             violations.append(FieldViolation("amount", "is required"))
-        raise InvalidInput.of(*violations)
-    team = command.team
-    if not team:
-        stored = await repository.get_case(conn, command.case_id)
-        team = stored.facts.owning_team if stored else ""
-    new = await repository.record_spend(
-        conn,
-        offer_id=command.offer_id,
-        case_id=command.case_id,
-        team=team,
-        currency=command.amount.currency,
-        amount_minor=command.amount.amount_minor,
-        authorized_at=command.authorized_at,
-    )
-    if new:
-        deps.metrics.authorized(command.line_items)
-    else:
-        deps.metrics.duplicates.labels(kind="offer_authorized").inc()
-    return new
+        if violations:
+            refused.append((i, InvalidInput.of(*violations)))
+        else:
+            valid.append(command)
+    unnamed = [command.case_id for command in valid if not command.team]
+    teams = await repository.owning_teams(uow.conn, unnamed) if unnamed else {}
+    spends = [
+        repository.Spend(
+            offer_id=command.offer_id,
+            case_id=command.case_id,
+            team=command.team or teams.get(command.case_id, ""),
+            currency=command.amount.currency,
+            amount_minor=command.amount.amount_minor,
+            authorized_at=command.authorized_at,
+        )
+        for command in valid
+    ]
+    new = await repository.record_spends(uow.conn, spends)
+
+    def count() -> None:
+        seen: set[str] = set()
+        for command in valid:
+            if command.offer_id in new and command.offer_id not in seen:
+                deps.metrics.authorized(command.line_items)
+            else:
+                deps.metrics.duplicates.labels(kind="offer_authorized").inc()
+            seen.add(command.offer_id)
+
+    uow.after_commit(count)
+    return refused
 
 
 def _describe(request: CustomerRequest | None) -> str:
