@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -82,24 +82,37 @@ def _record(row: asyncpg.Record) -> CaseRecord:
 
 async def insert_case(conn: asyncpg.Connection, case: Case, *, facts: bytes, now: datetime) -> bool:
     """Store a new case; False when it already exists (one case per CaseOpened)."""
-    status = await conn.execute(
+    return bool(await insert_cases(conn, [(case, facts)], now=now))
+
+
+async def insert_cases(conn: asyncpg.Connection, cases: Sequence[tuple[Case, bytes]], *, now: datetime) -> set[str]:
+    """Store new cases (each with its CaseOpened bytes) in one statement; returns the ids that were new."""
+    if not cases:
+        return set()
+    rows = await conn.fetch(
         """INSERT INTO cases (case_id, customer_id, state, owner_employee_id, team, severity, outlook,
                               system_detected, facts, opened_at, updated_at, owner_role)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (case_id) DO NOTHING""",
-        case.case_id,
-        case.customer_id,
-        case.state.value,
-        case.owner_employee_id,
-        case.team,
-        case.severity.value if case.severity else None,
-        case.outlook.value if case.outlook else None,
-        case.system_detected,
-        facts,
-        case.opened_at,
+           SELECT n.case_id, n.customer_id, n.state, n.owner_employee_id, n.team, n.severity, n.outlook,
+                  n.system_detected, n.facts, n.opened_at, $11, n.owner_role
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                       $8::bool[], $9::bytea[], $10::timestamptz[], $12::text[])
+                AS n(case_id, customer_id, state, owner_employee_id, team, severity, outlook, system_detected, facts,
+                     opened_at, owner_role)
+           ON CONFLICT (case_id) DO NOTHING RETURNING case_id""",
+        [case.case_id for case, _ in cases],
+        [case.customer_id for case, _ in cases],
+        [case.state.value for case, _ in cases],
+        [case.owner_employee_id for case, _ in cases],
+        [case.team for case, _ in cases],
+        [case.severity.value if case.severity else None for case, _ in cases],
+        [case.outlook.value if case.outlook else None for case, _ in cases],
+        [case.system_detected for case, _ in cases],
+        [facts for _, facts in cases],
+        [case.opened_at for case, _ in cases],
         now,
-        case.owner_role,
+        [case.owner_role for case, _ in cases],
     )
-    return status.endswith(" 1")
+    return {row["case_id"] for row in rows}
 
 
 async def get_case(conn: asyncpg.Connection, case_id: str, *, lock: bool = False) -> CaseRecord | None:
@@ -108,15 +121,16 @@ async def get_case(conn: asyncpg.Connection, case_id: str, *, lock: bool = False
     return _record(row) if row else None
 
 
-async def save_case(conn: asyncpg.Connection, case: Case, *, now: datetime) -> int:
-    """Write the case's changeable facts and give it a new revision; returns the revision."""
-    return await conn.fetchval(
-        """UPDATE cases SET state = $2, owner_employee_id = $3, team = $4, severity = $5, outlook = $6,
-                  system_detected = $7, acknowledged_at = $8, transfer_count = $9, transfer_limit_exceeded = $10,
-                  resolution_count = $11, pending_approval_id = $12, current_offer_id = $13,
-                  sla_breach_count = $14, attention_role = $15, resolved_at = $16, updated_at = $17,
-                  owner_role = $18, revision = nextval('case_revision')
-           WHERE case_id = $1 RETURNING revision""",
+async def lock_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[str, CaseRecord]:
+    """Return the known cases among ``case_ids``, each locked FOR UPDATE (in id order)."""
+    rows = await conn.fetch(
+        "SELECT * FROM cases WHERE case_id = ANY($1::text[]) ORDER BY case_id FOR UPDATE", sorted(set(case_ids))
+    )
+    return {row["case_id"]: _record(row) for row in rows}
+
+
+def _case_changes(case: Case, now: datetime) -> tuple:
+    return (
         case.case_id,
         case.state.value,
         case.owner_employee_id,
@@ -136,6 +150,24 @@ async def save_case(conn: asyncpg.Connection, case: Case, *, now: datetime) -> i
         now,
         case.owner_role,
     )
+
+
+_SAVE_CASE = """UPDATE cases SET state = $2, owner_employee_id = $3, team = $4, severity = $5, outlook = $6,
+                  system_detected = $7, acknowledged_at = $8, transfer_count = $9, transfer_limit_exceeded = $10,
+                  resolution_count = $11, pending_approval_id = $12, current_offer_id = $13,
+                  sla_breach_count = $14, attention_role = $15, resolved_at = $16, updated_at = $17,
+                  owner_role = $18, revision = nextval('case_revision')
+           WHERE case_id = $1"""
+
+
+async def save_case(conn: asyncpg.Connection, case: Case, *, now: datetime) -> int:
+    """Write the case's changeable facts and give it a new revision; returns the revision."""
+    return await conn.fetchval(_SAVE_CASE + " RETURNING revision", *_case_changes(case, now))
+
+
+async def save_cases(conn: asyncpg.Connection, cases: Sequence[Case], *, now: datetime) -> None:
+    """``save_case`` for a set of cases, in one round trip."""
+    await conn.executemany(_SAVE_CASE, [_case_changes(case, now) for case in cases])
 
 
 async def save_facts(conn: asyncpg.Connection, case_id: str, *, facts: bytes, revision: int) -> None:
@@ -244,22 +276,32 @@ async def insert_offer(
     conn: asyncpg.Connection, case_id: str, offer: Offer, *, message: bytes, proposed_at: datetime
 ) -> bool:
     """Store an offer version; False when it (or its version) is already known."""
-    status = await conn.execute(
+    return bool(await insert_offers(conn, [(case_id, offer, message, proposed_at)]))
+
+
+async def insert_offers(conn: asyncpg.Connection, offers: Sequence[tuple[str, Offer, bytes, datetime]]) -> set[str]:
+    """Store offer versions (case id, offer, OfferProposed bytes, proposed at) in one statement; returns the ids
+    that were new (an offer, or another with its version, already known is skipped)."""
+    if not offers:
+        return set()
+    rows = await conn.fetch(
         """INSERT INTO offers (offer_id, case_id, version, total_minor, currency, needs_review, budget_exceeded,
                                status, message, proposed_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING""",
-        offer.offer_id,
-        case_id,
-        offer.version,
-        offer.total.amount_minor,
-        offer.total.currency,
-        offer.needs_review,
-        offer.budget_exceeded,
-        offer.status.value,
-        message,
-        proposed_at,
+           SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bool[], $7::bool[],
+                                $8::text[], $9::bytea[], $10::timestamptz[])
+           ON CONFLICT DO NOTHING RETURNING offer_id""",
+        [offer.offer_id for _, offer, _, _ in offers],
+        [case_id for case_id, _, _, _ in offers],
+        [offer.version for _, offer, _, _ in offers],
+        [offer.total.amount_minor for _, offer, _, _ in offers],
+        [offer.total.currency for _, offer, _, _ in offers],
+        [offer.needs_review for _, offer, _, _ in offers],
+        [offer.budget_exceeded for _, offer, _, _ in offers],
+        [offer.status.value for _, offer, _, _ in offers],
+        [message for _, _, message, _ in offers],
+        [proposed_at for _, _, _, proposed_at in offers],
     )
-    return status.endswith(" 1")
+    return {row["offer_id"] for row in rows}
 
 
 async def get_offer(conn: asyncpg.Connection, offer_id: str, *, lines_of) -> OfferRecord | None:
@@ -295,17 +337,47 @@ async def get_offer(conn: asyncpg.Connection, offer_id: str, *, lines_of) -> Off
 
 async def highest_offer_version(conn: asyncpg.Connection, case_id: str) -> int:
     """Return the case's highest known offer version (0 when none)."""
-    return await conn.fetchval("SELECT coalesce(max(version), 0) FROM offers WHERE case_id = $1", case_id)
+    return (await highest_offer_versions(conn, [case_id])).get(case_id, 0)
+
+
+async def highest_offer_versions(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[str, int]:
+    """Return each case's highest known offer version (cases with no offer are left out)."""
+    rows = await conn.fetch(
+        "SELECT case_id, max(version) AS v FROM offers WHERE case_id = ANY($1::text[]) GROUP BY case_id",
+        sorted(set(case_ids)),
+    )
+    return {row["case_id"]: row["v"] for row in rows}
 
 
 async def set_offer_status(conn: asyncpg.Connection, offer_id: str, status: OfferStatus) -> None:
     """Record where the offer stands."""
-    await conn.execute("UPDATE offers SET status = $2 WHERE offer_id = $1", offer_id, status.value)
+    await set_offer_statuses(conn, [(offer_id, status)])
+
+
+async def set_offer_statuses(conn: asyncpg.Connection, statuses: Sequence[tuple[str, OfferStatus]]) -> None:
+    """``set_offer_status`` for a set of offers, in one round trip."""
+    await conn.executemany(
+        "UPDATE offers SET status = $2 WHERE offer_id = $1", [(offer_id, status.value) for offer_id, status in statuses]
+    )
 
 
 async def set_customer_decision(conn: asyncpg.Connection, offer_id: str, decision: CustomerDecision) -> None:
     """Record the customer's answer to the offer."""
     await conn.execute("UPDATE offers SET customer_decision = $2 WHERE offer_id = $1", offer_id, decision.value)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """An offer's authorisation as stored: by whom, under whose authority, how much, through which approval."""
+
+    offer_id: str
+    case_id: str
+    tier: str
+    actor: Actor
+    authority_employee_id: str
+    amount: Money
+    approval_id: str
+    at: datetime
 
 
 async def insert_authorization(
@@ -321,24 +393,34 @@ async def insert_authorization(
     at: datetime,
 ) -> bool:
     """Record the offer's one authorisation; False when it already has one (the business-key guard)."""
-    status = await conn.execute(
+    grant = Grant(offer_id, case_id, tier, actor, authority_employee_id, amount, approval_id, at)
+    return bool(await insert_authorizations(conn, [grant]))
+
+
+async def insert_authorizations(conn: asyncpg.Connection, grants: Sequence[Grant]) -> set[str]:
+    """Record authorisations in one statement; returns the offer ids that had none before."""
+    if not grants:
+        return set()
+    rows = await conn.fetch(
         """INSERT INTO authorizations (offer_id, case_id, tier, actor_kind, actor_employee_id, actor_role, actor_team,
                                        authority_employee_id, amount_minor, currency, approval_id, authorized_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (offer_id) DO NOTHING""",
-        offer_id,
-        case_id,
-        tier,
-        actor.kind.value,
-        actor.employee_id,
-        actor.role,
-        actor.team,
-        authority_employee_id,
-        amount.amount_minor,
-        amount.currency,
-        approval_id,
-        at,
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                                $8::text[], $9::bigint[], $10::text[], $11::text[], $12::timestamptz[])
+           ON CONFLICT (offer_id) DO NOTHING RETURNING offer_id""",
+        [g.offer_id for g in grants],
+        [g.case_id for g in grants],
+        [g.tier for g in grants],
+        [g.actor.kind.value for g in grants],
+        [g.actor.employee_id for g in grants],
+        [g.actor.role for g in grants],
+        [g.actor.team for g in grants],
+        [g.authority_employee_id for g in grants],
+        [g.amount.amount_minor for g in grants],
+        [g.amount.currency for g in grants],
+        [g.approval_id for g in grants],
+        [g.at for g in grants],
     )
-    return status.endswith(" 1")
+    return {row["offer_id"] for row in rows}
 
 
 async def authorized_total(conn: asyncpg.Connection, case_id: str) -> Money | None:
@@ -631,22 +713,32 @@ def _clock(row: asyncpg.Record) -> ClockState:
 
 async def save_clock(conn: asyncpg.Connection, case_id: str, c: ClockState) -> None:
     """Insert or replace one SLA clock of the case."""
-    await conn.execute(
+    await save_clocks(conn, [(case_id, c)])
+
+
+async def save_clocks(conn: asyncpg.Connection, clocks: Sequence[tuple[str, ClockState]]) -> None:
+    """Insert or replace SLA clocks (case id, clock), in one round trip."""
+    await conn.executemany(
         """INSERT INTO sla_clocks (case_id, clock, status, budget, started_at, deadline_at, warn_at, paused_at,
                                    paused, stopped_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
            ON CONFLICT (case_id, clock) DO UPDATE SET status = $3, budget = $4, started_at = $5, deadline_at = $6,
                warn_at = $7, paused_at = $8, paused = $9, stopped_at = $10""",
-        case_id,
-        c.clock.value,
-        c.status.value,
-        c.budget,
-        c.started_at,
-        c.deadline_at,
-        c.warn_at,
-        c.paused_at,
-        c.paused,
-        c.stopped_at,
+        [
+            (
+                case_id,
+                c.clock.value,
+                c.status.value,
+                c.budget,
+                c.started_at,
+                c.deadline_at,
+                c.warn_at,
+                c.paused_at,
+                c.paused,
+                c.stopped_at,
+            )
+            for case_id, c in clocks
+        ],
     )
 
 
@@ -680,19 +772,30 @@ async def set_timers(
     approval_id: str = "",
 ) -> None:
     """Replace the clock's pending timers with ``timers`` (cancel the old rows, add the new)."""
+    await replace_timers(conn, [(case_id, clock, timers, approval_id)])
+
+
+async def replace_timers(
+    conn: asyncpg.Connection, changes: Sequence[tuple[str, SlaClock, Sequence[tuple[str, datetime]], str]]
+) -> None:
+    """``set_timers`` for (case id, clock, timers, approval id) changes: two statements whatever their number."""
+    if not changes:
+        return
     await conn.execute(
-        "UPDATE timers SET status = 'cancelled' WHERE case_id = $1 AND clock = $2 AND status = 'pending'",
-        case_id,
-        clock.value,
+        """UPDATE timers SET status = 'cancelled'
+           FROM unnest($1::text[], $2::text[]) AS c(case_id, clock)
+           WHERE timers.case_id = c.case_id AND timers.clock = c.clock AND timers.status = 'pending'""",
+        [case_id for case_id, _, _, _ in changes],
+        [clock.value for _, clock, _, _ in changes],
     )
-    for kind, due_at in timers:
-        await conn.execute(
-            "INSERT INTO timers (case_id, kind, clock, approval_id, due_at) VALUES ($1, $2, $3, $4, $5)",
-            case_id,
-            kind,
-            clock.value,
-            approval_id,
-            due_at,
+    rows = [
+        (case_id, kind, clock.value, approval_id, due_at)
+        for case_id, clock, timers, approval_id in changes
+        for kind, due_at in timers
+    ]
+    if rows:
+        await conn.executemany(
+            "INSERT INTO timers (case_id, kind, clock, approval_id, due_at) VALUES ($1, $2, $3, $4, $5)", rows
         )
 
 
@@ -739,28 +842,38 @@ class AuditEntry:
 
 async def append_audit(conn: asyncpg.Connection, e: AuditEntry) -> None:
     """Append ``e`` to the audit trail in the caller's transaction."""
-    await conn.execute(
+    await append_audits(conn, [e])
+
+
+async def append_audits(conn: asyncpg.Connection, entries: Sequence[AuditEntry]) -> None:
+    """Append ``entries`` to the audit trail, in order, in one round trip."""
+    await conn.executemany(
         """INSERT INTO audit_log (case_id, action, actor_kind, actor_employee_id, actor_role, actor_team,
                                   amount_minor, currency, limits, policy_version, reason, detail, offer_id,
                                   approval_id, from_state, to_state, occurred_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17)""",
-        e.case_id,
-        e.action,
-        e.actor.kind.value,
-        e.actor.employee_id,
-        e.actor.role,
-        e.actor.team,
-        e.amount.amount_minor if e.amount else None,
-        e.amount.currency if e.amount else None,
-        json.dumps(e.limits) if e.limits is not None else None,
-        e.policy_version,
-        e.reason,
-        e.detail,
-        e.offer_id,
-        e.approval_id,
-        e.from_state.value if e.from_state else None,
-        e.to_state.value if e.to_state else None,
-        e.occurred_at,
+        [
+            (
+                e.case_id,
+                e.action,
+                e.actor.kind.value,
+                e.actor.employee_id,
+                e.actor.role,
+                e.actor.team,
+                e.amount.amount_minor if e.amount else None,
+                e.amount.currency if e.amount else None,
+                json.dumps(e.limits) if e.limits is not None else None,
+                e.policy_version,
+                e.reason,
+                e.detail,
+                e.offer_id,
+                e.approval_id,
+                e.from_state.value if e.from_state else None,
+                e.to_state.value if e.to_state else None,
+                e.occurred_at,
+            )
+            for e in entries
+        ],
     )
 
 
@@ -792,16 +905,31 @@ async def owner_loads(conn: asyncpg.Connection) -> dict[str, int]:
 
 async def park_event(conn: asyncpg.Connection, case_id: str, kind: str, payload: bytes, now: datetime) -> None:
     """Keep an event about a case not opened yet, to apply when it opens."""
-    await conn.execute(
+    await park_events(conn, [(case_id, kind, payload)], now=now)
+
+
+async def park_events(conn: asyncpg.Connection, events: Sequence[tuple[str, str, bytes]], *, now: datetime) -> None:
+    """``park_event`` for (case id, kind, payload) events, in order, in one round trip."""
+    await conn.executemany(
         "INSERT INTO early_events (case_id, kind, payload, received_at) VALUES ($1, $2, $3, $4)",
-        case_id,
-        kind,
-        payload,
-        now,
+        [(case_id, kind, payload, now) for case_id, kind, payload in events],
     )
 
 
 async def take_parked_events(conn: asyncpg.Connection, case_id: str) -> list[tuple[str, bytes]]:
     """Remove and return the case's parked events, in arrival order."""
-    rows = await conn.fetch("DELETE FROM early_events WHERE case_id = $1 RETURNING id, kind, payload", case_id)
-    return [(r["kind"], bytes(r["payload"])) for r in sorted(rows, key=lambda r: r["id"])]
+    return (await take_parked_events_of(conn, [case_id])).get(case_id, [])
+
+
+async def take_parked_events_of(
+    conn: asyncpg.Connection, case_ids: Iterable[str]
+) -> dict[str, list[tuple[str, bytes]]]:
+    """Remove and return the parked events of each case that has any, in arrival order, in one statement."""
+    rows = await conn.fetch(
+        "DELETE FROM early_events WHERE case_id = ANY($1::text[]) RETURNING id, case_id, kind, payload",
+        sorted(set(case_ids)),
+    )
+    parked: dict[str, list[tuple[str, bytes]]] = {}
+    for r in sorted(rows, key=lambda r: r["id"]):
+        parked.setdefault(r["case_id"], []).append((r["kind"], bytes(r["payload"])))
+    return parked

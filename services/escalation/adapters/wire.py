@@ -119,7 +119,10 @@ def amended_facts(facts: bytes, m: events_pb2.CaseAmended) -> bytes:
 
 def offer_lines(message: bytes) -> tuple[OfferLine, ...]:
     """Return the lines of a stored OfferProposed."""
-    m = events_pb2.OfferProposed.FromString(message)
+    return _lines(events_pb2.OfferProposed.FromString(message))
+
+
+def _lines(m: events_pb2.OfferProposed) -> tuple[OfferLine, ...]:
     return tuple(
         OfferLine(
             kind=enum_from_proto(common_pb2.RemedyKind, line.kind, RemedyKind),
@@ -143,7 +146,7 @@ def offer_from_event(m: events_pb2.OfferProposed, *, at: datetime) -> ReceiveOff
         offer_id=m.offer_id,
         version=m.version,
         total=Money(m.total.amount_minor, m.total.currency),
-        lines=offer_lines(m.SerializeToString()),
+        lines=_lines(m),
         needs_review=m.needs_review,
         budget_exceeded=m.budget_exceeded,
     )

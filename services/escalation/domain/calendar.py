@@ -23,14 +23,26 @@ class BusinessCalendar:
     timezone: str
     hours: Mapping[int, tuple[tuple[int, int], ...]]
     holidays: frozenset[date] = field(default_factory=frozenset)
+    # Each day's periods, computed once: every SLA clock of a batch walks the same few days.
+    _days: dict[date, tuple[tuple[datetime, datetime], ...]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @classmethod
     def always_open(cls) -> BusinessCalendar:
         """Return a 24x7 calendar in UTC."""
         return cls(timezone="UTC", hours={d: ((0, 24 * 60),) for d in range(7)})
 
-    def periods_on(self, day: date) -> list[tuple[datetime, datetime]]:
+    def periods_on(self, day: date) -> tuple[tuple[datetime, datetime], ...]:
         """Return the day's opening periods as aware UTC datetimes (empty on a holiday or closed day)."""
+        if (known := self._days.get(day)) is not None:
+            return known
+        if len(self._days) > 4096:
+            self._days.clear()  # a long-running process walks ever later days; keep the memory bounded
+        periods = self._days[day] = tuple(self._compute_periods(day))
+        return periods
+
+    def _compute_periods(self, day: date) -> list[tuple[datetime, datetime]]:
         if day in self.holidays:
             return []
         zone = ZoneInfo(self.timezone)

@@ -8,39 +8,38 @@ automation limit; anything else waits in offer pending for the owner to send it 
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 
 import asyncpg
 from recovery.events.v1 import events_pb2
 
+from services.common import outbox
+from services.common.unit_of_work import UnitOfWork
 from services.escalation.adapters import repository as repo
 from services.escalation.adapters import wire
 from services.escalation.domain import authority, lifecycle, sla
 from services.escalation.domain import commands as c
-from services.escalation.domain.errors import (
-    FieldViolation,
-    InvalidCommand,
-)
+from services.escalation.domain.errors import Conflict, FieldViolation, InvalidCommand
 from services.escalation.domain.model import (
     Actor,
+    AuthorizationTier,
     Case,
     CaseAction,
     CaseState,
+    OfferStatus,
     SlaClock,
 )
 from services.escalation.service_layer import steps
 
 log = logging.getLogger(__name__)
 
+OPENING_CLOCKS = (SlaClock.ACKNOWLEDGE, SlaClock.RESOLVE)
 
-async def open_case(conn: asyncpg.Connection, command: c.OpenCase, *, facts: bytes, deps: steps.Deps) -> bool:
-    """Create the case (queued without an owner, open with the reporter as owner) and start its SLA clocks.
 
-    Returns False for a case already known. Events that arrived before it are applied afterwards.
-    """
-    now = deps.clock()
-    await steps.serialise_arrival(conn, command.case_id)
-    case = Case(
+def _new_case(command: c.OpenCase) -> Case:
+    return Case(
         case_id=command.case_id,
         customer_id=command.customer_id,
         state=CaseState.OPEN if command.owner_employee_id else CaseState.QUEUED,
@@ -52,29 +51,61 @@ async def open_case(conn: asyncpg.Connection, command: c.OpenCase, *, facts: byt
         owner_role=command.owner_role,
         opened_at=command.opened_at,
     )
-    if not await repo.insert_case(conn, case, facts=facts, now=now):
-        return False
-    for clock in (SlaClock.ACKNOWLEDGE, SlaClock.RESOLVE):
-        # Counted from when intake opened the case, not from when this consumer got to it.
-        await steps.start_clock(conn, deps, case, clock, command.opened_at)
-    await steps.audit(
+
+
+def _opened_detail(case: Case) -> str:
+    return f"owner {case.owner_employee_id or '(queued)'}, team {case.team}"
+
+
+async def open_cases(uow: UnitOfWork, batch: Sequence[tuple[c.OpenCase, bytes]], *, deps: steps.Deps) -> None:
+    """``open_case`` for a set of cases (each with its CaseOpened bytes), in order, in a fixed number of round
+    trips: lock their arrivals, insert the new ones, start their clocks and timers, audit, take parked events.
+
+    Events parked for a case before it arrived (rare: an offer overtaking its case) are applied one by one after.
+    """
+    if not batch:
+        return
+    conn, now = uow.conn, deps.clock()
+    await steps.serialise_arrivals(conn, (command.case_id for command, _ in batch))
+    cases: dict[str, tuple[Case, bytes]] = {}
+    for command, facts in batch:
+        cases.setdefault(command.case_id, (_new_case(command), facts))  # opened twice in one batch: once
+    inserted = await repo.insert_cases(conn, list(cases.values()), now=now)
+    new = [case for case, _ in cases.values() if case.case_id in inserted]
+    # Counted from when intake opened the case, not from when this consumer got to it.
+    clocks = [
+        (case.case_id, steps.started_clock(deps, case, k, case.opened_at)) for case in new for k in OPENING_CLOCKS
+    ]
+    await repo.save_clocks(conn, clocks)
+    await repo.replace_timers(conn, [(case_id, k.clock, sla.due_timers(k), "") for case_id, k in clocks])
+    await repo.append_audits(
         conn,
-        deps,
-        before=None,
-        after=case,
-        action=CaseAction.OPENED,
-        actor=Actor.system(),
-        at=now,
-        detail=f"owner {case.owner_employee_id or '(queued)'}, team {case.team}",
+        [
+            steps.audit_entry(
+                deps,
+                before=None,
+                after=case,
+                action=CaseAction.OPENED,
+                actor=Actor.system(),
+                at=now,
+                detail=_opened_detail(case),
+            )
+            for case in new
+        ],
     )
-    for kind, payload in await repo.take_parked_events(conn, case.case_id):
-        if kind == "offer":
-            message = events_pb2.OfferProposed.FromString(payload)
-            await receive_offer(conn, wire.offer_from_event(message, at=now), message=payload, deps=deps)
-        else:
-            message = events_pb2.CaseAmended.FromString(payload)
-            await amend_case(conn, wire.amend_from_event(message), message=message, deps=deps)
-    return True
+    parked = await repo.take_parked_events_of(conn, (case.case_id for case in new))
+    for case in new:
+        for kind, payload in parked.get(case.case_id, ()):
+            await _apply_parked(conn, kind, payload, deps=deps, now=now)
+
+
+async def _apply_parked(conn: asyncpg.Connection, kind: str, payload: bytes, *, deps: steps.Deps, now) -> None:
+    if kind == "offer":
+        message = events_pb2.OfferProposed.FromString(payload)
+        await receive_offer(conn, wire.offer_from_event(message, at=now), message=payload, deps=deps)
+    else:
+        amended = events_pb2.CaseAmended.FromString(payload)
+        await amend_case(conn, wire.amend_from_event(amended), message=amended, deps=deps)
 
 
 async def amend_case(
@@ -168,6 +199,134 @@ async def receive_offer(conn: asyncpg.Connection, command: c.ReceiveOffer, *, me
         await steps.system_authorize(conn, deps, case=after, offer_id=offer.offer_id, now=now)
     else:
         await steps.owner_authorize_at_once(conn, deps, case=after, now=now)
+
+
+async def receive_offers(uow: UnitOfWork, batch: Sequence[tuple[c.ReceiveOffer, bytes]], *, deps: steps.Deps) -> None:
+    """``receive_offer`` for a set of offers (each with its OfferProposed bytes), in a fixed number of round trips
+    for the common shape: a case's first offer, which the system authorises at once or which waits for a human.
+
+    Everything else (a re-quote, a case waiting on the customer or resolved, an owner who may grant it at once,
+    two offers of one case in the batch) goes one by one through ``receive_offer`` after the set, on its own
+    case: each case's offers keep their order, and no two paths touch the same case.
+    """
+    if not batch:
+        return
+    conn, now, policy = uow.conn, deps.clock(), deps.policy()
+    await steps.serialise_arrivals(conn, (command.case_id for command, _ in batch))
+    records = await repo.lock_cases(conn, (command.case_id for command, _ in batch))
+    await repo.park_events(
+        conn,
+        [(command.case_id, "offer", message) for command, message in batch if command.case_id not in records],
+        now=now,
+    )
+    arrived = [(command, message) for command, message in batch if command.case_id in records]
+    per_case = Counter(command.case_id for command, _ in arrived)
+    first, rest = [], []
+    for command, message in arrived:
+        simple = per_case[command.case_id] == 1 and _first_offer(records[command.case_id].case, command, policy)
+        (first if simple else rest).append((command, message))
+    inserted = await repo.insert_offers(conn, [(cmd.case_id, cmd.offer, msg, cmd.proposed_at) for cmd, msg in first])
+    highest = await repo.highest_offer_versions(conn, (cmd.case_id for cmd, _ in first))
+    saved, audits, grants = [], [], []
+    system = Actor.system()
+    limits = steps.system_limits(deps)  # the same for every offer the system authorises under this policy
+    limits_json = wire.limits_json(limits)
+    for command, message in first:
+        offer = command.offer
+        if offer.offer_id not in inserted:
+            continue  # this offer (or another with its version) is already known
+        if highest.get(command.case_id, 0) > offer.version:
+            log.info(
+                "offer %s v%d is older than the case's current offer; kept, not current", offer.offer_id, offer.version
+            )
+            continue
+        before = records[command.case_id].case
+        # A first offer: no earlier one to release, no pending approval to cancel, no paused clock to resume.
+        after = replace(
+            lifecycle.apply(before, c.ProposeOffer(offer_id=offer.offer_id), now).case,
+            current_offer_id=offer.offer_id,
+            pending_approval_id="",
+        )
+        audits.append(
+            steps.audit_entry(
+                deps,
+                before=before,
+                after=after,
+                action=CaseAction.OFFER_PROPOSED,
+                actor=system,
+                at=now,
+                amount=offer.total,
+                offer_id=offer.offer_id,
+                detail=f"version {offer.version}",
+            )
+        )
+        final = after
+        if authority.system_may_authorise(policy, system_detected=after.system_detected, offer=offer):
+            final = lifecycle.apply(after, c.AuthorizeOffer(by=system), now).case
+            grants.append(
+                repo.Grant(
+                    offer.offer_id, after.case_id, AuthorizationTier.SYSTEM.value, system, "", offer.total, "", now
+                )
+            )
+            event = wire.offer_authorized(
+                after,
+                offer,
+                message=message,
+                by=system,
+                tier=AuthorizationTier.SYSTEM,
+                amount=offer.total,
+                lines=offer.lines,
+                limits=limits,
+                policy_version=policy.version,
+                approval_id="",
+                at=now,
+            )
+            uow.stage(
+                outbox.event_record(
+                    steps.OFFER_AUTHORIZED,
+                    event,
+                    key=after.customer_id,
+                    source=steps.SOURCE,
+                    ce_id=f"offer-authorized:{offer.offer_id}",
+                    time=now,
+                )
+            )
+            audits.append(
+                steps.audit_entry(
+                    deps,
+                    before=after,
+                    after=final,
+                    action=CaseAction.OFFER_AUTHORIZED,
+                    actor=system,
+                    at=now,
+                    amount=offer.total,
+                    offer_id=offer.offer_id,
+                    limits=limits_json,
+                    reason=steps.SYSTEM_REASON,
+                )
+            )
+        saved.append(final)
+    await repo.save_cases(conn, saved, now=now)
+    if len(await repo.insert_authorizations(conn, grants)) != len(grants):
+        raise Conflict("an offer of this batch is already authorised")  # cannot be for a first offer: isolate it
+    await repo.set_offer_statuses(conn, [(g.offer_id, OfferStatus.AUTHORIZED) for g in grants])
+    await repo.append_audits(conn, audits)
+    if authorised := len(grants):
+        uow.after_commit(
+            lambda: deps.metrics.authorizations.labels(tier=AuthorizationTier.SYSTEM.value).inc(authorised)
+        )
+    await uow.flush()  # the set's events before the one-by-one ones, in the order they were decided
+    for command, message in rest:
+        await receive_offer(conn, command, message=message, deps=deps)
+
+
+def _first_offer(case: Case, command: c.ReceiveOffer, policy) -> bool:
+    """True when the offer is the case's first and nobody but the system could authorise it at once."""
+    if case.current_offer_id or case.state in (CaseState.RESOLVED, CaseState.WAITING_ON_CUSTOMER):
+        return False
+    system = authority.system_may_authorise(policy, system_detected=case.system_detected, offer=command.offer)
+    owner_may_grant = bool(case.owner_employee_id and case.owner_role)
+    return system or not owner_may_grant
 
 
 async def request_reopen(conn: asyncpg.Connection, command: c.RequestReopen, *, deps: steps.Deps) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -94,17 +94,23 @@ async def audit(
     **details,
 ) -> None:
     await repo.append_audit(
-        conn,
-        repo.AuditEntry(
-            case_id=after.case_id,
-            action=action.value,
-            actor=actor,
-            policy_version=deps.policy().version,
-            occurred_at=at,
-            from_state=before.state if before else None,
-            to_state=after.state,
-            **details,
-        ),
+        conn, audit_entry(deps, before=before, after=after, action=action, actor=actor, at=at, **details)
+    )
+
+
+def audit_entry(
+    deps: Deps, *, before: Case | None, after: Case, action: CaseAction, actor: Actor, at: datetime, **details
+) -> repo.AuditEntry:
+    """Return the audit row of a change of the case from ``before`` to ``after``."""
+    return repo.AuditEntry(
+        case_id=after.case_id,
+        action=action.value,
+        actor=actor,
+        policy_version=deps.policy().version,
+        occurred_at=at,
+        from_state=before.state if before else None,
+        to_state=after.state,
+        **details,
     )
 
 
@@ -123,15 +129,19 @@ async def save_clock(conn: asyncpg.Connection, case_id: str, clock: ClockState) 
 
 
 async def start_clock(conn, deps: Deps, case: Case, clock: SlaClock, now: datetime) -> None:
+    await save_clock(conn, case.case_id, started_clock(deps, case, clock, now))
+
+
+def started_clock(deps: Deps, case: Case, clock: SlaClock, now: datetime) -> ClockState:
+    """Return the case's ``clock`` started at ``now`` with the budget its severity and outlook give."""
     policy = deps.policy()
-    state = sla.start(
+    return sla.start(
         clock=clock,
         budget=policy.sla_budget(clock, case.severity, case.outlook),
         calendar=policy.calendar_for(case.team),
         share_bp=policy.warn_share_bp,
         now=now,
     )
-    await save_clock(conn, case.case_id, state)
 
 
 async def each_clock(conn, case_id: str, change: Callable[[ClockState], ClockState]) -> None:
@@ -232,7 +242,16 @@ async def record_authorization(
 async def serialise_arrival(conn: asyncpg.Connection, case_id: str) -> None:
     """Order a case's opening and its early events: without this, an offer read while the opening is still
     uncommitted is parked after the opening took the parked events, and is never applied."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"case-arrival:{case_id}")
+    await serialise_arrivals(conn, [case_id])
+
+
+async def serialise_arrivals(conn: asyncpg.Connection, case_ids: Iterable[str]) -> None:
+    """``serialise_arrival`` for a set of cases in one statement, in one global order (no deadlock between sets)."""
+    await conn.execute(
+        """SELECT count(pg_advisory_xact_lock(h)) FROM (
+               SELECT DISTINCT hashtext('case-arrival:' || c) AS h FROM unnest($1::text[]) AS c ORDER BY h) AS o""",
+        sorted(set(case_ids)),
+    )
 
 
 async def release_superseded(conn, deps: Deps, offer_id: str) -> None:
@@ -295,11 +314,19 @@ async def authorize_whole_offer(
     return transition.case
 
 
-async def system_authorize(conn, deps: Deps, *, case: Case, offer_id: str, now: datetime) -> None:
+SYSTEM_REASON = "automatic recovery: system-detected failure within the automation limit"
+
+
+def system_limits(deps: Deps) -> common_pb2.AuthorityLimits:
+    """The limits the system authorises under, as recorded on its authorisations."""
     policy = deps.policy()
-    limits = wire.limits_to_proto(
+    return wire.limits_to_proto(
         authority.system_limits(policy), employee_id="", usage=Usage(), policy_version=policy.version
     )
+
+
+async def system_authorize(conn, deps: Deps, *, case: Case, offer_id: str, now: datetime) -> None:
+    limits = system_limits(deps)
     await authorize_whole_offer(
         conn,
         deps,
@@ -308,7 +335,7 @@ async def system_authorize(conn, deps: Deps, *, case: Case, offer_id: str, now: 
         by=Actor.system(),
         tier=AuthorizationTier.SYSTEM,
         limits=limits,
-        reason="automatic recovery: system-detected failure within the automation limit",
+        reason=SYSTEM_REASON,
         now=now,
     )
 
