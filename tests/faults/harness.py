@@ -292,7 +292,7 @@ async def _progress(conn: asyncpg.Connection, customers: list[str]) -> tuple[int
     return failures, cases, escalated, quoted, received, unsent
 
 
-async def settled(cluster: Cluster, stream: Stream, *, timeout: float = 240) -> None:
+async def settled(cluster: Cluster, stream: Stream, *, timeout: float = 600) -> None:
     """Wait until every accepted report reached intake, every case and offer reached escalation, every outbox
     is empty, and nothing changed for two seconds: the moment the invariants must hold."""
     customers = stream.all_customers()

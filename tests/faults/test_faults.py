@@ -30,6 +30,11 @@ from tests.support.running import bearer
 pytestmark = pytest.mark.faults
 
 SESSION_TIMEOUT = KitSettings().consumer_session_timeout_seconds
+# Each stream: ten thousand reports at a few hundred a second, over enough customers that merges stay a
+# minority (every third report of a customer shares an order with the one before it).
+REPORTS = 10_000
+RATE = 400
+CUSTOMERS = 2_000
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +110,9 @@ async def test_1_kill_9_each_service_in_turn_and_restart_it(cluster):
             restarts.append(asyncio.create_task(cluster.start_service(name)))
         await asyncio.gather(*restarts)
 
-    report = await drive(cluster, Stream(seed=1), count=1500, rate=100, poison_every=101, faults=faults)
+    report = await drive(
+        cluster, Stream(seed=1, customers=CUSTOMERS), count=REPORTS, rate=RATE, poison_every=101, faults=faults
+    )
     assert not report.broken, str(report)
 
 
@@ -120,9 +127,9 @@ async def test_2_two_replicas_one_killed_mid_batch_the_survivor_takes_over(clust
             await cluster.kill(name, index=0, sig=signal.SIGKILL)
         log(f"kill -9 intake-0 and compensation-0 after {stream.published} reports: replicas 1 take their partitions")
 
-    stream = Stream(seed=2)
+    stream = Stream(seed=2, customers=CUSTOMERS)
     try:
-        report = await drive(cluster, stream, count=1500, rate=100, poison_every=0, faults=faults)
+        report = await drive(cluster, stream, count=REPORTS, rate=RATE, poison_every=0, faults=faults)
     finally:
         for name in ("intake", "compensation"):  # back to one replica each, as the other tests expect
             await cluster.start_service(name, index=0)
@@ -144,7 +151,9 @@ async def test_3_the_broker_paused_past_the_session_timeout_then_resumed(cluster
         cluster.resume_broker()
         log("SIGCONT broker")
 
-    report = await drive(cluster, Stream(seed=3), count=1000, rate=100, poison_every=0, faults=faults)
+    report = await drive(
+        cluster, Stream(seed=3, customers=CUSTOMERS), count=REPORTS, rate=RATE, poison_every=0, faults=faults
+    )
     assert sorted(cluster.alive()) == sorted(f"{n}-0" for n in SERVICES), "a service died while the broker was paused"
     assert not report.broken, str(report)
 
@@ -161,14 +170,19 @@ async def test_4_postgres_restarted_and_connections_dropped_mid_transaction(clus
             log(f"terminated {dropped} service connections after {stream.published} reports")
             await asyncio.sleep(1.5)
 
-    report = await drive(cluster, Stream(seed=4), count=1200, rate=100, poison_every=0, faults=faults)
+    report = await drive(
+        cluster, Stream(seed=4, customers=CUSTOMERS), count=REPORTS, rate=RATE, poison_every=0, faults=faults
+    )
     assert sorted(cluster.alive()) == sorted(f"{n}-0" for n in SERVICES), "a service died with its database"
     assert not report.broken, str(report)
 
 
 async def test_5_schedulers_stopped_while_follow_ups_and_sla_timers_come_due(cluster):
-    stream = Stream(seed=5, customers=60)
-    report = await drive(cluster, stream, count=60, rate=60, poison_every=0, faults=lambda s: asyncio.sleep(0))
+    # One report per customer: a resolved case's follow-ups must not be held by another open case of its customer.
+    stream = Stream(seed=5, customers=REPORTS)
+    report = await drive(
+        cluster, stream, count=REPORTS, rate=RATE, poison_every=0, faults=lambda s: asyncio.sleep(0)
+    )
     resolved = await resolve_all(cluster, stream, limit=60)
     # A frontline case nobody acknowledges: its acknowledgement deadline (15 s in this policy) comes due too.
     customer = f"{stream.prefix}-sla"
@@ -224,8 +238,8 @@ async def test_6_poison_records_are_dead_lettered_and_their_partitions_keep_flow
     async def faults(stream: Stream) -> None:
         await asyncio.sleep(0)
 
-    stream = Stream(seed=6, customers=50)  # few customers: every partition carries many poison records' neighbours
-    report = await drive(cluster, stream, count=600, rate=150, poison_every=7, faults=faults)
+    stream = Stream(seed=6, customers=500)  # few customers: every partition carries many poison records' neighbours
+    report = await drive(cluster, stream, count=REPORTS, rate=RATE, poison_every=7, faults=faults)
     log(f"{len(stream.poison)} poison records among {stream.published}")
-    assert len(stream.poison) > 50
+    assert len(stream.poison) > 1_000
     assert not report.broken, str(report)
