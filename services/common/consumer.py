@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 
 from services.common import cloudevents, inbox
 from services.common.cloudevents import CloudEvent
-from services.common.db import Database, is_transient
+from services.common.db import Database, is_transient, lock_keys
 from services.common.deadletter import RawRecord, deadletter_record
 from services.common.errors import UndecodableRecord
 from services.common.logs import record_context
@@ -118,15 +118,7 @@ async def _lock_keys(conn: asyncpg.Connection, records: Sequence[RawRecord]) -> 
     Queued behind each other in the same order, they cannot. Advisory locks are per database, so the schema is
     part of the key: another service's batch about the same customers must not wait for this one.
     """
-    keys = sorted({record.key.decode("utf-8", "replace") for record in records if record.key})
-    if keys:
-        await conn.execute(
-            """SELECT pg_advisory_xact_lock(h) FROM (
-                   SELECT DISTINCT hashtextextended(current_schema() || ':consumer-key:' || k, 0) AS h
-                   FROM unnest($1::text[]) AS k ORDER BY h
-               ) AS ordered""",
-            keys,
-        )
+    await lock_keys(conn, "consumer-key", (record.key.decode("utf-8", "replace") for record in records if record.key))
 
 
 class ConsumerHarness:

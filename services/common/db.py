@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -29,6 +29,23 @@ def is_transient(exc: BaseException) -> bool:
         return True
     sqlstate = getattr(exc, "sqlstate", None)
     return isinstance(sqlstate, str) and sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+
+
+async def lock_keys(conn: asyncpg.Connection, namespace: str, keys: Iterable[str]) -> None:
+    """Hold a lock per key of ``namespace`` until the transaction ends: one statement, one global order.
+
+    Two transactions sharing keys then queue instead of deadlocking. Advisory locks are per database, so the
+    schema is part of each lock: another service's locks on the same keys never make this one wait.
+    """
+    unique = sorted(set(keys))
+    if unique:
+        await conn.execute(
+            """SELECT count(pg_advisory_xact_lock(h)) FROM (
+                   SELECT DISTINCT hashtextextended(current_schema() || ':' || $1 || ':' || k, 0) AS h
+                   FROM unnest($2::text[]) AS k ORDER BY h) AS ordered""",
+            namespace,
+            unique,
+        )
 
 
 def check_schema_name(schema: str) -> str:

@@ -18,6 +18,7 @@ import asyncpg
 from recovery.events.v1 import common_pb2
 
 from services.common import outbox
+from services.common.db import lock_keys
 from services.common.errors import FailedPrecondition, PreconditionViolation
 from services.common.money import Money
 from services.common.scheduler import utcnow
@@ -247,11 +248,7 @@ async def serialise_arrival(conn: asyncpg.Connection, case_id: str) -> None:
 
 async def serialise_arrivals(conn: asyncpg.Connection, case_ids: Iterable[str]) -> None:
     """``serialise_arrival`` for a set of cases in one statement, in one global order (no deadlock between sets)."""
-    await conn.execute(
-        """SELECT count(pg_advisory_xact_lock(h)) FROM (
-               SELECT DISTINCT hashtext('case-arrival:' || c) AS h FROM unnest($1::text[]) AS c ORDER BY h) AS o""",
-        sorted(set(case_ids)),
-    )
+    await lock_keys(conn, "case-arrival", case_ids)
 
 
 async def release_superseded(conn, deps: Deps, offer_id: str) -> None:

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
+from services.common.db import lock_keys
 from services.followup.domain.commands import ListFollowups
 from services.followup.domain.model import (
     CaseStatus,
@@ -49,12 +50,7 @@ async def lock_customer(conn: asyncpg.Connection, customer_id: str) -> None:
 
 async def lock_customers(conn: asyncpg.Connection, customer_ids: Iterable[str]) -> None:
     """``lock_customer`` for a set of customers in one statement, in one global order (no deadlock between sets)."""
-    await conn.execute(
-        """SELECT count(pg_advisory_xact_lock(h)) FROM (
-               SELECT DISTINCT hashtextextended('followup-customer:' || c, 0) AS h FROM unnest($1::text[]) AS c
-               ORDER BY h) AS ordered""",
-        sorted(set(customer_ids)),
-    )
+    await lock_keys(conn, "followup-customer", customer_ids)
 
 
 # ---------------------------------------------------------------------------------------------- cases

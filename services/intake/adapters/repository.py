@@ -14,6 +14,7 @@ import asyncpg
 from google.protobuf.message import Message
 from recovery.events.v1 import common_pb2, events_pb2
 
+from services.common.db import lock_keys
 from services.common.money import Money
 from services.intake.adapters import wire
 from services.intake.domain.acceptance import Amended, CustomerState, Granted, KnownCase, KnownFailure, Opened
@@ -116,12 +117,7 @@ class FailureStore:
 
         One statement, the locks in one global order, so two transactions sharing customers queue, never deadlock.
         """
-        await self._conn.execute(
-            """SELECT count(pg_advisory_xact_lock(h)) FROM (
-                   SELECT DISTINCT hashtextextended('intake-customer:' || c, 0) AS h FROM unnest($1::text[]) AS c
-                   ORDER BY h) AS ordered""",
-            sorted(set(customer_ids)),
-        )
+        await lock_keys(self._conn, "intake-customer", customer_ids)
 
     async def accepted_under(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], KnownFailure]:
         """Return the failures already accepted under these (source, source event id) keys."""
