@@ -135,6 +135,14 @@ class ActorKind(enum.Enum):
     SYSTEM = "system"
 
 
+class AuthorizationPart(enum.Enum):
+    """Which part of an offer an authorisation covers (a split offer has the owner's share and the remainder)."""
+
+    WHOLE = "whole"
+    OWNER_SHARE = "owner_share"
+    REMAINDER = "remainder"
+
+
 class RequestOutcome(enum.Enum):
     """How an offer answers the customer's own request."""
 
@@ -234,6 +242,7 @@ class CostItem:
     amount: Money
     description: str = ""
     has_receipt: bool = False
+    receipt_reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -272,6 +281,7 @@ MIRRORS: dict[type[enum.Enum], str] = {
     RequestOutcome: "RequestOutcome",
     RequoteReason: "RequoteReason",
     AuthorizationTier: "AuthorizationTier",
+    AuthorizationPart: "AuthorizationPart",
     ApprovalReason: "ApprovalReason",
     ApprovalDecision: "ApprovalDecision",
     CustomerDecision: "CustomerDecision",

@@ -162,6 +162,7 @@ def cost_from_proto(item: common_pb2.CostItem) -> CostItem:
         amount=money_from_proto(item, "amount") or Money(amount_minor=0, currency=""),
         description=item.description,
         has_receipt=item.has_receipt,
+        receipt_reference=item.receipt_reference,
     )
 
 
@@ -172,6 +173,7 @@ def cost_to_proto(item: CostItem) -> common_pb2.CostItem:
         amount=money_to_proto(item.amount),
         description=item.description,
         has_receipt=item.has_receipt,
+        receipt_reference=item.receipt_reference,
     )
 
 
