@@ -6,7 +6,7 @@ the one the caller locked (see the repository), so a check and its booking canno
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -21,9 +21,15 @@ from services.escalation.domain.model import (
     Limits,
     Offer,
     OfferLine,
+    RemedyKind,
     Usage,
 )
 from services.escalation.domain.policy import Policy
+from services.escalation.domain.rates import limits_in, usage_in
+
+# Never reduced by an approver's modify-and-approve or any cap: what the law owes, and the customer's own
+# costs at their amount (cutting one would need a reason per line, which a decision does not carry).
+PROTECTED_KINDS = frozenset({RemedyKind.STATUTORY_COMPENSATION, RemedyKind.REIMBURSEMENT})
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,28 @@ class Shortfall:
 
     reason: ApprovalReason
     detail: str
+
+
+@dataclass(frozen=True)
+class Split:
+    """An offer divided line by line (same positions as the offer's lines) into what the owner's own authority
+    covers and the remainder that goes to an approver; owner + remainder = the offer on every line."""
+
+    owner: tuple[OfferLine, ...]
+    remainder: tuple[OfferLine, ...]
+
+    @property
+    def owner_total(self) -> Money:
+        return _total(self.owner)
+
+    @property
+    def remainder_total(self) -> Money:
+        return _total(self.remainder)
+
+
+def _total(lines: tuple[OfferLine, ...]) -> Money:
+    currency = lines[0].amount.currency if lines else ""
+    return Money(sum(line.amount.amount_minor for line in lines), currency)
 
 
 @dataclass(frozen=True)
@@ -65,9 +93,13 @@ def case_shortfalls(limits: Limits, total: Money, lines: tuple[OfferLine, ...]) 
     """Return how ``total`` (and its lines) exceed the per-case and remedy-kind limits; empty when covered."""
     out = []
     if total.currency != limits.currency:
-        # Limits are never converted: an amount in another currency is covered by nobody's limits here.
+        # Only reachable for a currency the policy has no rate for (``in_currency`` converts the others).
         return [
-            Shortfall(ApprovalReason.ABOVE_CASE_LIMIT, f"limits are in {limits.currency}, offer in {total.currency}")
+            Shortfall(
+                ApprovalReason.ABOVE_CASE_LIMIT,
+                f"no exchange rate from {total.currency} to {limits.currency} in the empowerment policy: "
+                "nobody may authorise it until one is added",
+            )
         ]
     if total.amount_minor > limits.per_case:
         out.append(
@@ -82,6 +114,51 @@ def case_shortfalls(limits: Limits, total: Money, lines: tuple[OfferLine, ...]) 
         elif amount > cap:
             out.append(Shortfall(ApprovalReason.REMEDY_KIND_NOT_ALLOWED, f"{kind.value} {amount} above its cap {cap}"))
     return out
+
+
+def in_currency(policy: Policy, limits: Limits | None, usage: Usage, currency: str) -> tuple[Limits | None, Usage]:
+    """Return base-currency ``limits`` and ``usage`` as they stand in ``currency`` at the policy's rate; unchanged
+    when the policy has no rate for it (the checks then refuse, naming the missing rate)."""
+    rate = policy.rate_for(currency)
+    if limits is None or rate is None:
+        return limits, usage
+    return limits_in(limits, rate), usage_in(usage, rate)
+
+
+def split(limits: Limits | None, usage: Usage, offer: Offer) -> Split:
+    """Return what the owner's ``limits`` (in the offer's currency, with their period ``usage``) cover of ``offer``,
+    line by line in the offer's order, and the remainder for an approver.
+
+    A line of a kind the owner may not grant goes up whole; a line larger than the room left (per case, today,
+    this month, its kind's cap) is divided. A flagged offer goes up whole: a reviewer looks at all of it.
+    """
+    zero = Money.zero(offer.total.currency)
+    if limits is None or flags(offer) or limits.currency != offer.total.currency:
+        return Split(owner=tuple(replace(line, amount=zero) for line in offer.lines), remainder=offer.lines)
+    room = max(0, min(limits.per_case, limits.per_day - usage.today, limits.per_month - usage.this_month))
+    kind_room = dict(limits.remedy_caps)
+    owner, remainder = [], []
+    for line in offer.lines:
+        amount = line.amount.amount_minor
+        cap = room if line.kind is None else kind_room.get(line.kind)
+        take = 0 if cap is None else max(0, min(amount, room, cap))
+        if line.kind is not None and cap is not None:
+            kind_room[line.kind] = cap - take
+        room -= take
+        owner.append(replace(line, amount=Money(take, line.amount.currency)))
+        remainder.append(replace(line, amount=Money(amount - take, line.amount.currency)))
+    return Split(owner=tuple(owner), remainder=tuple(remainder))
+
+
+def split_detail(split_: Split, total: Money) -> str:
+    """Return how an offer was split, in words for the approver."""
+    owner, rest = split_.owner_total.amount_minor, split_.remainder_total.amount_minor
+    if owner == 0:
+        return f"nothing of {total.amount_minor} {total.currency} within the owner's limits: all of it to approve"
+    return (
+        f"the owner granted {owner} {total.currency} of {total.amount_minor} {total.currency} at once; "
+        f"{rest} {total.currency} to approve"
+    )
 
 
 def period_shortfalls(limits: Limits, total: Money, usage: Usage) -> list[Shortfall]:
@@ -176,7 +253,8 @@ def system_may_authorise(policy: Policy, *, system_detected: bool, offer: Offer)
     automation = policy.automation
     if not (automation.enabled and system_detected) or flags(offer):
         return False
-    if offer.total.currency != policy.currency or offer.total.amount_minor > automation.limit:
+    rate = policy.rate_for(offer.total.currency)
+    if rate is None or rate.to_base(offer.total.amount_minor) > automation.limit:
         return False
     return all(line.kind in automation.remedies for line in offer.lines)
 
@@ -206,15 +284,18 @@ def approver_authority(
 ) -> Authority:
     """Return the authority ``decider`` decides with; raises Forbidden when they may not decide this request.
 
-    Their own when their role and team are the ones routed to; otherwise an active delegation from such an
-    approver. Delegations are looked up one level only (they do not cascade), and nobody decides a request
-    they made or own, with their own authority or a borrowed one.
+    Their own when they hold the routed tier or a higher one: in the routed team, or from any team at the top
+    tier (a director spans teams); otherwise an active delegation from such an approver. Delegations are looked
+    up one level only (they do not cascade), and nobody decides a request they made or own, with their own
+    authority or a borrowed one. Whoever decides does it within their own limits (checked by the caller).
     """
     if decider.kind is not ActorKind.EMPLOYEE:
         raise Forbidden("only an employee decides approvals")
     if decider.employee_id in requester_ids:
         raise Forbidden("nobody approves their own request")
-    if decider.role == approver_role and decider.team == approver_team:
+    if may_decide(
+        policy, role=decider.role, team=decider.team, approver_role=approver_role, approver_team=approver_team
+    ):
         limits = policy.limits_for(employee_id=decider.employee_id, role=decider.role)
         if limits is not None:
             return Authority(decider.employee_id, decider.role, decider.team, limits)
@@ -222,8 +303,13 @@ def approver_authority(
         usable = (
             delegation.delegate_employee_id == decider.employee_id
             and delegation.active(now)
-            and delegation.role == approver_role
-            and delegation.team == approver_team
+            and may_decide(
+                policy,
+                role=delegation.role,
+                team=delegation.team,
+                approver_role=approver_role,
+                approver_team=approver_team,
+            )
         )
         if not usable:
             continue
@@ -238,7 +324,17 @@ def approver_authority(
                 limits,
                 delegated_by=delegation.delegator_employee_id,
             )
-    raise Forbidden(f"this request is routed to {approver_role} of team {approver_team!r}, not to the caller")
+    raise Forbidden(
+        f"this request is routed to {approver_role} of team {approver_team!r} (or a higher tier), not to the caller"
+    )
+
+
+def may_decide(policy: Policy, *, role: str, team: str, approver_role: str, approver_team: str) -> bool:
+    """True when ``role`` of ``team`` is at or above the routed tier: in the routed team, or at the top tier."""
+    rank, routed = policy.rank(role), policy.rank(approver_role)
+    if rank < 0 or rank < routed:
+        return False
+    return team == approver_team or rank == len(policy.tiers) - 1
 
 
 def validate_delegation(
@@ -259,16 +355,33 @@ def validate_delegation(
 
 
 def reduce_lines(lines: tuple[OfferLine, ...], approved: Money) -> tuple[OfferLine, ...]:
-    """Return ``lines`` scaled down to sum to ``approved`` (integer shares; the remainder to the largest line)."""
+    """Return ``lines`` reduced to sum to ``approved``: only goodwill lines are scaled down (integer shares, the
+    rounding remainder to the largest); statutory and reimbursement lines keep their amounts.
+
+    Raises InvalidCommand when ``approved`` is below what the protected lines alone come to.
+    """
     total = sum(line.amount.amount_minor for line in lines)
-    if total == 0 or approved.amount_minor >= total:
+    if approved.amount_minor >= total:
         return lines
-    shares = [line.amount.amount_minor * approved.amount_minor // total for line in lines]
-    largest = max(range(len(lines)), key=lambda i: lines[i].amount.amount_minor)
-    shares[largest] += approved.amount_minor - sum(shares)
+    fixed = sum(line.amount.amount_minor for line in lines if line.kind in PROTECTED_KINDS)
+    if approved.amount_minor < fixed:
+        raise InvalidCommand.of(
+            FieldViolation(
+                "approved_amount",
+                f"{approved.amount_minor} is below the {fixed} of statutory compensation and reimbursements, "
+                "which are never reduced",
+            )
+        )
+    reducible = [i for i, line in enumerate(lines) if line.kind not in PROTECTED_KINDS and line.amount.amount_minor]
+    goodwill = sum(lines[i].amount.amount_minor for i in reducible)
+    target = approved.amount_minor - fixed
+    shares = {i: lines[i].amount.amount_minor * target // goodwill for i in reducible}
+    if reducible:
+        largest = max(reducible, key=lambda i: lines[i].amount.amount_minor)
+        shares[largest] += target - sum(shares.values())
     return tuple(
-        OfferLine(kind=line.kind, amount=Money(share, line.amount.currency))
-        for line, share in zip(lines, shares, strict=True)
+        replace(line, amount=Money(shares[i], line.amount.currency)) if i in shares else line
+        for i, line in enumerate(lines)
     )
 
 

@@ -3,7 +3,10 @@
 Layout (see ``services/escalation/policy.toml``)::
 
     version = "..."                          required, non-empty
-    currency = "EUR"                         the currency every limit is in (required, ISO-4217)
+    currency = "EUR"                         the base currency every limit is in (required, ISO-4217)
+    [rates]                                  version = "...", and <ISO-4217> = "<decimal>": one unit of that
+                                             currency in base units; offers are accepted in the base
+                                             currency and in these only
     tiers = ["agent", ..., "director"]       roles from lowest to highest authority (required)
     max_transfers = int                      transfers before a case is flagged (default 2)
     default_capacity = int                   open cases per employee before they are overloaded (default 25)
@@ -27,6 +30,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
+from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,6 +39,7 @@ from services.common.policy_reader import PolicyReader, load_toml
 from services.escalation.domain.calendar import BusinessCalendar
 from services.escalation.domain.errors import PolicyError
 from services.escalation.domain.model import Limits, Outlook, RemedyKind, Severity, SlaClock
+from services.escalation.domain.rates import Rate, parse_rate
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DURATION = re.compile(r"^(\d+)([smh])$")
@@ -69,6 +74,23 @@ class Policy:
     default_capacity: int = 25
     approval_decision: timedelta = timedelta(hours=4)
     warn_share_bp: int = 7500
+    # One unit of each currency in base (``currency``) units, and the version of that table.
+    rates: Mapping[str, Fraction] = field(default_factory=dict)
+    rates_version: str = ""
+
+    @property
+    def currencies(self) -> frozenset[str]:
+        """The currencies offers may be authorised in: the base and every currency with a rate."""
+        return frozenset({self.currency, *self.rates})
+
+    def rate_for(self, currency: str) -> Rate | None:
+        """Return the rate of ``currency`` to the base currency; None for a currency nobody configured."""
+        if currency == self.currency:
+            return Rate.identity(self.currency, self.rates_version)
+        value = self.rates.get(currency)
+        if value is None:
+            return None
+        return Rate(currency, self.currency, value, _decimal_text(value), self.rates_version)
 
     def rank(self, role: str) -> int:
         """Return the role's position in the tiers (-1 for a role that is not a tier, e.g. system)."""
@@ -137,6 +159,7 @@ def load_policy(text: str) -> Policy:
                 "sla",
                 "calendar",
                 "team_calendars",
+                "rates",
             }
         ),
         "",
@@ -145,6 +168,7 @@ def load_policy(text: str) -> Policy:
     currency = r.text(data, "currency", "currency")
     if currency and currency not in KNOWN_CURRENCIES:
         r.bad("currency", f"unknown ISO-4217 currency {currency!r}")
+    rates, rates_version = _rates(r, r.table(data, "rates", "rates", required=False), currency)
     tiers = _tiers(r, data.get("tiers"))
     roles = {}
     roles_table = r.table(data, "roles", "roles", required=True)
@@ -209,8 +233,41 @@ def load_policy(text: str) -> Policy:
         team_calendars=team_calendars,
         approval_decision=approval_decision or timedelta(hours=4),
         warn_share_bp=warn_share,
+        rates=rates,
+        rates_version=rates_version,
         **policy_values,
     )
+
+
+def _rates(r: PolicyReader, table: Mapping[str, Any], base: str) -> tuple[dict[str, Fraction], str]:
+    """The rates table: a version, and each currency's value in base units as a decimal string."""
+    if not table:
+        return {}, ""
+    version = r.text(table, "version", "rates.version")
+    rates = {}
+    for code, text in table.items():
+        if code == "version":
+            continue
+        path = f"rates.{code}"
+        if code not in KNOWN_CURRENCIES:
+            r.bad(path, f"unknown ISO-4217 currency {code!r}")
+        elif code == base:
+            r.bad(path, f"is the base currency {base}: its rate is 1 by definition")
+        elif (value := parse_rate(text)) is None:
+            r.bad(path, f'must be a positive decimal string like "1.17", got {text!r}')
+        else:
+            rates[code] = value
+    return rates, version
+
+
+def _decimal_text(value: Fraction) -> str:
+    """The shortest decimal string of a rate parsed from one (rates are finite decimals by construction)."""
+    digits = 0
+    while (value * 10**digits).denominator != 1:
+        digits += 1
+    whole = value * 10**digits
+    text = str(whole.numerator).rjust(digits + 1, "0")
+    return f"{text[:-digits]}.{text[-digits:]}" if digits else text
 
 
 def _tiers(r: PolicyReader, value: Any) -> tuple[str, ...]:

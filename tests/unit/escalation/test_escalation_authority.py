@@ -179,11 +179,30 @@ def test_an_approver_of_the_routed_tier_and_team_decides_with_their_own_authorit
     assert (got.employee_id, got.limits.role, got.delegated_by) == ("e-9", "team_lead", "")
 
 
-def test_other_tiers_and_teams_may_not_decide():
+def test_a_higher_tier_of_the_team_decides_with_their_own_authority():
+    got = _decide(Actor.employee("e-9", "manager", "care"))
+    assert (got.employee_id, got.limits.role) == ("e-9", "manager")
+
+
+def test_the_top_tier_decides_for_any_team():
+    got = _decide(Actor.employee("e-9", "director", "head-office"))
+    assert got.limits.role == "director"
+
+
+def test_lower_tiers_and_other_teams_below_the_top_may_not_decide():
     with pytest.raises(Forbidden):
-        _decide(Actor.employee("e-9", "manager", "care"))
+        _decide(Actor.employee("e-9", "senior_agent", "care"))
     with pytest.raises(Forbidden):
         _decide(Actor.employee("e-9", "team_lead", "billing"))
+    with pytest.raises(Forbidden):
+        _decide(Actor.employee("e-9", "manager", "billing"))
+    with pytest.raises(Forbidden):
+        _decide(Actor.employee("e-9", "auditor", "care"))  # not a tier at all
+
+
+def test_a_delegate_of_a_higher_tier_may_decide():
+    got = _decide(Actor.employee("e-5", "agent", "care"), delegations=[_delegation(role="manager")])
+    assert (got.employee_id, got.delegated_by, got.limits.role) == ("e-9", "e-9", "manager")
 
 
 def test_nobody_approves_their_own_request():
