@@ -263,13 +263,14 @@ async def max_revision(conn: asyncpg.Connection) -> int:
 
 @dataclass(frozen=True)
 class OfferRecord:
-    """A stored offer: the domain value, the OfferProposed bytes, the customer's answer and authorisation."""
+    """A stored offer: the domain value, the OfferProposed bytes, the customer's answer and its authorisations
+    (oldest first: the whole offer, or the owner's share and then the approved remainder)."""
 
     offer: Offer
     message: bytes
     proposed_at: datetime
     customer_decision: CustomerDecision | None
-    authorization: asyncpg.Record | None
+    authorizations: tuple[asyncpg.Record, ...] = ()
 
 
 async def insert_offer(
@@ -305,16 +306,13 @@ async def insert_offers(conn: asyncpg.Connection, offers: Sequence[tuple[str, Of
 
 
 async def get_offer(conn: asyncpg.Connection, offer_id: str, *, lines_of) -> OfferRecord | None:
-    """Return the offer with its authorisation; ``lines_of(message bytes)`` decodes its lines."""
-    row = await conn.fetchrow(
-        """SELECT o.*, a.offer_id AS auth_offer, a.tier, a.actor_kind, a.actor_employee_id, a.actor_role,
-                  a.actor_team, a.amount_minor AS auth_minor, a.currency AS auth_currency, a.authorized_at,
-                  a.approval_id AS auth_approval, a.authority_employee_id
-           FROM offers o LEFT JOIN authorizations a USING (offer_id) WHERE o.offer_id = $1""",
-        offer_id,
-    )
+    """Return the offer with its authorisations; ``lines_of(message bytes)`` decodes its lines."""
+    row = await conn.fetchrow("SELECT * FROM offers WHERE offer_id = $1", offer_id)
     if row is None:
         return None
+    grants = await conn.fetch(
+        "SELECT * FROM authorizations WHERE offer_id = $1 ORDER BY authorized_at, authorization_id", offer_id
+    )
     message = bytes(row["message"])
     lines: tuple[OfferLine, ...] = lines_of(message)
     offer = Offer(
@@ -331,7 +329,7 @@ async def get_offer(conn: asyncpg.Connection, offer_id: str, *, lines_of) -> Off
         message=message,
         proposed_at=row["proposed_at"],
         customer_decision=_opt(CustomerDecision, row["customer_decision"]),
-        authorization=row if row["auth_offer"] else None,
+        authorizations=tuple(grants),
     )
 
 
@@ -368,47 +366,42 @@ async def set_customer_decision(conn: asyncpg.Connection, offer_id: str, decisio
 
 @dataclass(frozen=True)
 class Grant:
-    """An offer's authorisation as stored: by whom, under whose authority, how much, through which approval."""
+    """One authorisation as stored: which part of which offer, by whom, under whose authority, how much (and as
+    booked in the base currency, at which rate), through which approval, and the OfferAuthorized published."""
 
+    authorization_id: str
     offer_id: str
     case_id: str
+    part: str
     tier: str
     actor: Actor
     authority_employee_id: str
     amount: Money
+    base_minor: int
+    rate: str
+    rates_version: str
     approval_id: str
     at: datetime
-
-
-async def insert_authorization(
-    conn: asyncpg.Connection,
-    *,
-    offer_id: str,
-    case_id: str,
-    tier: str,
-    actor: Actor,
-    authority_employee_id: str,
-    amount: Money,
-    approval_id: str,
-    at: datetime,
-) -> bool:
-    """Record the offer's one authorisation; False when it already has one (the business-key guard)."""
-    grant = Grant(offer_id, case_id, tier, actor, authority_employee_id, amount, approval_id, at)
-    return bool(await insert_authorizations(conn, [grant]))
+    event: bytes
 
 
 async def insert_authorizations(conn: asyncpg.Connection, grants: Sequence[Grant]) -> set[str]:
-    """Record authorisations in one statement; returns the offer ids that had none before."""
+    """Record authorisations in one statement; returns the authorisation ids that were new (a part of an offer
+    already authorised is skipped: the business-key guard)."""
     if not grants:
         return set()
     rows = await conn.fetch(
-        """INSERT INTO authorizations (offer_id, case_id, tier, actor_kind, actor_employee_id, actor_role, actor_team,
-                                       authority_employee_id, amount_minor, currency, approval_id, authorized_at)
+        """INSERT INTO authorizations (authorization_id, offer_id, case_id, part, tier, actor_kind, actor_employee_id,
+                                       actor_role, actor_team, authority_employee_id, amount_minor, currency,
+                                       base_minor, rate, rates_version, approval_id, authorized_at, event)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                                $8::text[], $9::bigint[], $10::text[], $11::text[], $12::timestamptz[])
-           ON CONFLICT (offer_id) DO NOTHING RETURNING offer_id""",
+                                $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bigint[],
+                                $14::text[], $15::text[], $16::text[], $17::timestamptz[], $18::bytea[])
+           ON CONFLICT DO NOTHING RETURNING authorization_id""",
+        [g.authorization_id for g in grants],
         [g.offer_id for g in grants],
         [g.case_id for g in grants],
+        [g.part for g in grants],
         [g.tier for g in grants],
         [g.actor.kind.value for g in grants],
         [g.actor.employee_id for g in grants],
@@ -417,19 +410,24 @@ async def insert_authorizations(conn: asyncpg.Connection, grants: Sequence[Grant
         [g.authority_employee_id for g in grants],
         [g.amount.amount_minor for g in grants],
         [g.amount.currency for g in grants],
+        [g.base_minor for g in grants],
+        [g.rate for g in grants],
+        [g.rates_version for g in grants],
         [g.approval_id for g in grants],
         [g.at for g in grants],
+        [g.event for g in grants],
     )
-    return {row["offer_id"] for row in rows}
+    return {row["authorization_id"] for row in rows}
 
 
 async def authorized_total(conn: asyncpg.Connection, case_id: str) -> Money | None:
-    """Return the amount authorised on the case's most recent authorisation, or None."""
+    """Return what the case's authorisations granted in all (every offer, every part), or None."""
     row = await conn.fetchrow(
-        "SELECT amount_minor, currency FROM authorizations WHERE case_id = $1 ORDER BY authorized_at DESC LIMIT 1",
+        """SELECT sum(amount_minor)::bigint AS total, min(currency) AS currency FROM authorizations
+           WHERE case_id = $1 HAVING count(*) > 0""",
         case_id,
     )
-    return Money(row["amount_minor"], row["currency"]) if row else None
+    return Money(row["total"], row["currency"]) if row else None
 
 
 # -------------------------------------------------------------------------------------- authority usage
@@ -463,24 +461,25 @@ async def lock_usage(conn: asyncpg.Connection, *, employee_id: str, day: date, m
     return Usage(today=used.get("day", 0), this_month=used.get("month", 0))
 
 
-async def book_usage(conn: asyncpg.Connection, *, employee_id: str, day: date, month: date, amount: Money) -> None:
-    """Add ``amount`` to the authority's day and month usage (rows locked by ``lock_usage``)."""
-    await conn.execute(
-        """UPDATE authority_usage SET used_minor = used_minor + $4
-           WHERE employee_id = $1 AND currency = $5
+async def usage_of(conn: asyncpg.Connection, *, employee_id: str, day: date, month: date, currency: str) -> Usage:
+    """Return the authority's usage today and this month, for reading only (no rows created, none locked)."""
+    rows = await conn.fetch(
+        """SELECT period, used_minor FROM authority_usage
+           WHERE employee_id = $1 AND currency = $4
              AND ((period = 'day' AND period_start = $2) OR (period = 'month' AND period_start = $3))""",
         employee_id,
         day,
         month,
-        amount.amount_minor,
-        amount.currency,
+        currency,
     )
+    used = {r["period"]: r["used_minor"] for r in rows}
+    return Usage(today=used.get("day", 0), this_month=used.get("month", 0))
 
 
-async def release_usage(conn: asyncpg.Connection, *, employee_id: str, day: date, month: date, amount: Money) -> None:
-    """Take back ``amount`` booked in those periods (an authorised offer superseded before it was paid)."""
+async def book_usage(conn: asyncpg.Connection, *, employee_id: str, day: date, month: date, amount: Money) -> None:
+    """Add ``amount`` to the authority's day and month usage (rows locked by ``lock_usage``)."""
     await conn.execute(
-        """UPDATE authority_usage SET used_minor = GREATEST(used_minor - $4, 0)
+        """UPDATE authority_usage SET used_minor = used_minor + $4
            WHERE employee_id = $1 AND currency = $5
              AND ((period = 'day' AND period_start = $2) OR (period = 'month' AND period_start = $3))""",
         employee_id,
@@ -530,6 +529,10 @@ def _approval(row: asyncpg.Record) -> Approval:
         decision_reason=row["decision_reason"] or "",
         decided_by=_actor(row, "decided"),
         decided_at=row["decided_at"],
+        offer_total=Money(row["offer_total_minor"], row["currency"]) if row["offer_total_minor"] is not None else None,
+        owner_share=Money(row["owner_share_minor"], row["currency"]),
+        line_minor=tuple(row["line_minor"] or ()),
+        split=row["split"],
     )
 
 
@@ -539,8 +542,10 @@ async def insert_approval(conn: asyncpg.Connection, a: Approval) -> None:
         """INSERT INTO approvals (approval_id, case_id, customer_id, offer_id, offer_version, requested_kind,
                                   requested_employee_id, requested_role, requested_team, owner_employee_id,
                                   approver_role, approver_team, amount_minor, currency, reasons, note,
-                                  decision_due_at, escalation_level, requested_at, status)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)""",
+                                  decision_due_at, escalation_level, requested_at, status, offer_total_minor,
+                                  owner_share_minor, line_minor, split)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+                   $21, $22, $23, $24)""",
         a.approval_id,
         a.case_id,
         a.customer_id,
@@ -561,6 +566,10 @@ async def insert_approval(conn: asyncpg.Connection, a: Approval) -> None:
         a.escalation_level,
         a.requested_at,
         a.status.value,
+        a.offer_total.amount_minor if a.offer_total else None,
+        a.owner_share.amount_minor if a.owner_share else 0,
+        list(a.line_minor) or None,
+        a.split,
     )
 
 
@@ -602,6 +611,25 @@ async def reroute_approval(conn: asyncpg.Connection, a: Approval) -> None:
         a.escalation_level,
         [r.value for r in a.reasons],
         a.decision_due_at,
+    )
+
+
+async def follow_requote(conn: asyncpg.Connection, a: Approval) -> None:
+    """Write a pending approval moved onto the case's re-quoted offer: its offer, amount, lines and tier."""
+    await conn.execute(
+        """UPDATE approvals SET offer_id = $2, offer_version = $3, amount_minor = $4, approver_role = $5,
+                  reasons = $6, offer_total_minor = $7, owner_share_minor = $8, line_minor = $9, split = $10
+           WHERE approval_id = $1""",
+        a.approval_id,
+        a.offer_id,
+        a.offer_version,
+        a.amount.amount_minor,
+        a.approver_role,
+        [r.value for r in a.reasons],
+        a.offer_total.amount_minor if a.offer_total else None,
+        a.owner_share.amount_minor if a.owner_share else 0,
+        list(a.line_minor) or None,
+        a.split,
     )
 
 
@@ -838,6 +866,7 @@ class AuditEntry:
     approval_id: str = ""
     from_state: CaseState | None = None
     to_state: CaseState | None = None
+    rate: dict | None = None  # the ExchangeRate the amount was checked with, as JSON
 
 
 async def append_audit(conn: asyncpg.Connection, e: AuditEntry) -> None:
@@ -850,8 +879,8 @@ async def append_audits(conn: asyncpg.Connection, entries: Sequence[AuditEntry])
     await conn.executemany(
         """INSERT INTO audit_log (case_id, action, actor_kind, actor_employee_id, actor_role, actor_team,
                                   amount_minor, currency, limits, policy_version, reason, detail, offer_id,
-                                  approval_id, from_state, to_state, occurred_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17)""",
+                                  approval_id, from_state, to_state, occurred_at, rate)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17, $18::jsonb)""",
         [
             (
                 e.case_id,
@@ -871,6 +900,7 @@ async def append_audits(conn: asyncpg.Connection, entries: Sequence[AuditEntry])
                 e.from_state.value if e.from_state else None,
                 e.to_state.value if e.to_state else None,
                 e.occurred_at,
+                json.dumps(e.rate) if e.rate is not None else None,
             )
             for e in entries
         ],

@@ -21,7 +21,7 @@ from services.common.wire import (
     time_from_proto,
     time_to_proto,
 )
-from services.escalation.domain import sla
+from services.escalation.domain import authority, sla
 from services.escalation.domain.calendar import BusinessCalendar
 from services.escalation.domain.commands import AmendCase, OpenCase, ReceiveOffer, RequestReopen
 from services.escalation.domain.errors import FieldViolation, InvalidCommand
@@ -31,6 +31,8 @@ from services.escalation.domain.model import (
     Approval,
     ApprovalDecision,
     ApprovalReason,
+    ApprovalStatus,
+    AuthorizationPart,
     AuthorizationTier,
     Case,
     CaseState,
@@ -46,6 +48,7 @@ from services.escalation.domain.model import (
     SlaClock,
     Usage,
 )
+from services.escalation.domain.rates import Rate
 
 # ------------------------------------------------------------------------------------------------ inbound
 
@@ -219,12 +222,40 @@ def limits_json(limits: common_pb2.AuthorityLimits) -> dict:
 
 
 def lines_to_proto(message: bytes, lines: tuple[OfferLine, ...] | None = None) -> list[common_pb2.OfferLineItem]:
-    """Return the stored offer's line items, with amounts replaced by ``lines`` when an approver reduced them."""
+    """Return the stored offer's line items, with amounts replaced by ``lines`` (a part of a split offer, or lines
+    an approver reduced); a line that part leaves at nothing is left out."""
     items = list(events_pb2.OfferProposed.FromString(message).line_items)
-    if lines is not None:
-        for item, line in zip(items, lines, strict=True):
-            item.amount.CopyFrom(money_to_proto(line.amount))
-    return items
+    if lines is None:
+        return items
+    out = []
+    for item, line in zip(items, lines, strict=True):
+        if item.amount.amount_minor and not line.amount.amount_minor:
+            continue
+        item.amount.CopyFrom(money_to_proto(line.amount))
+        out.append(item)
+    return out
+
+
+def lines_with(offer_lines: tuple[OfferLine, ...], amounts: tuple[int, ...]) -> tuple[OfferLine, ...]:
+    """Return the offer's lines with the given per-line amounts (an approval's remainder); as they are when none."""
+    if not amounts:
+        return offer_lines
+    return tuple(
+        OfferLine(kind=line.kind, amount=Money(amount, line.amount.currency))
+        for line, amount in zip(offer_lines, amounts, strict=True)
+    )
+
+
+def rate_to_proto(rate: Rate) -> common_pb2.ExchangeRate:
+    """Return the wire ExchangeRate."""
+    return common_pb2.ExchangeRate(
+        from_currency=rate.currency, to_currency=rate.base, rate=rate.text, rates_version=rate.version
+    )
+
+
+def rate_json(rate: Rate) -> dict:
+    """Return the rate as the proto3 JSON mapping (how the audit table keeps it)."""
+    return json_format.MessageToDict(rate_to_proto(rate))
 
 
 def offer_authorized(
@@ -240,8 +271,11 @@ def offer_authorized(
     policy_version: str,
     approval_id: str,
     at: datetime,
+    authorization_id: str,
+    part: AuthorizationPart,
+    rate: Rate,
 ) -> events_pb2.OfferAuthorized:
-    """Return the OfferAuthorized event."""
+    """Return the OfferAuthorized event of one authorisation (the whole offer, or one part of a split one)."""
     proposed = events_pb2.OfferProposed.FromString(message)
     return events_pb2.OfferAuthorized(
         customer_id=case.customer_id,
@@ -258,6 +292,9 @@ def offer_authorized(
         approval_id=approval_id,
         team=case.team,
         authorized_at=time_to_proto(at),
+        authorization_id=authorization_id,
+        part=enum_to_proto(common_pb2.AuthorizationPart, part),
+        rate=rate_to_proto(rate),
     )
 
 
@@ -279,12 +316,25 @@ def _request_fields(a: Approval) -> dict:
         "decision_due_at": time_to_proto(a.decision_due_at),
         "escalation_level": a.escalation_level,
         "requested_at": time_to_proto(a.requested_at),
+        "offer_total": money_to_proto(a.offer_total or a.amount),
+        "owner_share": money_to_proto(a.owner_share or Money.zero(a.amount.currency)),
+        "split": a.split,
     }
 
 
-def approval_requested(a: Approval) -> events_pb2.ApprovalRequested:
-    """Return the ApprovalRequested event of ``a`` at its current escalation level."""
-    return events_pb2.ApprovalRequested(**_request_fields(a))
+def approval_requested(a: Approval, *, message: bytes, rate: Rate | None) -> events_pb2.ApprovalRequested:
+    """Return the ApprovalRequested event of ``a`` (its current level and offer); ``message`` is the offer's
+    OfferProposed, whose lines the remainder is shown in."""
+    event = events_pb2.ApprovalRequested(**_request_fields(a), line_items=remainder_items(a, message))
+    if rate is not None:
+        event.rate.CopyFrom(rate_to_proto(rate))
+    return event
+
+
+def remainder_items(a: Approval, message: bytes) -> list[common_pb2.OfferLineItem]:
+    """Return the line items an approval asks for (the remainder of the offer after the owner's share)."""
+    offer_lines = _lines(events_pb2.OfferProposed.FromString(message))
+    return lines_to_proto(message, lines_with(offer_lines, a.line_minor))
 
 
 def approval_decided(a: Approval, *, limits: common_pb2.AuthorityLimits | None) -> events_pb2.ApprovalDecided:
@@ -393,10 +443,11 @@ def case_reopened(case: Case, *, reason: str, by: Actor, followup_id: str, at: d
 # ---------------------------------------------------------------------------------------------- resources
 
 
-def approval_to_proto(a: Approval) -> pb.Approval:
-    """Return the API's Approval."""
+def approval_to_proto(a: Approval, *, message: bytes | None = None) -> pb.Approval:
+    """Return the API's Approval; with its offer's OfferProposed ``message``, the remainder's line items too."""
     m = pb.Approval(
         **_request_fields(a),
+        line_items=remainder_items(a, message) if message is not None else [],
         status=enum_to_proto(pb.ApprovalStatus, a.status),
         decision=enum_to_proto(common_pb2.ApprovalDecision, a.decision),
         decision_reason=a.decision_reason,
@@ -463,6 +514,7 @@ def case_to_proto(
     offer=None,
     clocks: dict | None = None,
     history: Sequence[asyncpg.Record] = (),
+    pending: Approval | None = None,
     calendar: BusinessCalendar,
     now: datetime,
 ) -> pb.Case:
@@ -508,6 +560,7 @@ def case_to_proto(
     )
     if offer is not None:
         m.current_offer.CopyFrom(_offer_to_proto(offer))
+        set_optional(m.current_offer, "awaiting_approval", awaiting_approval(pending))
     return m
 
 
@@ -526,17 +579,70 @@ def _offer_to_proto(rec) -> pb.CaseOffer:
         customer_decision=enum_to_proto(common_pb2.CustomerDecision, rec.customer_decision),
         proposed_at=time_to_proto(rec.proposed_at),
     )
-    auth = rec.authorization
-    if auth is not None:
-        m.authorized_by.CopyFrom(
-            actor_to_proto(
-                Actor(ActorKind(auth["actor_kind"]), auth["actor_employee_id"], auth["actor_role"], auth["actor_team"])
-            )
+    m.granted_before.extend(proposed.granted_before)
+    if proposed.HasField("granted_before_total"):
+        m.granted_before_total.CopyFrom(proposed.granted_before_total)
+    grants = [_authorization_to_proto(row) for row in rec.authorizations]
+    m.authorizations.extend(grants)
+    if grants:
+        # The summary fields: who first let (part of) it through, how much in all, when last.
+        m.authorized_by.CopyFrom(grants[0].authorized_by)
+        m.tier = grants[0].tier
+        m.authorized_amount.CopyFrom(
+            money_to_proto(Money(sum(g.amount.amount_minor for g in grants), rec.offer.total.currency))
         )
-        m.tier = enum_to_proto(common_pb2.AuthorizationTier, AuthorizationTier(auth["tier"]))
-        m.authorized_amount.CopyFrom(common_pb2.Money(amount_minor=auth["auth_minor"], currency=auth["auth_currency"]))
-        m.authorized_at.CopyFrom(time_to_proto(auth["authorized_at"]))
+        m.authorized_at.CopyFrom(grants[-1].authorized_at)
     return m
+
+
+def _authorization_to_proto(row: asyncpg.Record) -> pb.OfferAuthorization:
+    event = events_pb2.OfferAuthorized.FromString(bytes(row["event"])) if row["event"] else None
+    m = pb.OfferAuthorization(
+        authorization_id=row["authorization_id"],
+        part=enum_to_proto(common_pb2.AuthorizationPart, AuthorizationPart(row["part"])),
+        authorized_by=actor_to_proto(
+            Actor(ActorKind(row["actor_kind"]), row["actor_employee_id"], row["actor_role"], row["actor_team"])
+        ),
+        tier=enum_to_proto(common_pb2.AuthorizationTier, AuthorizationTier(row["tier"])),
+        amount=common_pb2.Money(amount_minor=row["amount_minor"], currency=row["currency"]),
+        approval_id=row["approval_id"],
+        authorized_at=time_to_proto(row["authorized_at"]),
+    )
+    if event is not None:  # rows from before the split kept no event: their lines are the offer's
+        m.line_items.extend(event.line_items)
+        m.rate.CopyFrom(event.rate)
+    return m
+
+
+def authority_to_proto(room: authority.Room, rate: Rate, *, employee_id: str, policy_version: str):
+    """Return the GetMyAuthority response of the caller's remaining room."""
+    limits, cur = room.limits, room.limits.currency
+    m = pb.GetMyAuthorityResponse(
+        employee_id=employee_id,
+        role=limits.role,
+        per_case=common_pb2.Money(amount_minor=limits.per_case, currency=cur),
+        remaining_today=common_pb2.Money(amount_minor=room.today, currency=cur),
+        remaining_this_month=common_pb2.Money(amount_minor=room.this_month, currency=cur),
+        remedy_kind_limits=[
+            common_pb2.RemedyKindLimit(
+                kind=enum_to_proto(common_pb2.RemedyKind, kind),
+                per_case_limit=common_pb2.Money(amount_minor=cap, currency=cur),
+            )
+            for kind, cap in sorted(limits.remedy_caps.items(), key=lambda kv: kv[0].value)
+        ],
+        rate=rate_to_proto(rate),
+        policy_version=policy_version,
+    )
+    if room.for_offer is not None:
+        m.remaining_for_case.CopyFrom(common_pb2.Money(amount_minor=room.for_offer, currency=cur))
+    return m
+
+
+def awaiting_approval(approval: Approval | None) -> common_pb2.Money | None:
+    """Return what a pending approval still waits for, for the case view."""
+    if approval is None or approval.status is not ApprovalStatus.PENDING:
+        return None
+    return money_to_proto(approval.amount)
 
 
 # ------------------------------------------------------------------------------------------------ requests

@@ -106,8 +106,8 @@ def case_shortfalls(limits: Limits, total: Money, lines: tuple[OfferLine, ...]) 
             Shortfall(ApprovalReason.ABOVE_CASE_LIMIT, f"{total.amount_minor} above per-case limit {limits.per_case}")
         )
     for kind, amount in sorted(kind_totals(lines).items(), key=lambda kv: str(kv[0])):
-        if kind is None:
-            continue  # an unspecified kind carries no cap of its own; the per-case limit still applies
+        if kind is None or amount == 0:
+            continue  # an unspecified kind carries no cap of its own, and nothing granted needs none
         cap = limits.remedy_caps.get(kind)
         if cap is None:
             out.append(Shortfall(ApprovalReason.REMEDY_KIND_NOT_ALLOWED, f"{kind.value} not allowed for {limits.role}"))
@@ -148,6 +148,26 @@ def split(limits: Limits | None, usage: Usage, offer: Offer) -> Split:
         owner.append(replace(line, amount=Money(take, line.amount.currency)))
         remainder.append(replace(line, amount=Money(amount - take, line.amount.currency)))
     return Split(owner=tuple(owner), remainder=tuple(remainder))
+
+
+@dataclass(frozen=True)
+class Room:
+    """What an authority may still grant, in one currency: per case, left today, left this month, and on one
+    offer (None without one)."""
+
+    limits: Limits
+    today: int
+    this_month: int
+    for_offer: int | None
+
+
+def room(limits: Limits, usage: Usage, offer: Offer | None = None) -> Room:
+    """Return the room ``limits`` leave after ``usage`` (both in one currency), and on ``offer`` what of it the
+    authority could grant now (the owner's share the split would give)."""
+    today = max(0, limits.per_day - usage.today)
+    this_month = max(0, limits.per_month - usage.this_month)
+    for_offer = split(limits, usage, offer).owner_total.amount_minor if offer is not None else None
+    return Room(limits=limits, today=today, this_month=this_month, for_offer=for_offer)
 
 
 def split_detail(split_: Split, total: Money) -> str:
@@ -223,11 +243,22 @@ def check_owner_may_authorise(limits: Limits | None, *, owner: Actor, offer: Off
     return limits
 
 
-def route(policy: Policy, *, owner_role: str, owner_limits: Limits | None, offer: Offer, usage: Usage) -> Route:
-    """Return the lowest tier above the owner whose limits cover the offer, and why approval is needed.
+def route(
+    policy: Policy,
+    *,
+    owner_role: str,
+    owner_limits: Limits | None,
+    offer: Offer,
+    usage: Usage,
+    ask: Offer | None = None,
+) -> Route:
+    """Return the lowest tier above the owner whose limits cover ``ask`` (what goes up: the remainder of a split
+    offer, the whole ``offer`` when None), and why approval is needed (the owner's shortfalls on the whole offer).
 
-    When no tier covers it, the top tier (who may modify the amount down to what they can approve).
+    ``owner_limits`` and ``usage`` are in the offer's currency; each tier's limits are converted to it. When no
+    tier covers it, the top tier (who may modify the amount down to what they can approve).
     """
+    ask = ask or offer
     reasons: list[ApprovalReason] = []
     if owner_limits is not None:
         missing = case_shortfalls(owner_limits, offer.total, offer.lines)
@@ -238,9 +269,15 @@ def route(policy: Policy, *, owner_role: str, owner_limits: Limits | None, offer
         reasons.append(ApprovalReason.OWNER_REQUESTED)
     start = policy.rank(owner_role) + 1
     for tier in policy.tiers[start:]:
-        if not case_shortfalls(policy.roles[tier], offer.total, offer.lines):
+        limits, _ = in_currency(policy, policy.roles[tier], Usage(), ask.total.currency)
+        if limits is not None and not case_shortfalls(limits, ask.total, ask.lines):
             return Route(approver_role=tier, reasons=tuple(dict.fromkeys(reasons)))
     return Route(approver_role=policy.tiers[-1], reasons=tuple(dict.fromkeys(reasons)))
+
+
+def higher_tier(policy: Policy, a: str, b: str) -> str:
+    """Return the higher of two tiers (a rerouted request never goes back down)."""
+    return a if policy.rank(a) >= policy.rank(b) else b
 
 
 def escalated_role(policy: Policy, role: str) -> str:

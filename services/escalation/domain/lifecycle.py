@@ -149,7 +149,6 @@ _OFFER_ACCEPTING = (
     S.OPEN,
     S.ACKNOWLEDGED,
     S.OFFER_PENDING,
-    S.AWAITING_APPROVAL,
     S.OFFER_READY,
     S.WAITING_ON_CUSTOMER,
     S.REOPENED,
@@ -168,6 +167,10 @@ TABLE: dict[tuple[CaseState, type], Handler] = {
         )
         for s in _OFFER_ACCEPTING
     },
+    # A re-quote never cancels an approval in progress: the request follows the new offer (see arrivals).
+    (S.AWAITING_APPROVAL, c.ProposeOffer): _stay(
+        lambda case, cmd, now: OfferProposed(case.case_id, cmd.offer_id, at=now)
+    ),
     (S.QUEUED, c.AuthorizeOffer): _authorize,
     (S.OFFER_PENDING, c.AuthorizeOffer): _authorize,
     (S.OFFER_PENDING, c.RequestApproval): _to(

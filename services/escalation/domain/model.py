@@ -14,6 +14,7 @@ from services.common.money import Money as Money
 from services.common.vocabulary import ActorKind as ActorKind
 from services.common.vocabulary import ApprovalDecision as ApprovalDecision
 from services.common.vocabulary import ApprovalReason as ApprovalReason
+from services.common.vocabulary import AuthorizationPart as AuthorizationPart
 from services.common.vocabulary import AuthorizationTier as AuthorizationTier
 from services.common.vocabulary import CustomerDecision as CustomerDecision
 from services.common.vocabulary import Outlook as Outlook
@@ -207,6 +208,12 @@ class Approval:
     decision_reason: str = ""
     decided_by: Actor | None = None
     decided_at: datetime | None = None
+    # The split: the offer's total, what the owner authorised of it at once, and the remainder asked for
+    # (``amount``) per offer line, in the offer's line order (empty: every line at its amount).
+    offer_total: Money | None = None
+    owner_share: Money | None = None
+    line_minor: tuple[int, ...] = ()
+    split: str = ""
 
 
 @dataclass(frozen=True)

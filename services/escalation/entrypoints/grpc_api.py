@@ -23,7 +23,7 @@ from services.common.grpc_server import method_path, principal
 from services.common.wire import money_from_proto, time_from_proto
 from services.escalation.adapters import repository as repo
 from services.escalation.adapters import wire
-from services.escalation.domain import access
+from services.escalation.domain import access, authority
 from services.escalation.domain.access import SUPERVISORS
 from services.escalation.domain.model import Actor, Case
 from services.escalation.service_layer import approvals, casework
@@ -88,6 +88,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
             offer=offer,
             clocks=await repo.get_clocks(conn, case.case_id),
             history=await repo.audit_of_case(conn, case.case_id) if history else (),
+            pending=await repo.get_approval(conn, case.pending_approval_id) if case.pending_approval_id else None,
             calendar=self._deps.policy().calendar_for(case.team),
             now=self._deps.clock(),
         )
@@ -123,10 +124,17 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         approval = await repo.get_approval(conn, case.pending_approval_id)
         if approval is None:
             return False
+        # The routed tier or a higher one may decide, so may see the case (their own authority or a delegated one).
         routes = {(actor.role, actor.team)} | {
             (d.role, d.team) for d in await repo.delegations_to(conn, actor.employee_id, self._deps.clock())
         }
-        return (approval.approver_role, approval.approver_team) in routes
+        policy = self._deps.policy()
+        return any(
+            authority.may_decide(
+                policy, role=role, team=team, approver_role=approval.approver_role, approver_team=approval.approver_team
+            )
+            for role, team in routes
+        )
 
     # -------------------------------------------------------------------------------------------- reads
 
@@ -223,6 +231,24 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         token = str(offset + size) if len(found) > size else ""
         return pb.ListPendingApprovalsResponse(
             approvals=[wire.approval_to_proto(a) for a in found[:size]], next_page_token=token
+        )
+
+    async def GetMyAuthority(self, request: pb.GetMyAuthorityRequest, context) -> pb.GetMyAuthorityResponse:
+        actor = _actor()
+        async with self._db.transaction() as conn:
+            case = None
+            if request.case_id:
+                record = await repo.get_case(conn, request.case_id)
+                if record is None or not access.may_view(
+                    record.case, actor, routed_to_actor=await self._routed_to(conn, record.case, actor)
+                ):
+                    raise NotFound(f"case {request.case_id} not found")
+                case = record.case
+            room, rate = await approvals.my_authority(
+                conn, by=actor, case=case, currency=request.currency, deps=self._deps
+            )
+        return wire.authority_to_proto(
+            room, rate, employee_id=actor.employee_id, policy_version=self._deps.policy().version
         )
 
     # ---------------------------------------------------------------------------------------- mutations

@@ -30,6 +30,7 @@ from services.escalation.domain.model import (
     Approval,
     ApprovalDecision,
     ApprovalStatus,
+    AuthorizationPart,
     AuthorizationTier,
     Case,
     CaseAction,
@@ -37,6 +38,7 @@ from services.escalation.domain.model import (
     OfferStatus,
     SlaClock,
 )
+from services.escalation.domain.rates import Rate
 from services.escalation.service_layer import steps
 
 log = logging.getLogger(__name__)
@@ -54,14 +56,17 @@ async def authorize_offer(
     steps.current_offer_check(before, offer_id)
     lifecycle.apply(before, c.AuthorizeOffer(by=by), now)  # refuses before any usage is locked
     offer_record = await steps.load_offer(conn, offer_id)
-    limits = deps.policy().limits_for(employee_id=by.employee_id, role=by.role)
+    policy = deps.policy()
+    limits = policy.limits_for(employee_id=by.employee_id, role=by.role)
     usage = await steps.lock_usage(conn, deps, by.employee_id, now)
+    converted, usage_there = authority.in_currency(policy, limits, usage, offer_record.offer.total.currency)
     try:
-        limits = authority.check_owner_may_authorise(limits, owner=by, offer=offer_record.offer, usage=usage)
+        authority.check_owner_may_authorise(converted, owner=by, offer=offer_record.offer, usage=usage_there)
     except FailedPrecondition:
         deps.metrics.limit_refusals.labels(kind="owner").inc()
         raise
     known = replace(before, owner_role=by.role)  # the owner acted with their own token: their role is known now
+    assert limits is not None  # check_owner_may_authorise refuses a role without limits
     return await steps.grant_as_owner(
         conn,
         deps,
@@ -78,7 +83,12 @@ async def authorize_offer(
 async def request_approval(
     conn: asyncpg.Connection, *, case_id: str, offer_id: str, note: str, by: Actor, deps: steps.Deps
 ) -> tuple[Approval, Case]:
-    """Route the current offer to the lowest tier above the owner whose limits cover it; returns the request."""
+    """Send what exceeds the owner's authority up; returns the request.
+
+    Frontline first: the owner's own authority grants at once what it covers of the offer (authorised, booked
+    to her usage, and on its way to the customer), and only the remainder is routed, to the lowest tier above
+    her whose limits cover it. A flagged offer goes up whole.
+    """
     now = deps.clock()
     policy = deps.policy()
     before = (await steps.locked_case(conn, case_id)).case
@@ -86,30 +96,48 @@ async def request_approval(
     steps.current_offer_check(before, offer_id)
     transition = lifecycle.apply(before, c.RequestApproval(by=by), now)
     offer_record = await steps.load_offer(conn, offer_id)
+    offer = offer_record.offer
+    rate = steps.rate(deps, offer.total.currency)  # an unconfigured currency is refused before anything changes
     # The owner's role is known when the owner asks or took the case; otherwise routing starts at the lowest tier.
-    owner_role = by.role if by.employee_id == before.owner_employee_id else (before.owner_role or policy.tiers[0])
+    owner_acts = by.employee_id == before.owner_employee_id
+    owner_role = by.role if owner_acts else (before.owner_role or policy.tiers[0])
     owner_limits = policy.limits_for(employee_id=before.owner_employee_id, role=owner_role)
     usage = await steps.lock_usage(conn, deps, before.owner_employee_id, now)
+    converted, usage_there = authority.in_currency(policy, owner_limits, usage, offer.total.currency)
+    # Only an owner whose role is known grants a share: nobody spends an authority they cannot name.
+    split = authority.split(converted if (owner_acts or before.owner_role) else None, usage_there, offer)
+    if split.remainder_total.amount_minor == 0:
+        # The owner's authority covers it all and she asks anyway (a second opinion): the whole goes up.
+        split = authority.split(None, usage_there, offer)
+    ask = replace(offer, total=split.remainder_total, lines=split.remainder)
     routed = authority.route(
-        policy, owner_role=owner_role, owner_limits=owner_limits, offer=offer_record.offer, usage=usage
+        policy, owner_role=owner_role, owner_limits=converted, offer=offer, usage=usage_there, ask=ask
     )
     approval = Approval(
         approval_id=deps.new_id(),
         case_id=case_id,
         customer_id=before.customer_id,
         offer_id=offer_id,
-        offer_version=offer_record.offer.version,
+        offer_version=offer.version,
         requested_by=by,
         owner_employee_id=before.owner_employee_id,
         approver_role=routed.approver_role,
         approver_team=before.team,
-        amount=offer_record.offer.total,
+        amount=split.remainder_total,
         reasons=routed.reasons,
         note=note,
         decision_due_at=policy.calendar_for(before.team).add(now, policy.approval_decision),
         escalation_level=0,
         requested_at=now,
+        offer_total=offer.total,
+        owner_share=split.owner_total,
+        line_minor=tuple(line.amount.amount_minor for line in split.remainder),
+        split=authority.split_detail(split, offer.total),
     )
+    if split.owner_total.amount_minor:
+        await _grant_owner_share(
+            conn, deps, case=before, offer_record=offer_record, split=split, owner_role=owner_role, now=now
+        )
     await repo.insert_approval(conn, approval)
     await repo.set_offer_status(conn, offer_id, OfferStatus.AWAITING_APPROVAL)
     await repo.set_timers(
@@ -124,7 +152,7 @@ async def request_approval(
     await steps.stage_event(
         conn,
         steps.APPROVAL_REQUESTED,
-        wire.approval_requested(approval),
+        wire.approval_requested(approval, message=offer_record.message, rate=rate),
         key=before.customer_id,
         ce_id=f"approval-requested:{approval.approval_id}:0",
         at=now,
@@ -141,10 +169,88 @@ async def request_approval(
         offer_id=offer_id,
         approval_id=approval.approval_id,
         reason=note,
-        detail=f"routed to {approval.approver_role} of {approval.approver_team}: {wire.reasons_of(approval.reasons)}",
+        rate=wire.rate_json(rate),
+        detail=f"routed to {approval.approver_role} of {approval.approver_team}: "
+        f"{wire.reasons_of(approval.reasons)}; {approval.split}",
     )
     deps.metrics.approvals_requested.labels(approver_role=approval.approver_role).inc()
     return approval, after
+
+
+async def _grant_owner_share(
+    conn, deps: steps.Deps, *, case: Case, offer_record: repo.OfferRecord, split, owner_role: str, now: datetime
+) -> None:
+    """Authorise the owner's share of a split offer by her own authority (usage locked by the caller)."""
+    policy = deps.policy()
+    owner = Actor.employee(case.owner_employee_id, owner_role, case.team)
+    limits = policy.limits_for(employee_id=owner.employee_id, role=owner_role)
+    assert limits is not None  # a share is only computed from limits
+    usage = await steps.lock_usage(conn, deps, owner.employee_id, now)
+    limits_proto = wire.limits_to_proto(
+        limits, employee_id=owner.employee_id, usage=usage, policy_version=policy.version
+    )
+    await steps.book_usage(conn, deps, owner.employee_id, split.owner_total, now)
+    await steps.record_authorization(
+        conn,
+        deps,
+        case=case,
+        offer_record=offer_record,
+        by=owner,
+        tier=AuthorizationTier.OWNER,
+        authority_employee_id=owner.employee_id,
+        limits=limits_proto,
+        amount=split.owner_total,
+        lines=split.owner,
+        approval_id="",
+        now=now,
+        part=AuthorizationPart.OWNER_SHARE,
+    )
+    await steps.audit(
+        conn,
+        deps,
+        before=case,
+        after=case,
+        action=CaseAction.OFFER_AUTHORIZED,
+        actor=owner,
+        at=now,
+        amount=split.owner_total,
+        offer_id=offer_record.offer.offer_id,
+        limits=wire.limits_json(limits_proto),
+        rate=wire.rate_json(steps.rate(deps, split.owner_total.currency)),
+        reason="the owner's share of an offer above her limits: granted at once, only the rest goes up",
+        detail=authority.split_detail(split, offer_record.offer.total),
+    )
+
+
+async def my_authority(
+    conn: asyncpg.Connection, *, by: Actor, case: Case | None, currency: str, deps: steps.Deps
+) -> tuple[authority.Room, Rate]:
+    """Return the caller's remaining authority in the case's currency (or ``currency``, or the base currency),
+    and on the case's current offer what they could grant now. Reads only: nothing is locked or booked."""
+    policy = deps.policy()
+    limits = policy.limits_for(employee_id=by.employee_id, role=by.role)
+    if limits is None:
+        why = f"role {by.role!r} has no empowerment limits"
+        raise FailedPrecondition(why, (PreconditionViolation("LIMITS", f"employee/{by.employee_id}", why),))
+    offer = None
+    if case is not None and case.current_offer_id:
+        offer = (await steps.load_offer(conn, case.current_offer_id)).offer
+        currency = offer.total.currency
+    currency = currency or policy.currency
+    rate = policy.rate_for(currency)
+    if rate is None:
+        raise InvalidCommand.of(
+            FieldViolation(
+                "currency",
+                f"{currency!r} has no exchange rate in empowerment policy {policy.version}; "
+                f"one of {', '.join(sorted(policy.currencies))}",
+            )
+        )
+    day, month = steps.periods(deps, deps.clock())
+    usage = await repo.usage_of(conn, employee_id=by.employee_id, day=day, month=month, currency=policy.currency)
+    converted, usage_there = authority.in_currency(policy, limits, usage, currency)
+    assert converted is not None
+    return authority.room(converted, usage_there, offer), rate
 
 
 def _validate_decision(approval: Approval, decision, approved_amount: Money | None, reason: str) -> Money | None:
@@ -206,7 +312,9 @@ async def decide_approval(
         why = f"approval is {approval.status.value}, not pending"
         raise FailedPrecondition(why, (PreconditionViolation("STATE", f"approval/{approval_id}", why),))
     amount = _validate_decision(approval, decision, approved_amount, reason)
-    transition = lifecycle.apply(before, c.DecideApproval(by=by, approved=amount is not None), now)
+    # A rejected remainder leaves the owner's share authorised: the case goes on to the customer either way.
+    has_share = bool(approval.owner_share and approval.owner_share.amount_minor)
+    transition = lifecycle.apply(before, c.DecideApproval(by=by, approved=amount is not None or has_share), now)
     usage = await steps.lock_usage(conn, deps, used.employee_id, now)
     limits_proto = wire.limits_to_proto(
         used.limits,
@@ -216,11 +324,14 @@ async def decide_approval(
         delegated_by=used.delegated_by,
     )
     offer_record = await steps.load_offer(conn, approval.offer_id)
+    asked = wire.lines_with(offer_record.offer.lines, approval.line_minor)  # the remainder, line by line
     if amount is not None:
-        lines = authority.reduce_lines(offer_record.offer.lines, amount)
+        lines = authority.reduce_lines(asked, amount)  # goodwill only: statutory and costs are never cut
+        converted, usage_there = authority.in_currency(policy, used.limits, usage, amount.currency)
+        granted = tuple(line for line in lines if line.amount.amount_minor)
         try:
             authority.check_within(
-                used.limits, subject=f"employee/{used.employee_id}", total=amount, lines=lines, usage=usage
+                converted, subject=f"employee/{used.employee_id}", total=amount, lines=granted, usage=usage_there
             )
         except LimitExceeded:
             deps.metrics.limit_refusals.labels(kind="approver").inc()
@@ -239,7 +350,11 @@ async def decide_approval(
             lines=lines,
             approval_id=approval_id,
             now=now,
+            part=AuthorizationPart.REMAINDER if has_share else AuthorizationPart.WHOLE,
         )
+    elif has_share:
+        # The remainder is refused; the owner's share stands and can still reach the customer.
+        await repo.set_offer_status(conn, approval.offer_id, OfferStatus.AUTHORIZED)
     else:
         await repo.set_offer_status(conn, approval.offer_id, OfferStatus.REJECTED)
     decided = replace(
@@ -275,6 +390,7 @@ async def decide_approval(
         approval_id=approval_id,
         reason=reason,
         limits=wire.limits_json(limits_proto),
+        rate=wire.rate_json(steps.rate(deps, approval.amount.currency)),
         detail=f"{decision.value}" + (f" by delegation from {used.delegated_by}" if used.delegated_by else ""),
     )
     deps.metrics.approval_decisions.labels(outcome=decision.value).inc()

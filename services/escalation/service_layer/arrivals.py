@@ -15,7 +15,7 @@ from dataclasses import replace
 import asyncpg
 from recovery.events.v1 import events_pb2
 
-from services.common import outbox
+from services.common.money import Money
 from services.common.unit_of_work import UnitOfWork
 from services.escalation.adapters import repository as repo
 from services.escalation.adapters import wire
@@ -24,12 +24,14 @@ from services.escalation.domain import commands as c
 from services.escalation.domain.errors import Conflict, FieldViolation, InvalidCommand
 from services.escalation.domain.model import (
     Actor,
+    AuthorizationPart,
     AuthorizationTier,
     Case,
     CaseAction,
     CaseState,
     OfferStatus,
     SlaClock,
+    Usage,
 )
 from services.escalation.service_layer import steps
 
@@ -173,12 +175,25 @@ async def receive_offer(conn: asyncpg.Connection, command: c.ReceiveOffer, *, me
         log.warning("offer %s arrived for resolved case %s; kept, not current", offer.offer_id, before.case_id)
         return
     transition = lifecycle.apply(before, c.ProposeOffer(offer_id=offer.offer_id), now)
-    if before.current_offer_id:
-        await steps.release_superseded(conn, deps, before.current_offer_id)
-    after = replace(transition.case, current_offer_id=offer.offer_id, pending_approval_id="")
-    for approval_id in await repo.cancel_pending_approvals(conn, before.case_id):
-        log.info("approval %s cancelled: offer superseded by %s", approval_id, offer.offer_id)
-        await repo.set_timers(conn, before.case_id, SlaClock.APPROVAL, [])
+    # What earlier offers granted stays granted (compensation's re-quote offers only what is new), so nothing
+    # is given back to anyone's usage; a pending approval follows the new offer instead of being cancelled.
+    after = replace(transition.case, current_offer_id=offer.offer_id)
+    if before.state is CaseState.AWAITING_APPROVAL and before.pending_approval_id:
+        await _follow_requote(conn, deps, case=after, message=message, offer=offer, now=now)
+        await steps.save_and_audit(
+            conn,
+            deps,
+            before=before,
+            after=after,
+            action=CaseAction.OFFER_PROPOSED,
+            actor=Actor.system(),
+            at=now,
+            amount=offer.total,
+            offer_id=offer.offer_id,
+            approval_id=before.pending_approval_id,
+            detail=f"version {offer.version}; the pending approval follows it",
+        )
+        return
     if before.state is CaseState.WAITING_ON_CUSTOMER:
         calendar = deps.policy().calendar_for(before.team)
         await steps.each_clock(conn, before.case_id, lambda k: sla.resume(k, calendar, now))
@@ -199,6 +214,53 @@ async def receive_offer(conn: asyncpg.Connection, command: c.ReceiveOffer, *, me
         await steps.system_authorize(conn, deps, case=after, offer_id=offer.offer_id, now=now)
     else:
         await steps.owner_authorize_at_once(conn, deps, case=after, now=now)
+
+
+async def _follow_requote(conn, deps: steps.Deps, *, case: Case, message: bytes, offer, now) -> None:
+    """Move the case's pending approval onto its re-quoted offer: the new offer's amount (all of it is new, the
+    owner's share of the old one stands), at the tier it had or a higher one the new amount needs, with its
+    deadline and escalation level kept. Published again as ApprovalRequested, and audited."""
+    policy = deps.policy()
+    pending = await repo.get_approval(conn, case.pending_approval_id, lock=True)
+    assert pending is not None
+    rate = steps.rate(deps, offer.total.currency)
+    routed = authority.route(policy, owner_role=policy.tiers[0], owner_limits=None, offer=offer, usage=Usage())
+    moved = replace(
+        pending,
+        offer_id=offer.offer_id,
+        offer_version=offer.version,
+        amount=offer.total,
+        approver_role=authority.higher_tier(policy, pending.approver_role, routed.approver_role),
+        offer_total=offer.total,
+        owner_share=Money.zero(offer.total.currency),
+        line_minor=(),
+        split=f"follows re-quote version {offer.version}: {offer.total.amount_minor} {offer.total.currency} to "
+        f"approve (earlier authorisations stand)",
+    )
+    await repo.follow_requote(conn, moved)
+    await repo.set_offer_status(conn, offer.offer_id, OfferStatus.AWAITING_APPROVAL)
+    await steps.stage_event(
+        conn,
+        steps.APPROVAL_REQUESTED,
+        wire.approval_requested(moved, message=message, rate=rate),
+        key=case.customer_id,
+        ce_id=f"approval-requested:{moved.approval_id}:{moved.escalation_level}:v{offer.version}",
+        at=now,
+    )
+    await steps.audit(
+        conn,
+        deps,
+        before=case,
+        after=case,
+        action=CaseAction.APPROVAL_REQUESTED,
+        actor=Actor.system(),
+        at=now,
+        amount=moved.amount,
+        offer_id=offer.offer_id,
+        approval_id=moved.approval_id,
+        rate=wire.rate_json(rate),
+        detail=f"routed to {moved.approver_role} of {moved.approver_team}: {moved.split}",
+    )
 
 
 async def receive_offers(uow: UnitOfWork, batch: Sequence[tuple[c.ReceiveOffer, bytes]], *, deps: steps.Deps) -> None:
@@ -263,34 +325,23 @@ async def receive_offers(uow: UnitOfWork, batch: Sequence[tuple[c.ReceiveOffer, 
         final = after
         if authority.system_may_authorise(policy, system_detected=after.system_detected, offer=offer):
             final = lifecycle.apply(after, c.AuthorizeOffer(by=system), now).case
-            grants.append(
-                repo.Grant(
-                    offer.offer_id, after.case_id, AuthorizationTier.SYSTEM.value, system, "", offer.total, "", now
-                )
-            )
-            event = wire.offer_authorized(
-                after,
-                offer,
+            grant, record = steps.authorization(
+                deps,
+                case=after,
+                offer=offer,
                 message=message,
                 by=system,
                 tier=AuthorizationTier.SYSTEM,
+                authority_employee_id="",
+                limits=limits,
                 amount=offer.total,
                 lines=offer.lines,
-                limits=limits,
-                policy_version=policy.version,
                 approval_id="",
-                at=now,
+                part=AuthorizationPart.WHOLE,
+                now=now,
             )
-            uow.stage(
-                outbox.event_record(
-                    steps.OFFER_AUTHORIZED,
-                    event,
-                    key=after.customer_id,
-                    source=steps.SOURCE,
-                    ce_id=f"offer-authorized:{offer.offer_id}",
-                    time=now,
-                )
-            )
+            grants.append(grant)
+            uow.stage(record)
             audits.append(
                 steps.audit_entry(
                     deps,
@@ -302,6 +353,7 @@ async def receive_offers(uow: UnitOfWork, batch: Sequence[tuple[c.ReceiveOffer, 
                     amount=offer.total,
                     offer_id=offer.offer_id,
                     limits=limits_json,
+                    rate=wire.rate_json(steps.rate(deps, offer.total.currency)),
                     reason=steps.SYSTEM_REASON,
                 )
             )

@@ -34,18 +34,21 @@ from services.escalation.domain.errors import (
 )
 from services.escalation.domain.model import (
     Actor,
+    AuthorizationPart,
     AuthorizationTier,
     Case,
     CaseAction,
     CaseState,
     ClockState,
     Limits,
+    Offer,
     OfferLine,
     OfferStatus,
     SlaClock,
     Usage,
 )
 from services.escalation.domain.policy import Policy
+from services.escalation.domain.rates import Rate
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +176,30 @@ def periods(deps: Deps, now: datetime):
 
 
 async def lock_usage(conn, deps: Deps, employee_id: str, now: datetime) -> Usage:
+    """Return the authority's period usage in the policy's base currency, locked until the transaction ends."""
     day, month = periods(deps, now)
     return await repo.lock_usage(conn, employee_id=employee_id, day=day, month=month, currency=deps.policy().currency)
 
 
 async def book_usage(conn, deps: Deps, employee_id: str, amount: Money, now: datetime) -> None:
+    """Add ``amount`` (in any configured currency) to the authority's base-currency usage, rounded up."""
     day, month = periods(deps, now)
-    await repo.book_usage(conn, employee_id=employee_id, day=day, month=month, amount=amount)
+    await repo.book_usage(conn, employee_id=employee_id, day=day, month=month, amount=to_base(deps, amount))
+
+
+def rate(deps: Deps, currency: str) -> Rate:
+    """Return the rate amounts in ``currency`` are checked and booked with; raises FailedPrecondition when the
+    policy has none (nobody may authorise such an amount until one is configured)."""
+    policy = deps.policy()
+    found = policy.rate_for(currency)
+    if found is None:
+        why = f"no exchange rate from {currency} to {policy.currency} in empowerment policy {policy.version}"
+        raise FailedPrecondition(why, (PreconditionViolation("CURRENCY", f"currency/{currency}", why),))
+    return found
+
+
+def to_base(deps: Deps, amount: Money) -> Money:
+    return rate(deps, amount.currency).money_to_base(amount)
 
 
 async def require_capacity(conn, deps: Deps, employee_id: str) -> None:
@@ -188,6 +208,73 @@ async def require_capacity(conn, deps: Deps, employee_id: str) -> None:
     if load >= capacity:
         why = f"{employee_id} already owns {load} open cases (capacity {capacity}): rebalance first"
         raise FailedPrecondition(why, (PreconditionViolation("CAPACITY", f"employee/{employee_id}", why),))
+
+
+def authorization_id_for(offer_id: str, part: AuthorizationPart) -> str:
+    """Return the id of one part's authorisation (deterministic: a replay can never authorise a part twice)."""
+    return offer_id if part is AuthorizationPart.WHOLE else f"{offer_id}/{part.value}"
+
+
+def authorization(
+    deps: Deps,
+    *,
+    case: Case,
+    offer: Offer,
+    message: bytes,
+    by: Actor,
+    tier: AuthorizationTier,
+    authority_employee_id: str,
+    limits: common_pb2.AuthorityLimits,
+    amount: Money,
+    lines: tuple[OfferLine, ...],
+    approval_id: str,
+    part: AuthorizationPart,
+    now: datetime,
+) -> tuple[repo.Grant, outbox.OutgoingRecord]:
+    """Return one authorisation as stored and its OfferAuthorized record, at the policy's rate for the currency."""
+    used = rate(deps, amount.currency)
+    authorization_id = authorization_id_for(offer.offer_id, part)
+    event = wire.offer_authorized(
+        case,
+        offer,
+        message=message,
+        by=by,
+        tier=tier,
+        amount=amount,
+        lines=lines,
+        limits=limits,
+        policy_version=deps.policy().version,
+        approval_id=approval_id,
+        at=now,
+        authorization_id=authorization_id,
+        part=part,
+        rate=used,
+    )
+    grant = repo.Grant(
+        authorization_id=authorization_id,
+        offer_id=offer.offer_id,
+        case_id=case.case_id,
+        part=part.value,
+        tier=tier.value,
+        actor=by,
+        authority_employee_id=authority_employee_id,
+        amount=amount,
+        base_minor=used.to_base(amount.amount_minor),
+        rate=used.text,
+        rates_version=used.version,
+        approval_id=approval_id,
+        at=now,
+        event=event.SerializeToString(),
+    )
+    record = outbox.event_record(
+        OFFER_AUTHORIZED,
+        event,
+        key=case.customer_id,
+        source=SOURCE,
+        ce_id=f"offer-authorized:{authorization_id}",
+        time=now,
+    )
+    return grant, record
 
 
 async def record_authorization(
@@ -204,39 +291,30 @@ async def record_authorization(
     lines: tuple[OfferLine, ...],
     approval_id: str,
     now: datetime,
+    part: AuthorizationPart = AuthorizationPart.WHOLE,
 ) -> None:
-    """Record the offer's one authorisation and stage OfferAuthorized; raises Conflict on a second one."""
-    offer = offer_record.offer
-    inserted = await repo.insert_authorization(
-        conn,
-        offer_id=offer.offer_id,
-        case_id=case.case_id,
-        tier=tier.value,
-        actor=by,
-        authority_employee_id=authority_employee_id,
-        amount=amount,
-        approval_id=approval_id,
-        at=now,
-    )
-    if not inserted:
-        raise Conflict(f"offer {offer.offer_id} is already authorised")
-    await repo.set_offer_status(conn, offer.offer_id, OfferStatus.AUTHORIZED)
-    event = wire.offer_authorized(
-        case,
-        offer,
+    """Record one authorisation of the offer (whole, or a part) and stage OfferAuthorized; raises Conflict when
+    that part is already authorised. The offer counts as authorised once nothing of it waits any more."""
+    grant, record = authorization(
+        deps,
+        case=case,
+        offer=offer_record.offer,
         message=offer_record.message,
         by=by,
         tier=tier,
+        authority_employee_id=authority_employee_id,
+        limits=limits,
         amount=amount,
         lines=lines,
-        limits=limits,
-        policy_version=deps.policy().version,
         approval_id=approval_id,
-        at=now,
+        part=part,
+        now=now,
     )
-    await stage_event(
-        conn, OFFER_AUTHORIZED, event, key=case.customer_id, ce_id=f"offer-authorized:{offer.offer_id}", at=now
-    )
+    if not await repo.insert_authorizations(conn, [grant]):
+        raise Conflict(f"offer {offer_record.offer.offer_id} is already authorised ({part.value})")
+    if part is not AuthorizationPart.OWNER_SHARE:
+        await repo.set_offer_status(conn, offer_record.offer.offer_id, OfferStatus.AUTHORIZED)
+    await outbox.stage(conn, record)
     deps.metrics.authorizations.labels(tier=tier.value).inc()
 
 
@@ -249,21 +327,6 @@ async def serialise_arrival(conn: asyncpg.Connection, case_id: str) -> None:
 async def serialise_arrivals(conn: asyncpg.Connection, case_ids: Iterable[str]) -> None:
     """``serialise_arrival`` for a set of cases in one statement, in one global order (no deadlock between sets)."""
     await lock_keys(conn, "case-arrival", case_ids)
-
-
-async def release_superseded(conn, deps: Deps, offer_id: str) -> None:
-    """A re-quote replaces the case's offer before the customer took it: what its authorisation booked stops
-    counting against that authority's period limits (the new offer books its own when authorised)."""
-    record = await load_offer(conn, offer_id)
-    granted = record.authorization
-    if granted is None or not granted["authority_employee_id"]:
-        return  # not authorised, or by the system (which has no period usage)
-    at = granted["authorized_at"]
-    employee_id = granted["authority_employee_id"]
-    await lock_usage(conn, deps, employee_id, at)
-    day, month = periods(deps, at)
-    amount = Money(amount_minor=granted["auth_minor"], currency=granted["auth_currency"])
-    await repo.release_usage(conn, employee_id=employee_id, day=day, month=month, amount=amount)
 
 
 async def authorize_whole_offer(
@@ -306,6 +369,7 @@ async def authorize_whole_offer(
         amount=offer.total,
         offer_id=offer.offer_id,
         limits=wire.limits_json(limits),
+        rate=wire.rate_json(rate(deps, offer.total.currency)),
         reason=reason,
     )
     return transition.case
@@ -374,10 +438,12 @@ async def owner_authorize_at_once(conn, deps: Deps, *, case: Case, now: datetime
     if case.state is not CaseState.OFFER_PENDING or not (case.owner_employee_id and case.owner_role):
         return case
     owner = Actor.employee(case.owner_employee_id, case.owner_role, case.team)
-    limits = deps.policy().limits_for(employee_id=owner.employee_id, role=owner.role)
+    policy = deps.policy()
+    limits = policy.limits_for(employee_id=owner.employee_id, role=owner.role)
     offer_record = await load_offer(conn, case.current_offer_id)
     usage = await lock_usage(conn, deps, owner.employee_id, now)
-    if not authority.owner_covers(limits, offer=offer_record.offer, usage=usage):  # a role without limits: no
+    converted, usage_there = authority.in_currency(policy, limits, usage, offer_record.offer.total.currency)
+    if not authority.owner_covers(converted, offer=offer_record.offer, usage=usage_there):  # no limits: no
         log.info(
             "offer %s is beyond %s's own authority: it waits for an approval request",
             case.current_offer_id,

@@ -115,10 +115,11 @@ async def _fire_approval_due(conn, deps: steps.Deps, timer: repo.Timer, now: dat
         approval_id=approval.approval_id,
     )
     await repo.save_case(conn, before, now=now)
+    offer_record = await steps.load_offer(conn, rerouted.offer_id)
     await steps.stage_event(
         conn,
         steps.APPROVAL_REQUESTED,
-        wire.approval_requested(rerouted),
+        wire.approval_requested(rerouted, message=offer_record.message, rate=policy.rate_for(rerouted.amount.currency)),
         key=before.customer_id,
         ce_id=f"approval-requested:{approval.approval_id}:{level}",
         at=now,

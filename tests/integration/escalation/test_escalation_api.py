@@ -153,8 +153,9 @@ async def test_an_offer_within_the_owners_limits_is_authorised_by_the_owner_at_o
         return found[0]["used_minor"]
 
     assert await used_today() == 5000  # booked against the owner's own period limits like any of theirs
-    # A re-quote supersedes it: the new offer is authorised at once too, and only it counts against the day.
-    requote = offer_for(opened, (VOUCHER, 4000), version=2)
+    # A re-quote offers only what is new (compensation deducts what was granted): the new 10.00 is authorised at
+    # once too, and what was granted stays granted, so both count against the day.
+    requote = offer_for(opened, (VOUCHER, 1000), version=2)
     await publish(publisher, OFFERS, requote, source="compensation")
     await read_events(
         escalation.settings.kafka_bootstrap_servers,
@@ -163,7 +164,7 @@ async def test_an_offer_within_the_owners_limits_is_authorised_by_the_owner_at_o
         key=opened.customer_id,
         count=2,
     )
-    assert await used_today() == 4000
+    assert await used_today() == 6000
     requested = await read_events(
         escalation.settings.kafka_bootstrap_servers,
         REQUESTED,
@@ -203,7 +204,7 @@ async def test_an_owner_whose_role_was_not_known_authorises_with_their_own_call(
     assert authorized.tier == common_pb2.AUTHORIZATION_TIER_OWNER
     assert authorized.limits.per_case_limit.amount_minor == 5000
     assert authorized.limits.used_today.amount_minor == 0
-    assert authorized.limits_policy_version == "2026-11-23.1"
+    assert authorized.limits_policy_version == "2026-12-02.1"
     entry = first.case.decision_history[-1]
     assert (entry.action, entry.actor.employee_id, entry.amount.amount_minor) == (
         pb.CASE_ACTION_OFFER_AUTHORIZED,
@@ -213,7 +214,7 @@ async def test_an_owner_whose_role_was_not_known_authorises_with_their_own_call(
     assert entry.limits.role == "agent"
 
 
-async def test_an_offer_above_the_owners_limits_goes_to_the_lowest_tier_that_covers_it_and_is_approved(
+async def test_only_the_excess_above_the_owners_limits_goes_to_the_lowest_tier_that_covers_it(
     escalation, publisher, client
 ):
     team, owner, lead = new_id("team"), new_id("agent"), new_id("lead")
@@ -232,8 +233,12 @@ async def test_an_offer_above_the_owners_limits_goes_to_the_lowest_tier_that_cov
         )
     )
     approval = requested.approval
-    # 300 EUR: above an agent's 50 and a senior agent's 150, within a team lead's 500 (not the manager).
+    # Frontline first: the agent's own 50 EUR are granted at once; only the other 250 go up, and 250 EUR is above
+    # a senior agent's 150 and within a team lead's 500 (not the manager).
     assert (approval.approver_role, approval.approver_team) == ("team_lead", team)
+    assert (approval.offer_total.amount_minor, approval.owner_share.amount_minor) == (30000, 5000)
+    assert approval.amount.amount_minor == 25000
+    assert "granted 5000 EUR of 30000 EUR at once" in approval.split
     # Above the per-case limit, the voucher cap, and (300 > 200 EUR) the agent's whole daily limit.
     assert list(approval.reasons) == [
         common_pb2.APPROVAL_REASON_ABOVE_CASE_LIMIT,
@@ -250,6 +255,23 @@ async def test_an_offer_above_the_owners_limits_goes_to_the_lowest_tier_that_cov
         count=1,
     )
     assert (event.approver_role, event.escalation_level, event.owner_employee_id) == ("team_lead", 0, owner)
+    assert (event.amount.amount_minor, event.owner_share.amount_minor) == (25000, 5000)
+    assert [item.amount.amount_minor for item in event.line_items] == [25000]
+    [share] = await read_events(
+        escalation.settings.kafka_bootstrap_servers,
+        AUTHORIZED,
+        events_pb2.OfferAuthorized,
+        key=opened.customer_id,
+        count=1,
+    )
+    assert (share.part, share.tier, share.authorized_by.employee_id) == (
+        common_pb2.AUTHORIZATION_PART_OWNER_SHARE,
+        common_pb2.AUTHORIZATION_TIER_OWNER,
+        owner,
+    )
+    assert share.amount.amount_minor == 5000 and share.rate.rates_version == "2026-12-01"
+    waiting = (await me.GetCase(pb.GetCaseRequest(case_id=opened.case_id))).case.current_offer
+    assert (waiting.authorized_amount.amount_minor, waiting.awaiting_approval.amount_minor) == (5000, 25000)
 
     approver = client.as_(lead, "team_lead", team)
     pending = await approver.ListPendingApprovals(pb.ListPendingApprovalsRequest())
@@ -284,17 +306,26 @@ async def test_an_offer_above_the_owners_limits_goes_to_the_lowest_tier_that_cov
     )
     assert decided.approval.status == pb.APPROVAL_STATUS_DECIDED
     assert decided.approval.decided_by.employee_id == lead
-    [authorized] = await read_events(
+    [_, authorized] = await read_events(
         escalation.settings.kafka_bootstrap_servers,
         AUTHORIZED,
         events_pb2.OfferAuthorized,
         key=opened.customer_id,
-        count=1,
+        count=2,
     )
-    assert authorized.tier == common_pb2.AUTHORIZATION_TIER_APPROVER
+    assert (authorized.tier, authorized.part) == (
+        common_pb2.AUTHORIZATION_TIER_APPROVER,
+        common_pb2.AUTHORIZATION_PART_REMAINDER,
+    )
     assert (authorized.authorized_by.employee_id, authorized.approval_id) == (lead, approval.approval_id)
-    assert authorized.amount.amount_minor == 30000
+    assert authorized.amount.amount_minor == 25000  # the approver's usage is booked for the remainder only
     assert authorized.limits.role == "team_lead"
+    lead_usage = await db_fetch(
+        escalation.settings,
+        "SELECT used_minor FROM authority_usage WHERE employee_id = $1 AND period = 'day'",
+        lead,
+    )
+    assert lead_usage[0]["used_minor"] == 25000
     [decision] = await read_events(
         escalation.settings.kafka_bootstrap_servers,
         DECIDED,
@@ -305,6 +336,12 @@ async def test_an_offer_above_the_owners_limits_goes_to_the_lowest_tier_that_cov
     assert (decision.decision, decision.reason) == (common_pb2.APPROVAL_DECISION_APPROVE, "fair for a 3-day delay")
     case = (await me.GetCase(pb.GetCaseRequest(case_id=opened.case_id))).case
     assert (case.state, case.owner_employee_id) == (pb.CASE_STATE_OFFER_READY, owner)
+    assert [(a.part, a.amount.amount_minor) for a in case.current_offer.authorizations] == [
+        (common_pb2.AUTHORIZATION_PART_OWNER_SHARE, 5000),
+        (common_pb2.AUTHORIZATION_PART_REMAINDER, 25000),
+    ]
+    assert case.current_offer.authorized_amount.amount_minor == 30000
+    assert not case.current_offer.HasField("awaiting_approval")
 
 
 async def test_nobody_approves_their_own_request_not_even_through_a_delegate(escalation, publisher, client):
@@ -506,7 +543,7 @@ async def test_the_runtime_role_cannot_change_the_audit_trail(escalation, publis
             1000,
         )
         assert json.loads(authorised["limits"])["perCaseLimit"]["amountMinor"] == "5000"
-        assert authorised["policy_version"] == "2026-11-23.1"
+        assert authorised["policy_version"] == "2026-12-02.1"
 
         async def as_runtime(sql: str, *args):
             async with conn.transaction():

@@ -42,12 +42,12 @@ EXPECTED = {
             S.OPEN,
             S.ACKNOWLEDGED,
             S.OFFER_PENDING,
-            S.AWAITING_APPROVAL,
             S.OFFER_READY,
             S.WAITING_ON_CUSTOMER,
             S.REOPENED,
         )
     },
+    (S.AWAITING_APPROVAL, c.ProposeOffer): S.AWAITING_APPROVAL,  # the approval follows the re-quote
     (S.OFFER_PENDING, c.AuthorizeOffer): S.OFFER_READY,
     (S.OFFER_PENDING, c.RequestApproval): S.AWAITING_APPROVAL,
     (S.AWAITING_APPROVAL, c.DecideApproval): S.OFFER_READY,
