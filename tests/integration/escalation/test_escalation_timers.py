@@ -145,3 +145,56 @@ async def test_an_approval_not_decided_in_time_goes_one_tier_up(settings, publis
     ]
     assert approval_breaches[0].approval_id == requested.approval.approval_id
     assert approval_breaches[0].escalated_to_role == "manager"
+
+
+async def test_an_approval_rerouted_by_its_deadline_stays_rerouted_across_a_requote(settings, publisher):
+    team, owner = new_id("team"), new_id("agent")
+    opened = case_opened(owner=owner, team=team, owner_role="agent")
+    offer = offer_for(opened, (common_pb2.REMEDY_KIND_VOUCHER, 30000))
+    async with running_service(settings, build=bootstrap.build, migrations_dir=bootstrap.MIGRATIONS) as endpoints:
+        await publish(publisher, OPENED, opened, source="intake")
+        await publish(publisher, OFFERS, offer, source="compensation")
+        async with channel(endpoints.grpc_port) as ch:
+            me = Client(settings, ch).as_(owner, "agent", team)
+
+            async def offered():
+                try:
+                    got = await me.GetCase(pb.GetCaseRequest(case_id=opened.case_id))
+                except Exception:
+                    return False
+                return got.case.current_offer.offer_id == offer.offer_id
+
+            await eventually(offered, timeout=40)
+            requested = await me.RequestApproval(
+                pb.RequestApprovalRequest(request_id=new_id("req"), case_id=opened.case_id, offer_id=offer.offer_id)
+            )
+            # The team lead misses the 3 s deadline: the request goes to the manager.
+            await read_events(
+                settings.kafka_bootstrap_servers, REQUESTED, events_pb2.ApprovalRequested, key=opened.customer_id,
+                count=2,
+            )  # fmt: skip
+            # An SLA breach makes compensation re-quote (here published by hand): the request follows the new offer.
+            requote = offer_for(opened, (common_pb2.REMEDY_KIND_VOUCHER, 27500), version=2)
+            await publish(publisher, OFFERS, requote, source="compensation")
+
+            async def followed():
+                found = await read_events(
+                    settings.kafka_bootstrap_servers, REQUESTED, events_pb2.ApprovalRequested,
+                    key=opened.customer_id, count=2,
+                )  # fmt: skip
+                return [e for e in found if e.offer_version == 2]
+
+            [moved] = await eventually(followed, timeout=40)
+            [row] = await db_fetch(settings, "SELECT * FROM approvals WHERE case_id = $1", opened.case_id)
+    assert moved.approval_id == requested.approval.approval_id
+    # 275 EUR alone would go to a team lead; the request keeps the tier its deadline raised it to (or higher).
+    assert moved.approver_role in ("manager", "director") and moved.escalation_level >= 1
+    assert (row["status"], row["offer_id"], row["amount_minor"]) == ("pending", requote.offer_id, 27500)
+    assert row["approver_role"] in ("manager", "director")
+    actions = [
+        r["action"]
+        for r in await db_fetch(
+            settings, "SELECT action FROM audit_log WHERE case_id = $1 ORDER BY entry_id", opened.case_id
+        )
+    ]
+    assert "approval_requested" in actions[actions.index("offer_proposed", 1) :]  # the move is audited
