@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from intake_builders import NOW, report
+from recovery.events.v1 import common_pb2
+from recovery.intake.v1 import intake_pb2
 
 from services.common.money import Money
 from services.intake.adapters import wire
@@ -26,7 +28,7 @@ from services.intake.domain.validation import accepted, validate_report
 def test_a_full_report_round_trips_through_its_message():
     full = report(
         source=Source.SURVEY,
-        reported_costs=(CostItem(CostKind.TOWING, Money(15000, "EUR"), "tow to the garage", True),),
+        reported_costs=(CostItem(CostKind.TOWING, Money(15000, "EUR"), "tow to the garage", True, "TOW-778/25"),),
         stated_impacts=frozenset({Impact.TIME_LOST, Impact.SAFETY}),
         impact_details="stuck on the motorway at night",
         customer_request=CustomerRequest(RemedyKind.REFUND, Money(20000, "EUR"), "refund the repair"),
@@ -51,3 +53,23 @@ def test_unspecified_values_decode_as_missing_and_are_refused_by_validation():
     with pytest.raises(InvalidFailureReport) as refused:
         validate_report(command, now=NOW)
     assert {v.field for v in refused.value.violations} == {"category", "occurred_at"}
+
+
+def test_a_frontline_request_carries_each_cost_s_receipt_reference():
+    request = intake_pb2.ReportFailureRequest(
+        request_id="req-1",
+        customer_id="cust-1",
+        reported_costs=[
+            common_pb2.CostItem(
+                kind=common_pb2.COST_KIND_TAXI,
+                amount=common_pb2.Money(amount_minor=4200, currency="EUR"),
+                has_receipt=True,
+                receipt_reference="TAXI-0042",
+            ),
+            common_pb2.CostItem(
+                kind=common_pb2.COST_KIND_MEAL, amount=common_pb2.Money(amount_minor=900, currency="EUR")
+            ),
+        ],
+    )
+    command = wire.command_from_request(request, reporter="e-1")
+    assert [c.receipt_reference for c in command.reported_costs] == ["TAXI-0042", ""]
