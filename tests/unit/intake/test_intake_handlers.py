@@ -12,7 +12,7 @@ from recovery.events.v1 import events_pb2
 
 from services.common.money import Money
 from services.intake.adapters.metrics import IntakeMetrics
-from services.intake.domain.acceptance import Amended, CustomerState, KnownFailure, Opened
+from services.intake.domain.acceptance import Amended, CustomerState, Granted, KnownCase, KnownFailure, Opened
 from services.intake.domain.errors import InvalidFailureReport
 from services.intake.domain.model import CostItem, CostKind
 from services.intake.service_layer import handlers
@@ -121,3 +121,26 @@ async def test_receipt_references_reach_both_case_events_and_costs_with_the_same
     assert [c.receipt_reference for c in opened.reported_costs] == ["HTL-991"]
     assert [c.receipt_reference for c in amended.merged_failure.reported_costs] == ["HTL-991", "TX-17"]
     assert sorted(c.receipt_reference for c in amended.reported_costs) == ["HTL-991", "HTL-991", "TX-17"]
+
+
+async def test_a_customer_s_next_case_sees_what_their_cases_were_granted_added_up():
+    # The store sums a case's authorisations (its owner share, the approved remainder, a re-quote's difference)
+    # into one grant per case and currency; the history adds the cases up.
+    earlier = NOW - timedelta(days=3)
+    state = CustomerState(
+        customer_id="cust-1",
+        cases={
+            c: KnownCase(c, "cust-1", ref, True, earlier, earlier, 1)
+            for c, ref in (("case-a", "order-a"), ("case-b", "order-b"))
+        },
+        granted=[
+            Granted("case-a", Money(5000 + 3000 + 1500, "EUR"), earlier),
+            Granted("case-b", Money(2000, "EUR"), earlier),
+            Granted("case-b", Money(700, "USD"), earlier),
+        ],
+    )
+    uow = FakeUnitOfWork(store=FakeFailureStore({"cust-1": state}))
+    await handlers.report_failures(uow, [raw_report()], deps=deps(CollectorRegistry()), channel="kafka")
+    history = events_pb2.CaseOpened.FromString(uow.staged[0].value).history
+    assert [(m.amount_minor, m.currency) for m in history.compensation_received] == [(11500, "EUR"), (700, "USD")]
+    assert history.prior_case_count == 2

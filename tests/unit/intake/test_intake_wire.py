@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 from intake_builders import NOW, report
-from recovery.events.v1 import common_pb2
+from recovery.events.v1 import common_pb2, events_pb2
 from recovery.intake.v1 import intake_pb2
 
 from services.common.money import Money
+from services.common.wire import time_to_proto
 from services.intake.adapters import wire
 from services.intake.domain.errors import InvalidFailureReport
 from services.intake.domain.model import (
     Area,
+    AuthorizationPart,
     Avoidability,
     Channel,
     CostItem,
@@ -73,3 +75,32 @@ def test_a_frontline_request_carries_each_cost_s_receipt_reference():
     )
     command = wire.command_from_request(request, reporter="e-1")
     assert [c.receipt_reference for c in command.reported_costs] == ["TAXI-0042", ""]
+
+
+def authorized(**fields) -> events_pb2.OfferAuthorized:
+    base = {
+        "customer_id": "cust-1",
+        "case_id": "case-1",
+        "offer_id": "offer-1",
+        "offer_version": 2,
+        "amount": common_pb2.Money(amount_minor=5000, currency="EUR"),
+        "authorized_at": time_to_proto(NOW),
+    }
+    return events_pb2.OfferAuthorized(**(base | fields))
+
+
+def test_an_authorisation_is_recorded_under_its_own_id_with_its_part():
+    command = wire.compensation_from_event(
+        authorized(authorization_id="auth-7", part=common_pb2.AUTHORIZATION_PART_REMAINDER), at=NOW
+    )
+    assert (command.authorization_id, command.part, command.offer_id) == (
+        "auth-7",
+        AuthorizationPart.REMAINDER,
+        "offer-1",
+    )
+    assert command.amount == Money(5000, "EUR") and command.authorized_at == NOW
+
+
+def test_an_authorisation_from_a_producer_before_the_split_is_the_whole_offer_under_its_offer_id():
+    command = wire.compensation_from_event(authorized(), at=NOW)
+    assert (command.authorization_id, command.part) == ("offer-1", AuthorizationPart.WHOLE)
