@@ -197,9 +197,13 @@ class FailureStore:
                     r["received_at"],
                     _report(r["report"]),
                 )
+        # A case's authorisations add up (a split offer's two parts, a re-quote's difference): one sum per case and
+        # currency, dated by its latest authorisation in the window.
         for r in await self._conn.fetch(
-            """SELECT case_id, customer_id, amount_minor, currency, authorized_at FROM compensations
-               WHERE customer_id = ANY($1::text[]) AND authorized_at >= $2""",
+            """SELECT case_id, customer_id, sum(amount_minor)::bigint AS amount_minor, currency,
+                      max(authorized_at) AS authorized_at
+               FROM compensations WHERE customer_id = ANY($1::text[]) AND authorized_at >= $2
+               GROUP BY customer_id, case_id, currency""",
             customers,
             now - case_lookback,
         ):
@@ -370,12 +374,18 @@ async def failure_ids_by_case(conn: asyncpg.Connection, case_ids: Sequence[str])
     return found
 
 
-async def compensation_by_case(conn: asyncpg.Connection, case_ids: Sequence[str]) -> dict[str, Money]:
-    """Return the compensation authorised on each case that has any."""
+async def compensation_by_case(conn: asyncpg.Connection, case_ids: Sequence[str]) -> dict[str, tuple[Money, ...]]:
+    """Return the compensation authorised on each case that has any: the sum of its authorisations, one amount per
+    currency in currency order."""
     rows = await conn.fetch(
-        "SELECT case_id, amount_minor, currency FROM compensations WHERE case_id = ANY($1::text[])", list(case_ids)
+        """SELECT case_id, currency, sum(amount_minor)::bigint AS amount_minor FROM compensations
+           WHERE case_id = ANY($1::text[]) GROUP BY case_id, currency ORDER BY case_id, currency""",
+        list(case_ids),
     )
-    return {r["case_id"]: Money(r["amount_minor"], r["currency"]) for r in rows}
+    found: dict[str, tuple[Money, ...]] = {}
+    for r in rows:
+        found[r["case_id"]] = (*found.get(r["case_id"], ()), Money(r["amount_minor"], r["currency"]))
+    return found
 
 
 async def satisfaction_by_case(conn: asyncpg.Connection, case_ids: Sequence[str]) -> dict[str, SatisfactionAnswer]:
@@ -392,22 +402,21 @@ async def satisfaction_by_case(conn: asyncpg.Connection, case_ids: Sequence[str]
 
 
 async def record_compensations(conn: asyncpg.Connection, grants: Sequence[RecordCompensation]) -> None:
-    """Record authorised offers, in order, in one round trip; a newer version of a case's offer replaces an older
-    one, never the reverse."""
+    """Record authorisations in one round trip, each once under its authorisation id: a case's authorisations add
+    up, and one delivered again (a redelivery, a republished copy) changes nothing."""
     await conn.executemany(
-        """INSERT INTO compensations (case_id, customer_id, offer_id, offer_version, amount_minor, currency,
-                                      authorized_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
-           ON CONFLICT (case_id) DO UPDATE SET offer_id = excluded.offer_id, offer_version = excluded.offer_version,
-               amount_minor = excluded.amount_minor, currency = excluded.currency,
-               authorized_at = excluded.authorized_at
-           WHERE compensations.offer_version < excluded.offer_version""",
+        """INSERT INTO compensations (authorization_id, case_id, customer_id, offer_id, offer_version, part,
+                                      amount_minor, currency, authorized_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           ON CONFLICT (authorization_id) DO NOTHING""",
         [
             (
+                g.authorization_id,
                 g.case_id,
                 g.customer_id,
                 g.offer_id,
                 g.offer_version,
+                g.part.value,
                 g.amount.amount_minor,
                 g.amount.currency,
                 g.authorized_at,

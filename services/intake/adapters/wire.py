@@ -31,6 +31,7 @@ from services.intake.domain.commands import RecordCaseStatus, RecordCompensation
 from services.intake.domain.events import CaseAmended, CaseOpened, HotspotDetected
 from services.intake.domain.model import (
     Area,
+    AuthorizationPart,
     Avoidability,
     CaseStatus,
     Category,
@@ -302,6 +303,9 @@ def compensation_from_event(message: events_pb2.OfferAuthorized, *, at: datetime
         offer_version=message.offer_version,
         amount=amount,
         authorized_at=time_from_proto(message, "authorized_at") or at,
+        # Producers before the split sent neither: their one authorisation per offer was the whole of it.
+        authorization_id=message.authorization_id or message.offer_id,
+        part=enum_from_proto(common_pb2.AuthorizationPart, message.part, AuthorizationPart) or AuthorizationPart.WHOLE,
     )
 
 

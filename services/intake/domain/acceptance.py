@@ -56,7 +56,7 @@ class KnownFailure:
 
 @dataclass(frozen=True)
 class Granted:
-    """Compensation authorised on one of the customer's cases."""
+    """Compensation authorised on one of the customer's cases: the sum of its authorisations in one currency."""
 
     case_id: str
     amount: Money

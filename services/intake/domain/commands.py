@@ -7,6 +7,7 @@ from datetime import datetime
 
 from services.intake.domain.model import (
     Area,
+    AuthorizationPart,
     Avoidability,
     CaseStatus,
     Category,
@@ -51,7 +52,8 @@ class ReportFailure:
 
 @dataclass(frozen=True)
 class RecordCompensation:
-    """Remember what was authorised on a case (from escalation's offer-authorized event)."""
+    """Remember one authorisation on a case (from escalation's offer-authorized event); a case's authorisations
+    add up, each counted once under ``authorization_id``."""
 
     customer_id: str
     case_id: str
@@ -59,6 +61,8 @@ class RecordCompensation:
     offer_version: int
     amount: Money
     authorized_at: datetime
+    authorization_id: str
+    part: AuthorizationPart = AuthorizationPart.WHOLE
 
 
 @dataclass(frozen=True)

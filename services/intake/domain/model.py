@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from services.common.money import KNOWN_CURRENCIES as KNOWN_CURRENCIES
 from services.common.money import Money as Money
 from services.common.vocabulary import Area as Area
+from services.common.vocabulary import AuthorizationPart as AuthorizationPart
 from services.common.vocabulary import Avoidability as Avoidability
 from services.common.vocabulary import Category as Category
 from services.common.vocabulary import Channel as Channel

@@ -22,6 +22,8 @@ class Limits:
     impact_details_length: int = 2000
     request_text_length: int = 2000
     cost_description_length: int = 500
+    # Compensation pays two costs of a case with the same receipt reference once: it is a key, not prose.
+    receipt_reference_length: int = 100
     area_field_length: int = 128
     timezone_length: int = 64
     max_cost_items: int = 50
@@ -95,6 +97,28 @@ def money_violations(money: Money, path: str, limits: Limits = DEFAULT_LIMITS) -
     return found
 
 
+def receipt_reference_violations(reference: str, path: str, limits: Limits = DEFAULT_LIMITS) -> list[FieldViolation]:
+    """Return the violations of a cost's receipt reference: empty (none given), or printable and short."""
+    found = []
+    if len(reference) > limits.receipt_reference_length:
+        found.append(
+            FieldViolation(
+                path,
+                f"must be at most {limits.receipt_reference_length} characters, got {len(reference)}: "
+                f"{_clipped(reference)}",
+            )
+        )
+    # Control characters and line breaks would make two references that look the same different keys.
+    if not reference.isprintable():
+        found.append(FieldViolation(path, f"must be printable text, got {_clipped(reference)}"))
+    return found
+
+
+def _clipped(text: str, keep: int = 40) -> str:
+    """Return ``text`` quoted with escapes (so control characters show), cut short when long."""
+    return repr(text) if len(text) <= keep else f"{text[:keep]!r}..."
+
+
 def _required(raw: ReportFailure, now: datetime, limits: Limits) -> Violations:
     if not raw.customer_id:
         yield FieldViolation("customer_id", "is required")
@@ -154,6 +178,7 @@ def _money(raw: ReportFailure, now: datetime, limits: Limits) -> Violations:
         yield from money_violations(item.amount, f"{path}.amount", limits)
         if len(item.description) > limits.cost_description_length:
             yield FieldViolation(f"{path}.description", f"must be at most {limits.cost_description_length} characters")
+        yield from receipt_reference_violations(item.receipt_reference, f"{path}.receipt_reference", limits)
     optional = (
         ("order_value", raw.order_value),
         ("customer_value", raw.customer_value),

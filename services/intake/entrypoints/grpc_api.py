@@ -122,8 +122,7 @@ def _history_response(customer_id: str, view: HistoryView) -> intake_pb2.GetCust
             failure_ids=list(item.failure_ids),
             opened_at=time_to_proto(case.opened_at),
         )
-        if item.compensation is not None:
-            record.compensation_received.append(money_to_proto(item.compensation))
+        record.compensation_received.extend(money_to_proto(m) for m in item.compensation)
         set_optional(record, "satisfaction", wire.satisfaction_to_proto(item.satisfaction))
         set_optional(record, "resolved_at", time_to_proto(case.resolved_at))
         response.cases.append(record)

@@ -263,7 +263,7 @@ async def detect_hotspots(conn: asyncpg.Connection, now: datetime, limit: int, *
 
 
 async def record_compensations(conn: asyncpg.Connection, commands: Sequence[RecordCompensation]) -> None:
-    """Remember what was authorised on cases, for the customers' history (a set at a time)."""
+    """Remember authorisations on cases, for the customers' history (a set at a time); they add up per case."""
     await repository.record_compensations(conn, commands)
 
 
@@ -296,7 +296,8 @@ class CaseView:
 
     case: CaseRow
     failure_ids: tuple[str, ...]
-    compensation: Money | None
+    # The sum of the case's authorisations, one amount per currency; empty when none.
+    compensation: tuple[Money, ...]
     satisfaction: SatisfactionAnswer | None
 
 
@@ -327,7 +328,7 @@ async def customer_history(conn: asyncpg.Connection, customer_id: str, *, limit:
         CaseView(
             case=case,
             failure_ids=tuple(failure_ids.get(case.case_id, ())),
-            compensation=compensation.get(case.case_id),
+            compensation=compensation.get(case.case_id, ()),
             satisfaction=satisfaction.get(case.case_id),
         )
         for case in cases

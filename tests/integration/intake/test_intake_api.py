@@ -136,6 +136,35 @@ async def test_a_bad_report_is_refused_field_by_field_and_nothing_is_written(int
     assert await cases_of(intake, customer) == []
 
 
+def hotel(receipt_reference: str) -> common_pb2.CostItem:
+    return common_pb2.CostItem(
+        kind=common_pb2.COST_KIND_HOTEL,
+        amount=common_pb2.Money(amount_minor=12900, currency="EUR"),
+        has_receipt=True,
+        receipt_reference=receipt_reference,
+    )
+
+
+async def test_a_receipt_reference_reaches_the_case_and_a_bad_one_is_refused_naming_it(intake, stub):
+    customer = new_id("cust")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.ReportFailure(
+            report(customer, reported_costs=[hotel("HTL-1"), hotel("HTL-\n2")]), metadata=agent(intake)
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = violations(refused.value)
+    assert set(fields) == {"reported_costs[1].receipt_reference"}
+    assert "printable" in fields["reported_costs[1].receipt_reference"]
+    assert "HTL-\\n2" in fields["reported_costs[1].receipt_reference"]
+
+    accepted = await stub.ReportFailure(report(customer, reported_costs=[hotel("HTL-1")]), metadata=agent(intake))
+    [opened] = await read_events(
+        intake.settings.kafka_bootstrap_servers, "recovery.case-opened.v1", events_pb2.CaseOpened, key=customer, count=1
+    )
+    assert opened.case_id == accepted.case_id
+    assert [c.receipt_reference for c in opened.reported_costs] == ["HTL-1"]
+
+
 async def test_calls_without_a_valid_token_or_with_a_role_not_allowed_are_refused(intake, stub):
     with pytest.raises(grpc.aio.AioRpcError) as anonymous:
         await stub.ReportFailure(report(new_id("cust")))

@@ -49,7 +49,10 @@ async def test_a_system_detected_failure_opens_a_classified_case_in_the_category
         customer,
         reported_costs=[
             common_pb2.CostItem(
-                kind=common_pb2.COST_KIND_TAXI, amount=common_pb2.Money(amount_minor=60000, currency="EUR")
+                kind=common_pb2.COST_KIND_TAXI,
+                amount=common_pb2.Money(amount_minor=60000, currency="EUR"),
+                has_receipt=True,
+                receipt_reference="TX-2025-60000",
             )
         ],
         avoidability=common_pb2.AVOIDABILITY_AVOIDABLE,
@@ -66,6 +69,7 @@ async def test_a_system_detected_failure_opens_a_classified_case_in_the_category
     assert {r.code for r in opened.classification.outlook.reasons} == {"big_failure", "avoidable_failure"}
     assert opened.classification.policy_version == "2025.1"
     assert opened.reported_costs[0].amount.amount_minor == 60000
+    assert opened.reported_costs[0].receipt_reference == "TX-2025-60000"  # compensation pays a receipt once
     assert opened.history.prior_failure_count == 0 and len(opened.failure_ids) == 1
 
 

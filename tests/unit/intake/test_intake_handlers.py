@@ -10,9 +10,11 @@ from intake_builders import NOW, policy, raw_report
 from prometheus_client import CollectorRegistry
 from recovery.events.v1 import events_pb2
 
+from services.common.money import Money
 from services.intake.adapters.metrics import IntakeMetrics
-from services.intake.domain.acceptance import Amended, CustomerState, KnownFailure, Opened
+from services.intake.domain.acceptance import Amended, CustomerState, Granted, KnownCase, KnownFailure, Opened
 from services.intake.domain.errors import InvalidFailureReport
+from services.intake.domain.model import CostItem, CostKind
 from services.intake.service_layer import handlers
 from tests.support.fakes import FakeUnitOfWork
 
@@ -102,3 +104,43 @@ async def test_a_report_already_accepted_is_a_counted_duplicate_with_no_write():
     assert store.saved == [] and uow.staged == ()
     uow.commit()
     assert sample(registry, "recovery_intake_duplicates_dropped_total", source="delivery_tracking") == 1
+
+
+async def test_receipt_references_reach_both_case_events_and_costs_with_the_same_one_are_all_kept():
+    uow = FakeUnitOfWork(store=FakeFailureStore())
+    hotel = CostItem(CostKind.HOTEL, Money(12900, "EUR"), "one night", True, "HTL-991")
+    taxi = CostItem(CostKind.TAXI, Money(4200, "EUR"), "to the hotel", True, "TX-17")
+    reports = [
+        raw_report(reported_costs=(hotel,)),
+        # The same hotel receipt again, on a second report of the order: compensation pays it once, intake keeps both.
+        raw_report(source_event_id="evt-2", occurred_at=NOW - timedelta(hours=1), reported_costs=(hotel, taxi)),
+    ]
+    await handlers.report_failures(uow, reports, deps=deps(CollectorRegistry()), channel="kafka")
+    opened = events_pb2.CaseOpened.FromString(uow.staged[0].value)
+    amended = events_pb2.CaseAmended.FromString(uow.staged[1].value)
+    assert [c.receipt_reference for c in opened.reported_costs] == ["HTL-991"]
+    assert [c.receipt_reference for c in amended.merged_failure.reported_costs] == ["HTL-991", "TX-17"]
+    assert sorted(c.receipt_reference for c in amended.reported_costs) == ["HTL-991", "HTL-991", "TX-17"]
+
+
+async def test_a_customer_s_next_case_sees_what_their_cases_were_granted_added_up():
+    # The store sums a case's authorisations (its owner share, the approved remainder, a re-quote's difference)
+    # into one grant per case and currency; the history adds the cases up.
+    earlier = NOW - timedelta(days=3)
+    state = CustomerState(
+        customer_id="cust-1",
+        cases={
+            c: KnownCase(c, "cust-1", ref, True, earlier, earlier, 1)
+            for c, ref in (("case-a", "order-a"), ("case-b", "order-b"))
+        },
+        granted=[
+            Granted("case-a", Money(5000 + 3000 + 1500, "EUR"), earlier),
+            Granted("case-b", Money(2000, "EUR"), earlier),
+            Granted("case-b", Money(700, "USD"), earlier),
+        ],
+    )
+    uow = FakeUnitOfWork(store=FakeFailureStore({"cust-1": state}))
+    await handlers.report_failures(uow, [raw_report()], deps=deps(CollectorRegistry()), channel="kafka")
+    history = events_pb2.CaseOpened.FromString(uow.staged[0].value).history
+    assert [(m.amount_minor, m.currency) for m in history.compensation_received] == [(11500, "EUR"), (700, "USD")]
+    assert history.prior_case_count == 2

@@ -137,3 +137,37 @@ def test_all_violations_are_collected_at_once():
         "reported_costs[0].amount.currency",
     }
     assert "customer_id: is required" in caught.value.message
+
+
+def receipted(reference: str) -> CostItem:
+    return CostItem(kind=CostKind.HOTEL, amount=Money(12900, "EUR"), has_receipt=True, receipt_reference=reference)
+
+
+def test_a_receipt_reference_is_kept_and_none_is_fine():
+    costs = (receipted("INV-2025/0042 Hotel Ameliä"), receipted(""), receipted("r" * 100))
+    accepted_costs = validate_report(raw_report(reported_costs=costs), now=NOW).reported_costs
+    assert [c.receipt_reference for c in accepted_costs] == ["INV-2025/0042 Hotel Ameliä", "", "r" * 100]
+
+
+@pytest.mark.parametrize(
+    ("reference", "words"),
+    [
+        ("r" * 101, ["at most 100 characters, got 101", "'rrrr"]),
+        ("INV-1\nINV-2", ["printable", r"'INV-1\nINV-2'"]),
+        ("INV-\x001", ["printable", r"'INV-\x001'"]),
+        ("INV-\u200b1", ["printable", r"'INV-\u200b1'"]),
+    ],
+)
+def test_a_bad_receipt_reference_is_refused_naming_its_path_and_value(reference, words):
+    found = violations(raw_report(reported_costs=(receipted("ok-1"), receipted(reference))))
+    assert set(found) == {"reported_costs[1].receipt_reference"}
+    assert all(word in found["reported_costs[1].receipt_reference"] for word in words)
+
+
+def test_a_long_unprintable_receipt_reference_is_refused_twice_and_shown_cut_short():
+    with pytest.raises(InvalidFailureReport) as caught:
+        validate_report(raw_report(reported_costs=(receipted("\t" + "r" * 500),)), now=NOW)
+    found = caught.value.violations
+    assert {v.field for v in found} == {"reported_costs[0].receipt_reference"}
+    assert ["got 501" in v.description for v in found] == [True, False]
+    assert all(v.description.endswith("'\\trrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr'...") for v in found)
