@@ -24,7 +24,7 @@ from tests.support.frontline import (
     AGENT,
     LEAD,
     LOGISTICS_AGENT,
-    MANAGER,
+    Employee,
     accept_and_resolve,
     ago,
     authorized,
@@ -164,6 +164,12 @@ async def test_3_a_big_avoidable_repeat_failure_goes_to_the_right_tier_and_the_o
             timeout=30,
         )
     assert over_limit.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    # The UI asks what the agent may grant on this case ("you can grant up to ...") before sending the rest up.
+    room = await stub.GetMyAuthority(
+        cases.GetMyAuthorityRequest(case_id=reply.case_id), metadata=outside.as_(AGENT), timeout=30
+    )
+    assert room.per_case.currency == case.current_offer.total.currency
+    assert 0 < room.remaining_for_case.amount_minor <= room.per_case.amount_minor
 
     requested = await stub.RequestApproval(
         cases.RequestApprovalRequest(
@@ -173,8 +179,17 @@ async def test_3_a_big_avoidable_repeat_failure_goes_to_the_right_tier_and_the_o
         timeout=30,
     )
     approval = requested.approval
+    # Frontline first: what the agent's own authority covers is granted at once; only the rest goes up.
     # Statutory compensation is beyond agents and senior agents; 500 EUR per case covers it: the team lead.
     assert approval.approver_role == "team_lead" and approval.amount.amount_minor <= 50_000
+    assert approval.owner_share.amount_minor == room.remaining_for_case.amount_minor
+    assert approval.owner_share.amount_minor + approval.amount.amount_minor == case.current_offer.total.amount_minor
+    (share,) = await outside.wait("recovery.offer-authorized.v1", of_case(reply.case_id))
+    assert (share.message.part, share.message.authorized_by.employee_id) == (
+        common.AUTHORIZATION_PART_OWNER_SHARE,
+        AGENT.sub,
+    )
+    assert share.message.amount == approval.owner_share
 
     with pytest.raises(grpc.aio.AioRpcError) as self_approval:
         await stub.DecideApproval(
@@ -190,7 +205,7 @@ async def test_3_a_big_avoidable_repeat_failure_goes_to_the_right_tier_and_the_o
     assert self_approval.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "own request" in self_approval.value.details()
 
-    with pytest.raises(grpc.aio.AioRpcError) as not_routed:  # a manager could, but it is not theirs to decide
+    with pytest.raises(grpc.aio.AioRpcError) as not_routed:  # a senior agent is below the routed tier
         await stub.DecideApproval(
             cases.DecideApprovalRequest(
                 request_id=new_id("req"),
@@ -198,7 +213,7 @@ async def test_3_a_big_avoidable_repeat_failure_goes_to_the_right_tier_and_the_o
                 decision=common.APPROVAL_DECISION_APPROVE,
                 reason="I will take it",
             ),
-            metadata=outside.as_(MANAGER),
+            metadata=outside.as_(Employee("e2e-senior-saule", "senior_agent", AGENT.team)),
             timeout=30,
         )
     assert not_routed.value.code() is grpc.StatusCode.PERMISSION_DENIED
@@ -214,11 +229,13 @@ async def test_3_a_big_avoidable_repeat_failure_goes_to_the_right_tier_and_the_o
         timeout=30,
     )
     assert decided.approval.decided_by.employee_id == LEAD.sub
-    (seen,) = await outside.wait("recovery.offer-authorized.v1", of_case(reply.case_id))
-    assert (seen.message.tier, seen.message.authorized_by.employee_id) == (
+    (_, seen) = await outside.wait("recovery.offer-authorized.v1", of_case(reply.case_id), count=2)
+    assert (seen.message.tier, seen.message.part, seen.message.authorized_by.employee_id) == (
         common.AUTHORIZATION_TIER_APPROVER,
+        common.AUTHORIZATION_PART_REMAINDER,
         LEAD.sub,
     )
+    assert seen.message.amount == approval.amount  # the approver's usage is booked for the remainder only
 
     ready = await outside.case(reply.case_id, AGENT, lambda c: c.state == cases.CASE_STATE_OFFER_READY)
     assert ready.owner_employee_id == AGENT.sub  # the approval changed nothing about who the customer talks to

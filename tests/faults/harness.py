@@ -347,8 +347,9 @@ async def invariants(cluster: Cluster, stream: Stream) -> Report:
             customers,
         )
         authorizations = await conn.fetch(
-            "SELECT a.offer_id, count(*) AS n FROM escalation.authorizations a JOIN escalation.cases c USING (case_id)"
-            " WHERE c.customer_id = ANY($1) GROUP BY a.offer_id",
+            "SELECT a.authorization_id, count(*) AS n FROM escalation.authorizations a"
+            " JOIN escalation.cases c USING (case_id) WHERE c.customer_id = ANY($1)"
+            " GROUP BY a.offer_id, a.part, a.authorization_id",
             customers,
         )
     finally:
@@ -379,7 +380,7 @@ async def invariants(cluster: Cluster, stream: Stream) -> Report:
         {r["case_id"] for r in current} == intake_cases and all(r["n"] == 1 for r in current),
         f"{len(intake_cases) - len(current)} cases without one",
     )
-    report.check("at most one authorisation per offer", all(r["n"] == 1 for r in authorizations))
+    report.check("at most one authorisation per part of an offer", all(r["n"] == 1 for r in authorizations))
     report.counts["authorised"] = len(authorizations)
 
     # The wire: duplicates are allowed only with the same ce_id, and never make a second effect.
@@ -393,10 +394,11 @@ async def invariants(cluster: Cluster, stream: Stream) -> Report:
     authorized = await read_topic(cluster.bootstrap, "recovery.offer-authorized.v1", keys)
     by_offer: dict[str, set[str]] = defaultdict(set)
     for record in authorized:
-        by_offer[events.OfferAuthorized.FromString(record.value).offer_id].add(_ce(record, "ce_id"))
+        event = events.OfferAuthorized.FromString(record.value)
+        by_offer[event.authorization_id or event.offer_id].add(_ce(record, "ce_id"))
     report.check(
-        "one offer-authorized per authorised offer",
-        set(by_offer) == {r["offer_id"] for r in authorizations},
+        "one offer-authorized per authorisation",
+        set(by_offer) == {r["authorization_id"] for r in authorizations},
         f"{len(by_offer)} on the wire vs {len(authorizations)} authorisations",
     )
     report.check("an offer-authorized duplicate carries the same ce_id", all(len(i) == 1 for i in by_offer.values()))

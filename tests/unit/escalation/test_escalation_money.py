@@ -178,3 +178,19 @@ def test_no_reduction_ever_touches_a_statutory_or_reimbursement_line(lines, shar
         if before.kind in authority.PROTECTED_KINDS:
             assert after.amount == before.amount
         assert 0 <= after.amount.amount_minor <= before.amount.amount_minor
+
+
+# ------------------------------------------------------------------------------------------ room and tiers
+
+
+def test_a_moved_approval_never_goes_back_down_a_tier():
+    p = policy()
+    assert authority.higher_tier(p, "manager", "senior_agent") == "manager"
+    assert authority.higher_tier(p, "team_lead", "director") == "director"
+
+
+def test_the_room_left_is_what_the_limits_leave_after_usage_and_on_an_offer_what_the_split_gives():
+    agent = policy().roles["agent"]  # 50 per case, 200 a day, 2,000 a month
+    room = authority.room(agent, Usage(today=18000, this_month=190000), offer((V, 4000)))
+    assert (room.today, room.this_month, room.for_offer) == (2000, 10000, 2000)
+    assert authority.room(agent, Usage(today=25000)).today == 0  # never negative
