@@ -180,9 +180,7 @@ async def test_4_postgres_restarted_and_connections_dropped_mid_transaction(clus
 async def test_5_schedulers_stopped_while_follow_ups_and_sla_timers_come_due(cluster):
     # One report per customer: a resolved case's follow-ups must not be held by another open case of its customer.
     stream = Stream(seed=5, customers=REPORTS)
-    report = await drive(
-        cluster, stream, count=REPORTS, rate=RATE, poison_every=0, faults=lambda s: asyncio.sleep(0)
-    )
+    report = await drive(cluster, stream, count=REPORTS, rate=RATE, poison_every=0, faults=lambda s: asyncio.sleep(0))
     resolved = await resolve_all(cluster, stream, limit=60)
     # A frontline case nobody acknowledges: its acknowledgement deadline (15 s in this policy) comes due too.
     customer = f"{stream.prefix}-sla"
