@@ -51,6 +51,11 @@ class Incoming:
     def customer_id(self) -> str:
         return (self.record.key or b"").decode("utf-8", "replace")
 
+    @property
+    def identity(self) -> inbox.Identity:
+        """What makes the event unique: its source and id together (CloudEvents)."""
+        return self.event.source, self.event.id
+
 
 # A set-based handler applies the records it is given and returns those it refuses, each with the error
 # that says why (bad input found against the state): they are dead-lettered in the same transaction.
@@ -182,6 +187,8 @@ class ConsumerHarness:
         try:
             subscription = self._subscriptions[topic_name]
             decoded, rejected = decode_batch(records, subscription.types)
+            if timeless := sum(1 for incoming in decoded if incoming.event.time_from_receipt):
+                self._metrics.records_timeless.labels(topic=topic_name).inc(timeless)
             delay = self._retry_initial
             while True:
                 try:
@@ -223,7 +230,7 @@ class ConsumerHarness:
                 fresh = await self._claim(uow, subscription.topic, decoded)
                 refused = list(await subscription.handler(uow, fresh) or ())
                 if refused:
-                    await inbox.release(uow.conn, consumer=self._group, ce_ids=[i.event.id for i, _ in refused])
+                    await inbox.release(uow.conn, consumer=self._group, events=[i.identity for i, _ in refused])
                     self._stage_deadletters(uow, [(incoming.record, exc) for incoming, exc in refused])
                 self._count(
                     uow,
@@ -278,12 +285,12 @@ class ConsumerHarness:
     async def _claim(self, uow: UnitOfWork, topic_name: str, decoded: Sequence[Incoming]) -> list[Incoming]:
         """Claim the inbox for ``decoded`` in one statement; returns the records to apply, first of each id."""
         claimed = await inbox.claim_many(
-            uow.conn, consumer=self._group, ce_ids=[i.event.id for i in decoded], topic=topic_name
+            uow.conn, consumer=self._group, events=[i.identity for i in decoded], topic=topic_name
         )
         fresh = []
         for incoming in decoded:
-            if incoming.event.id in claimed:
-                claimed.discard(incoming.event.id)  # a second record with the same id in the batch is a duplicate
+            if incoming.identity in claimed:
+                claimed.discard(incoming.identity)  # a second record with the same identity in the batch: duplicate
                 fresh.append(incoming)
         return fresh
 

@@ -35,6 +35,12 @@ class KitMetrics:
             ["topic", "error_class"],
             registry=registry,
         )
+        self.records_timeless = Counter(
+            "recovery_records_without_time_total",
+            "Records that carried no CloudEvents time (optional): the time they were read stands in, by topic.",
+            ["topic"],
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "recovery_consumer_lag",
             "Records on the broker not yet processed by this consumer, by topic and partition.",

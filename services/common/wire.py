@@ -118,6 +118,58 @@ def nul_fields(message: Message, prefix: str = "") -> list[str]:
     return found
 
 
+def _allowed(enum) -> str:
+    return ", ".join(v.name for v in enum.values)
+
+
+def unknown_enum_names(document: Any, descriptor, prefix: str = "") -> list[str]:
+    """Return, for a proto3 JSON ``document`` of ``descriptor``, each enum value that names no value of its enum
+    (``"SOURCE_WAREHOUSE"``, or a number it does not have), with the allowed names.
+
+    The JSON parser drops such a value without a word when it ignores unknown fields, so a publisher would
+    see the misleading "is required" instead of what it sent.
+    """
+    if not isinstance(document, dict) or descriptor.full_name.startswith("google.protobuf."):
+        return []
+    found: list[str] = []
+    fields = {**descriptor.fields_by_name, **{f.json_name: f for f in descriptor.fields}}
+    for key, value in document.items():
+        field = fields.get(key)
+        if field is None:
+            continue
+        path = f"{prefix}{field.name}"
+        items = value if field.is_repeated and isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            where = f"{path}[{i}]" if field.is_repeated else path
+            if field.type == FieldDescriptor.TYPE_ENUM and field.enum_type.full_name != "google.protobuf.NullValue":
+                enum = field.enum_type
+                known = item in enum.values_by_name if isinstance(item, str) else item in enum.values_by_number
+                if isinstance(item, str | int) and not isinstance(item, bool) and not known:
+                    found.append(f"{where}: unknown value {item!r} (one of {_allowed(enum)})")
+            elif field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
+                found += unknown_enum_names(item, field.message_type, f"{where}.")
+    return found
+
+
+def unknown_enum_numbers(message: Message, prefix: str = "") -> list[str]:
+    """Return each enum field of ``message`` (at any depth) holding a number its enum does not define (a binary
+    publisher on a newer contract), with the allowed names."""
+    found: list[str] = []
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        items = value if field.is_repeated else [value]
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            enum = field.enum_type
+            for i, number in enumerate(items):
+                if number not in enum.values_by_number:
+                    where = f"{path}[{i}]" if field.is_repeated else path
+                    found.append(f"{where}: unknown value {number} (one of {_allowed(enum)})")
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
+            for i, item in enumerate(items):
+                found += unknown_enum_numbers(item, f"{path}[{i}]." if field.is_repeated else f"{path}.")
+    return found
+
+
 def time_to_proto(at: datetime | None) -> Timestamp | None:
     """Return the wire Timestamp for an aware datetime (None stays None)."""
     if at is None:

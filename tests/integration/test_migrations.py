@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.common import migrations
+from services.common import inbox, migrations
 from services.common.migrations import KIT_MIGRATIONS, MigrationError
 from tests.integration.conftest import eventually
 
@@ -48,16 +48,29 @@ def sha256(text: str) -> str:
 
 async def test_kit_migrations_are_applied_once_and_recorded_with_checksums(settings, conn):
     schema = settings.schema
-    assert KIT_VERSIONS == ["kit:0001_outbox_inbox.sql"]
+    assert KIT_VERSIONS == ["kit:0001_outbox_inbox.sql", "kit:0002_inbox_by_source.sql"]
 
     assert await migrations.migrate(settings.database_url, schema=schema) == KIT_VERSIONS
     for table in ("outbox", "inbox", "request_log", "schema_migrations"):
         assert await table_exists(conn, schema, table), table
-    kit_sql = (KIT_MIGRATIONS / "0001_outbox_inbox.sql").read_text()
-    assert await recorded(conn, schema) == {"kit:0001_outbox_inbox.sql": sha256(kit_sql)}
+    checksums = {f"kit:{p.name}": sha256(p.read_text()) for p in sorted(KIT_MIGRATIONS.glob("*.sql"))}
+    assert await recorded(conn, schema) == checksums
 
     assert await migrations.migrate(settings.database_url, schema=schema) == []
-    assert await recorded(conn, schema) == {"kit:0001_outbox_inbox.sql": sha256(kit_sql)}
+    assert await recorded(conn, schema) == checksums
+
+
+async def test_inbox_rows_from_before_sources_move_with_no_source_and_still_cover_their_id(settings, conn):
+    schema = settings.schema
+    first = migrations.discover(("kit", KIT_MIGRATIONS))[:1]
+    assert await migrations.apply(conn, schema=schema, migrations=first) == ["kit:0001_outbox_inbox.sql"]
+    await conn.execute(f"INSERT INTO {schema}.inbox (consumer, ce_id, topic) VALUES ('intake', 'a1', 't')")
+    assert await migrations.migrate(settings.database_url, schema=schema) == ["kit:0002_inbox_by_source.sql"]
+    rows = await conn.fetch(f"SELECT consumer, ce_source, ce_id FROM {schema}.inbox")
+    assert [tuple(r) for r in rows] == [("intake", "", "a1")]
+    await conn.execute(f"SET search_path TO {schema}")
+    claimed = await inbox.claim_many(conn, consumer="intake", events=[("billing", "a1"), ("billing", "a2")], topic="t")
+    assert claimed == {("billing", "a2")}  # the old row still stands for a1, whoever sends it
 
 
 async def test_service_migrations_come_after_the_kit_in_file_name_order(settings, conn, folder):

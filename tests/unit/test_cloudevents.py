@@ -1,11 +1,14 @@
-"""CloudEvents binary-mode codec: protobuf and proto3 JSON decode alike; every bad record names its fault."""
+"""CloudEvents codec: binary and structured mode, protobuf and proto3 JSON decode alike; every bad record names
+its fault."""
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import StringValue
 from recovery.events.v1 import common_pb2, events_pb2
@@ -203,7 +206,17 @@ def test_header_map_keeps_the_last_value_of_a_repeated_header():
     assert cloudevents.header_map(None) == {}
 
 
-REQUIRED = ["ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time", "content-type"]
+REQUIRED = ["ce_specversion", "ce_id", "ce_type", "ce_source", "content-type"]
+
+
+@pytest.mark.parametrize("value", [None, b""], ids=["absent", "empty"])
+def test_without_ce_time_the_time_of_reading_stands_in_and_says_so(value):
+    headers, body = encoded()
+    before = datetime.now(UTC)
+    event, message = cloudevents.decode(replace_header(headers, "ce_time", value), body, TYPES)
+    assert event.time_from_receipt and before <= event.time <= datetime.now(UTC)
+    assert message == failure()
+    assert not cloudevents.decode(headers, body, TYPES)[0].time_from_receipt
 
 
 @pytest.mark.parametrize("name", REQUIRED)
@@ -266,7 +279,7 @@ def test_ce_time_with_lower_case_separators_is_rfc_3339():
     assert cloudevents.read_attributes(headers).time == WHEN
 
 
-@pytest.mark.parametrize("content_type", [b"text/plain", b"application/xml", b"application/cloudevents+json"])
+@pytest.mark.parametrize("content_type", [b"text/plain", b"application/xml", b"application/cloudevents-batch+json"])
 def test_an_unsupported_content_type_is_undecodable(content_type):
     headers, body = encoded()
     with pytest.raises(UndecodableRecord, match="unsupported content-type"):
@@ -371,3 +384,105 @@ def test_a_nul_in_a_header_or_a_string_field_is_undecodable_not_a_database_error
     headers, value, _ = cloudevents.encode(message, source="test")
     with pytest.raises(UndecodableRecord, match="NUL character in description"):
         cloudevents.decode(headers, value, TYPES)
+
+
+# ------------------------------------------------------------------------------------------- structured mode
+
+
+def envelope(**changes) -> dict:
+    base = {
+        "specversion": "1.0",
+        "id": "evt-1",
+        "source": "urn:test:delivery",
+        "type": FAILURE_TYPE,
+        "time": "2025-11-03T14:30:15.123456Z",
+        "datacontenttype": "application/json",
+        "data": json_format.MessageToDict(failure()),
+    }
+    return {k: v for k, v in (base | changes).items() if v is not None}
+
+
+def structured(document: dict, content_type: bytes = b"application/cloudevents+json; charset=utf-8"):
+    return [("content-type", content_type)], json.dumps(document).encode()
+
+
+def test_a_structured_json_event_decodes_like_a_binary_one():
+    event, message = cloudevents.decode(*structured(envelope()), TYPES)
+    _, binary_message = cloudevents.decode(*encoded(cloudevents.JSON), TYPES)
+    assert message == binary_message == failure()
+    assert (event.id, event.source, event.type, event.time) == ("evt-1", "urn:test:delivery", FAILURE_TYPE, WHEN)
+
+
+def test_a_structured_event_may_carry_protobuf_data_in_base64_and_omit_its_time():
+    data = base64.b64encode(failure().SerializeToString()).decode()
+    document = envelope(datacontenttype="application/protobuf", data=None, data_base64=data, time=None)
+    event, message = cloudevents.decode(*structured(document), TYPES)
+    assert message == failure() and event.time_from_receipt
+
+
+def test_a_structured_event_without_a_content_type_for_its_data_is_json():
+    event, message = cloudevents.decode(*structured(envelope(datacontenttype=None)), TYPES)
+    assert message == failure() and event.content_type == cloudevents.JSON
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"id": None}, "attribute id missing"),
+        ({"source": ""}, "attribute source missing"),
+        ({"specversion": "0.3"}, "unsupported specversion"),
+        ({"time": "yesterday"}, "not an RFC 3339 timestamp"),
+        ({"id": 7}, "attribute id must be a string"),
+        ({"data": None}, "neither data nor data_base64"),
+        ({"datacontenttype": "application/protobuf"}, "must be in data_base64"),
+        ({"data": None, "data_base64": "%%%", "datacontenttype": "application/protobuf"}, "not base64"),
+        ({"datacontenttype": "text/csv"}, "unsupported content-type"),
+        ({"type": "recovery.events.v1.Nope"}, "unexpected ce_type"),
+    ],
+)
+def test_a_bad_structured_event_is_undecodable_naming_its_fault(changes, reason):
+    with pytest.raises(UndecodableRecord, match=reason):
+        cloudevents.decode(*structured(envelope(**changes)), TYPES)
+
+
+@pytest.mark.parametrize("body", [b"\xff", b"[1, 2]", b"not json"])
+def test_a_structured_body_that_is_not_a_json_object_is_undecodable(body):
+    with pytest.raises(UndecodableRecord, match="application/cloudevents"):
+        cloudevents.decode([("content-type", b"application/cloudevents+json")], body, TYPES)
+
+
+# ------------------------------------------------------------------------------------------ unknown enum values
+
+
+@pytest.mark.parametrize(
+    ("changes", "named", "allowed"),
+    [
+        ({"source": "SOURCE_WAREHOUSE"}, "source: unknown value 'SOURCE_WAREHOUSE'", "SOURCE_FRONTLINE"),
+        ({"source": 99}, "source: unknown value 99", "SOURCE_BILLING"),
+        (
+            {"reportedCosts": [{"kind": "COST_KIND_TAXI"}, {"kind": "COST_KIND_BOAT"}]},
+            "reported_costs[1].kind: unknown value 'COST_KIND_BOAT'",
+            "COST_KIND_TOWING",
+        ),
+    ],
+)
+def test_an_unknown_enum_name_or_number_in_json_is_named_with_the_allowed_ones(changes, named, allowed):
+    document = json_format.MessageToDict(failure()) | changes
+    headers, _ = encoded(cloudevents.JSON)
+    with pytest.raises(UndecodableRecord) as caught:
+        cloudevents.decode(headers, json.dumps(document).encode(), TYPES)
+    assert named in str(caught.value) and allowed in str(caught.value)
+
+
+def test_an_unknown_enum_number_in_protobuf_is_named_with_the_allowed_ones():
+    message = failure()
+    message.category = 42
+    headers, _ = encoded()
+    with pytest.raises(UndecodableRecord, match=r"category: unknown value 42 \(one of CATEGORY_UNSPECIFIED"):
+        cloudevents.decode(headers, message.SerializeToString(), TYPES)
+
+
+def test_unknown_fields_are_still_ignored_for_publishers_on_a_newer_contract():
+    document = json_format.MessageToDict(failure()) | {"somethingNew": {"x": 1}}
+    headers, _ = encoded(cloudevents.JSON)
+    assert cloudevents.decode(headers, json.dumps(document).encode(), TYPES)[1] == failure()

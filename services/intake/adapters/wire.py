@@ -325,7 +325,9 @@ def reopening_from_event(message: events_pb2.CaseReopened, *, at: datetime) -> R
     )
 
 
-def satisfaction_from_event(message: events_pb2.FeedbackReceived, *, ce_id: str, at: datetime) -> RecordSatisfaction:
+def satisfaction_from_event(
+    message: events_pb2.FeedbackReceived, *, identity: tuple[str, str], at: datetime
+) -> RecordSatisfaction:
     """Return the answer a FeedbackReceived event carries; raises InvalidInput when the score is out of range."""
     _require(message, "customer_id", "case_id")
     score = message.score if message.HasField("score") else None
@@ -335,8 +337,9 @@ def satisfaction_from_event(message: events_pb2.FeedbackReceived, *, ce_id: str,
         customer_id=message.customer_id,
         case_id=message.case_id,
         source=(enum_from_proto(common_pb2.Source, message.source, Source) or Source.SURVEY).value,
-        # Survey systems should send their own id; without one the CloudEvents id is the best key there is.
-        feedback_id=message.feedback_id or ce_id,
+        # Survey systems should send their own id; without one the CloudEvents identity (source and id) is the
+        # best key there is: two systems' equal ids are two answers.
+        feedback_id=message.feedback_id or "/".join(identity),
         answer=SatisfactionAnswer(
             received_at=time_from_proto(message, "received_at") or at,
             score=score,

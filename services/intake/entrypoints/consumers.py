@@ -43,7 +43,7 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         await _record_status(conn, wire.reopening_from_event(incoming.message, at=incoming.event.time))
 
     async def feedback_received(conn: asyncpg.Connection, incoming: Incoming) -> None:
-        command = wire.satisfaction_from_event(incoming.message, ce_id=incoming.event.id, at=incoming.event.time)
+        command = wire.satisfaction_from_event(incoming.message, identity=incoming.identity, at=incoming.event.time)
         await handlers.record_satisfaction(conn, command)
 
     table = (
