@@ -203,6 +203,19 @@ def history_to_proto(history: CustomerHistory) -> common_pb2.HistorySummary:
     return wire
 
 
+def source_events_to_proto(reports) -> list[common_pb2.SourceEvent]:
+    """Return the publisher events behind (failure id, report) pairs; reports without an event id are left out."""
+    return [
+        common_pb2.SourceEvent(
+            source=enum_to_proto(common_pb2.Source, report.source),
+            source_event_id=report.source_event_id,
+            failure_id=failure_id,
+        )
+        for failure_id, report in reports
+        if report.source_event_id
+    ]
+
+
 def case_opened_to_proto(event: CaseOpened) -> events_pb2.CaseOpened:
     """Return the CaseOpened event message."""
     report = event.report
@@ -221,6 +234,7 @@ def case_opened_to_proto(event: CaseOpened) -> events_pb2.CaseOpened:
         history=history_to_proto(event.history),
         opened_at=time_to_proto(event.opened_at),
         related_case_id=report.related_case_id,
+        source_events=source_events_to_proto([(event.failure_id, report)]),
     )
     _facts(message, report)
     return message
@@ -239,6 +253,7 @@ def case_amended_to_proto(event: CaseAmended) -> events_pb2.CaseAmended:
         history=history_to_proto(event.history),
         system_detected=event.case_report.system_detected,
         amended_at=time_to_proto(event.amended_at),
+        source_events=source_events_to_proto(event.reports),
     )
     _facts(message, event.case_report)
     return message

@@ -257,6 +257,7 @@ def _amend(
         failure_id=failure_id,
         merged_report=report,
         failure_ids=tuple(f[2] for f in failures),
+        reports=tuple((f[2], f[3]) for f in failures),
         case_report=case_report,
         classification=classify(case_report, history, policy, now=now),
         history=history,

@@ -36,6 +36,8 @@ class CaseAmended:
     classification: Classification
     history: CustomerHistory
     amended_at: datetime
+    # (failure id, report) of every failure the case covers, oldest first: which publisher event became which.
+    reports: tuple[tuple[str, FailureReport], ...] = ()
 
 
 @dataclass(frozen=True)

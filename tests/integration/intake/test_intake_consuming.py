@@ -121,8 +121,15 @@ async def test_failures_on_one_order_merge_within_the_window_and_not_outside_it(
     customer = new_id("cust")
     order = new_id("order")
     first_at = now() - timedelta(days=4)
-    await publish(publisher, FAILURES, failure(customer, reference=order, occurred_at=time_to_proto(first_at)))
-    await read_events(intake.settings.kafka_bootstrap_servers, OPENED, events_pb2.CaseOpened, key=customer, count=1)
+    first = failure(customer, reference=order, occurred_at=time_to_proto(first_at))
+    await publish(publisher, FAILURES, first)
+    [opened_first] = await read_events(
+        intake.settings.kafka_bootstrap_servers, OPENED, events_pb2.CaseOpened, key=customer, count=1
+    )
+    # A publisher maps its event to the case it became.
+    assert [(e.source_event_id, e.failure_id) for e in opened_first.source_events] == [
+        (first.source_event_id, opened_first.failure_ids[0])
+    ]
     later = failure(
         customer,
         reference=order,
@@ -140,6 +147,8 @@ async def test_failures_on_one_order_merge_within_the_window_and_not_outside_it(
     )
     assert amended.revision == 2 and len(amended.failure_ids) == 2
     assert amended.merged_failure.source_event_id == later.source_event_id
+    assert [e.source_event_id for e in amended.source_events] == [first.source_event_id, later.source_event_id]
+    assert [e.failure_id for e in amended.source_events] == list(amended.failure_ids)
     assert amended.category == common_pb2.CATEGORY_LATE_DELIVERY  # the case keeps its first failure's category
     assert amended.reported_costs[0].amount.amount_minor == 2500
     # 49 hours after the first failure is outside the 48-hour window: a case of its own.
