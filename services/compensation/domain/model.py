@@ -12,6 +12,7 @@ from datetime import datetime
 # Re-exported: money and the contract's enums are compensation's vocabulary too, defined once for every service.
 from services.common.money import KNOWN_CURRENCIES as KNOWN_CURRENCIES
 from services.common.money import Money as Money
+from services.common.vocabulary import AuthorizationPart as AuthorizationPart
 from services.common.vocabulary import Avoidability as Avoidability
 from services.common.vocabulary import Category as Category
 from services.common.vocabulary import CostItem as CostItem

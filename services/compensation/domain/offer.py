@@ -578,3 +578,31 @@ def _granted_currency_reasons(granted: Sequence[GrantedLine], currency: str) -> 
     # Never converted: a human decides what an earlier grant in another currency is worth now.
     detail = f"earlier authorisations granted amounts in {', '.join(other)}, not {currency}; not deducted"
     return [Reason("granted_currency_mismatch", detail)]
+
+
+def granted_of(lines: Sequence[LineItem]) -> tuple[GrantedLine, ...]:
+    """Return what authorised ``lines`` granted (kind, cost kind, amount), zero lines such as the apology left out."""
+    return tuple(
+        GrantedLine(kind=line.kind, amount=line.amount, cost_kind=line.cost_kind)
+        for line in lines
+        if line.amount.amount_minor > 0
+    )
+
+
+def granted_within(lines: Sequence[LineItem], amount: Money) -> tuple[GrantedLine, ...]:
+    """Return ``lines`` taken in order up to ``amount`` (for a grant whose lines were not recorded, only its total).
+
+    An approver may have cut such a grant without saying which line: taking the lines in order keeps the total
+    exact, so the ledger never deducts more than was granted.
+    """
+    left = amount.amount_minor
+    taken = []
+    for line in granted_of(lines):
+        if left <= 0:
+            break
+        if line.amount.currency != amount.currency:
+            continue
+        part = min(line.amount.amount_minor, left)
+        taken.append(replace(line, amount=Money(part, amount.currency)))
+        left -= part
+    return tuple(taken)
