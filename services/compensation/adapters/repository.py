@@ -236,16 +236,17 @@ async def record_reopening(
 # ------------------------------------------------------------------------------------ offers
 
 
-def _granted_json(lines: Sequence[GrantedLine]) -> str:
+def _lines_json(lines: Sequence[GrantedLine], *, with_currency: bool) -> str:
+    """Return granted lines as JSON; a spend row has one currency (validated), so its lines leave it out."""
     return json.dumps(
         [
             {
-                "kind": line.kind.value,
-                "cost_kind": line.cost_kind.value if line.cost_kind else None,
-                "amount_minor": line.amount.amount_minor,
-                "currency": line.amount.currency,
+                "kind": g.kind.value,
+                "cost_kind": g.cost_kind.value if g.cost_kind else None,
+                "amount_minor": g.amount.amount_minor,
             }
-            for line in lines
+            | ({"currency": g.amount.currency} if with_currency else {})
+            for g in lines
         ]
     )
 
@@ -280,6 +281,28 @@ class NewOffer:
     granted: tuple[GrantedLine, ...] = ()
 
 
+def _offer_row(new: NewOffer) -> tuple:
+    offer = new.offer
+    return (
+        offer.offer_id,
+        offer.case_id,
+        offer.customer_id,
+        offer.version,
+        offer.policy_version,
+        offer.total.amount_minor,
+        offer.total.currency,
+        offer.needs_review,
+        offer.budget_exceeded,
+        offer.proposed_at,
+        wire.offer_to_proto(offer).SerializeToString(),
+        wire.facts_to_proto(new.facts, at=offer.proposed_at).SerializeToString(),
+        new.team_spent_minor,
+        new.history.unverified_claims_in_window,
+        _lines_json(new.granted, with_currency=True),
+        list(new.history.repeat_reference_cases),
+    )
+
+
 async def insert_offers(conn: asyncpg.Connection, offers: Sequence[NewOffer]) -> None:
     """Store new offer versions with their inputs in one statement."""
     await conn.executemany(
@@ -287,28 +310,7 @@ async def insert_offers(conn: asyncpg.Connection, offers: Sequence[NewOffer]) ->
                                needs_review, budget_exceeded, proposed_at, offer, facts, team_spent_minor,
                                unverified_elsewhere, granted, repeat_reference_cases)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16)""",
-        [
-            (
-                offer.offer_id,
-                offer.case_id,
-                offer.customer_id,
-                offer.version,
-                offer.policy_version,
-                offer.total.amount_minor,
-                offer.total.currency,
-                offer.needs_review,
-                offer.budget_exceeded,
-                offer.proposed_at,
-                wire.offer_to_proto(offer).SerializeToString(),
-                wire.facts_to_proto(new.facts, at=offer.proposed_at).SerializeToString(),
-                new.team_spent_minor,
-                new.history.unverified_claims_in_window,
-                _granted_json(new.granted),
-                list(new.history.repeat_reference_cases),
-            )
-            for new in offers
-            for offer in (new.offer,)
-        ],
+        [_offer_row(new) for new in offers],
     )
 
 
@@ -421,20 +423,6 @@ class Spend:
     lines: tuple[GrantedLine, ...] = ()
 
 
-def _spend_lines_json(lines: Sequence[GrantedLine]) -> str:
-    # The row has one currency (validated before): the lines keep kinds and amounts only.
-    return json.dumps(
-        [
-            {
-                "kind": g.kind.value,
-                "cost_kind": g.cost_kind.value if g.cost_kind else None,
-                "amount_minor": g.amount.amount_minor,
-            }
-            for g in lines
-        ]
-    )
-
-
 async def record_spends(conn: asyncpg.Connection, spends: Sequence[Spend]) -> set[str]:
     """Add authorisations to their teams' spend once each, in one statement; returns the ids that were new."""
     if not spends:
@@ -458,7 +446,7 @@ async def record_spends(conn: asyncpg.Connection, spends: Sequence[Spend]) -> se
         [x.amount_minor for x in spends],
         [x.authorized_at for x in spends],
         [x.part.value for x in spends],
-        [_spend_lines_json(x.lines) for x in spends],
+        [_lines_json(x.lines, with_currency=False) for x in spends],
     )
     return {row["authorization_id"] for row in rows}
 
