@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -10,7 +12,19 @@ import asyncpg
 from recovery.compensation.v1 import compensation_pb2
 
 from services.compensation.adapters import wire
-from services.compensation.domain.model import CaseFacts, CustomerHistory, Offer
+from services.compensation.domain.model import (
+    AuthorizationPart,
+    CaseFacts,
+    CostKind,
+    CustomerHistory,
+    GrantedLine,
+    Money,
+    Offer,
+    RemedyKind,
+)
+from services.compensation.domain.offer import granted_within, summarise_granted
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,11 +64,12 @@ async def insert_cases(
         return set()
     rows = await conn.fetch(
         """INSERT INTO cases (case_id, customer_id, owning_team, revision, failure_at, opened_at, unverified_claims,
-                              facts, updated_at)
-           SELECT case_id, customer_id, owning_team, $8::int, failure_at, opened_at, unverified_claims, facts, opened_at
+                              facts, updated_at, reference)
+           SELECT case_id, customer_id, owning_team, $8::int, failure_at, opened_at, unverified_claims, facts,
+                  opened_at, reference
            FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int[],
-                       $7::bytea[]) AS n(case_id, customer_id, owning_team, failure_at, opened_at, unverified_claims,
-                                         facts)
+                       $7::bytea[], $9::text[]) AS n(case_id, customer_id, owning_team, failure_at, opened_at,
+                                                      unverified_claims, facts, reference)
            ON CONFLICT (case_id) DO NOTHING RETURNING case_id""",
         [f.case_id for f, _, _ in cases],
         [f.customer_id for f, _, _ in cases],
@@ -64,6 +79,7 @@ async def insert_cases(
         [unverified for _, _, unverified in cases],
         [wire.facts_to_proto(f, at=f.failure_at).SerializeToString() for f, _, _ in cases],
         revision,
+        [f.reference for f, _, _ in cases],
     )
     return {row["case_id"] for row in rows}
 
@@ -106,12 +122,14 @@ async def update_case(
 ) -> None:
     """Replace a case's facts with a newer revision (the caller holds the row lock)."""
     await conn.execute(
-        """UPDATE cases SET revision = $2, unverified_claims = $3, facts = $4, updated_at = $5 WHERE case_id = $1""",
+        """UPDATE cases SET revision = $2, unverified_claims = $3, facts = $4, updated_at = $5, reference = $6
+           WHERE case_id = $1""",
         facts.case_id,
         revision,
         unverified,
         wire.facts_to_proto(facts, at=facts.failure_at).SerializeToString(),
         at,
+        facts.reference,
     )
 
 
@@ -136,7 +154,9 @@ async def _case(conn: asyncpg.Connection, case_id: str, *, lock: bool) -> Stored
     facts = wire.facts_from_proto(stored, at=row["failure_at"], case_id=case_id)
     breaches = await conn.fetchval("SELECT count(*) FROM sla_breaches WHERE case_id = $1", case_id)
     reopens = await conn.fetchval("SELECT count(*) FROM reopenings WHERE case_id = $1", case_id)
-    facts = replace(facts, owning_team=row["owning_team"], sla_breaches=breaches, reopen_count=reopens)
+    facts = replace(
+        facts, owning_team=row["owning_team"], sla_breaches=breaches, reopen_count=reopens, reference=row["reference"]
+    )
     return StoredCase(facts=facts, revision=row["revision"], opened_at=row["opened_at"])
 
 
@@ -152,6 +172,28 @@ async def unverified_claims_elsewhere(
         since,
     )
     return int(value)
+
+
+async def compensated_references(
+    conn: asyncpg.Connection, keys: Iterable[tuple[str, str]], *, since: datetime
+) -> dict[tuple[str, str], set[str]]:
+    """Return, per (customer, non-empty reference), the cases on it with an authorisation since ``since``; one query."""
+    keys = sorted({(customer, reference) for customer, reference in keys if reference})
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        """SELECT DISTINCT c.customer_id, c.reference, c.case_id
+           FROM unnest($1::text[], $2::text[]) AS k(customer_id, reference)
+           JOIN cases c ON c.customer_id = k.customer_id AND c.reference = k.reference
+           JOIN spend s ON s.case_id = c.case_id AND s.authorized_at >= $3""",
+        [customer for customer, _ in keys],
+        [reference for _, reference in keys],
+        since,
+    )
+    found: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        found.setdefault((r["customer_id"], r["reference"]), set()).add(r["case_id"])
+    return found
 
 
 async def record_breach(
@@ -194,46 +236,81 @@ async def record_reopening(
 # ------------------------------------------------------------------------------------ offers
 
 
+def _lines_json(lines: Sequence[GrantedLine], *, with_currency: bool) -> str:
+    """Return granted lines as JSON; a spend row has one currency (validated), so its lines leave it out."""
+    return json.dumps(
+        [
+            {
+                "kind": g.kind.value,
+                "cost_kind": g.cost_kind.value if g.cost_kind else None,
+                "amount_minor": g.amount.amount_minor,
+            }
+            | ({"currency": g.amount.currency} if with_currency else {})
+            for g in lines
+        ]
+    )
+
+
+def _granted_from_json(text: str | None, *, currency: str = "") -> tuple[GrantedLine, ...]:
+    """Return stored granted lines (spend rows keep their currency on the row: ``currency``)."""
+    return tuple(
+        GrantedLine(
+            kind=RemedyKind(item["kind"]),
+            amount=Money(item["amount_minor"], item.get("currency") or currency),
+            cost_kind=CostKind(item["cost_kind"]) if item.get("cost_kind") else None,
+        )
+        for item in json.loads(text or "[]")
+    )
+
+
 def _offer(row: asyncpg.Record) -> Offer:
     offer = wire.offer_from_proto(compensation_pb2.Offer.FromString(row["offer"]))
-    return replace(offer, superseded_by_offer_id=row["superseded_by_offer_id"] or "")
+    # The API's offer message has no granted_before: it is derived from the grants the offer was computed against.
+    granted_before = summarise_granted(_granted_from_json(row["granted"]), offer.total.currency)
+    return replace(offer, superseded_by_offer_id=row["superseded_by_offer_id"] or "", granted_before=granted_before)
 
 
-async def insert_offer(
-    conn: asyncpg.Connection, offer: Offer, *, facts: CaseFacts, history: CustomerHistory, team_spent_minor: int
-) -> None:
-    """Store a new offer version with everything it was computed from (for recomputation)."""
-    await insert_offers(conn, [(offer, facts, history, team_spent_minor)])
+@dataclass(frozen=True)
+class NewOffer:
+    """An offer version to store, with everything it was computed from (for recomputation)."""
+
+    offer: Offer
+    facts: CaseFacts
+    history: CustomerHistory
+    team_spent_minor: int
+    granted: tuple[GrantedLine, ...] = ()
 
 
-async def insert_offers(
-    conn: asyncpg.Connection, offers: Sequence[tuple[Offer, CaseFacts, CustomerHistory, int]]
-) -> None:
-    """Store new offer versions (offer, facts, history, team spend) in one statement."""
+def _offer_row(new: NewOffer) -> tuple:
+    offer = new.offer
+    return (
+        offer.offer_id,
+        offer.case_id,
+        offer.customer_id,
+        offer.version,
+        offer.policy_version,
+        offer.total.amount_minor,
+        offer.total.currency,
+        offer.needs_review,
+        offer.budget_exceeded,
+        offer.proposed_at,
+        wire.offer_to_proto(offer).SerializeToString(),
+        wire.facts_to_proto(new.facts, at=offer.proposed_at).SerializeToString(),
+        new.team_spent_minor,
+        new.history.unverified_claims_in_window,
+        _lines_json(new.granted, with_currency=True),
+        list(new.history.repeat_reference_cases),
+    )
+
+
+async def insert_offers(conn: asyncpg.Connection, offers: Sequence[NewOffer]) -> None:
+    """Store new offer versions with their inputs in one statement."""
     await conn.executemany(
         """INSERT INTO offers (offer_id, case_id, customer_id, version, policy_version, total_minor, currency,
                                needs_review, budget_exceeded, proposed_at, offer, facts, team_spent_minor,
-                               unverified_elsewhere)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)""",
-        [
-            (
-                offer.offer_id,
-                offer.case_id,
-                offer.customer_id,
-                offer.version,
-                offer.policy_version,
-                offer.total.amount_minor,
-                offer.total.currency,
-                offer.needs_review,
-                offer.budget_exceeded,
-                offer.proposed_at,
-                wire.offer_to_proto(offer).SerializeToString(),
-                wire.facts_to_proto(facts, at=offer.proposed_at).SerializeToString(),
-                team_spent_minor,
-                history.unverified_claims_in_window,
-            )
-            for offer, facts, history, team_spent_minor in offers
-        ],
+                               unverified_elsewhere, granted, repeat_reference_cases)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16)""",
+        [_offer_row(new) for new in offers],
     )
 
 
@@ -262,10 +339,11 @@ class OfferInputs:
     facts: CaseFacts
     history: CustomerHistory
     team_spent_minor: int
+    granted: tuple[GrantedLine, ...] = ()
 
 
 async def offer_inputs(conn: asyncpg.Connection, offer_id: str) -> OfferInputs | None:
-    """Return an offer with the facts, history and team spend it was computed from, or None."""
+    """Return an offer with the facts, history, team spend and grants it was computed from, or None."""
     row = await conn.fetchrow("SELECT * FROM offers WHERE offer_id = $1", offer_id)
     if row is None:
         return None
@@ -273,8 +351,11 @@ async def offer_inputs(conn: asyncpg.Connection, offer_id: str) -> OfferInputs |
     facts = wire.facts_from_proto(
         compensation_pb2.CaseFacts.FromString(row["facts"]), at=row["proposed_at"], case_id=row["case_id"]
     )
-    history = CustomerHistory(unverified_claims_in_window=row["unverified_elsewhere"])
-    return OfferInputs(offer, facts, history, row["team_spent_minor"])
+    history = CustomerHistory(
+        unverified_claims_in_window=row["unverified_elsewhere"],
+        repeat_reference_cases=tuple(row["repeat_reference_cases"]),
+    )
+    return OfferInputs(offer, facts, history, row["team_spent_minor"], _granted_from_json(row["granted"]))
 
 
 async def list_offers(
@@ -329,25 +410,34 @@ def period_of(at: datetime) -> str:
 
 @dataclass(frozen=True)
 class Spend:
-    """An authorised offer as its team's spend."""
+    """One authorisation (of an offer or of a part of it) as its team's spend, with the lines it granted."""
 
+    authorization_id: str
     offer_id: str
     case_id: str
     team: str
     currency: str
     amount_minor: int
     authorized_at: datetime
+    part: AuthorizationPart = AuthorizationPart.WHOLE
+    lines: tuple[GrantedLine, ...] = ()
 
 
 async def record_spends(conn: asyncpg.Connection, spends: Sequence[Spend]) -> set[str]:
-    """Add authorised offers to their teams' spend once each, in one statement; returns the offer ids that were new."""
+    """Add authorisations to their teams' spend once each, in one statement; returns the ids that were new."""
     if not spends:
         return set()
     rows = await conn.fetch(
-        """INSERT INTO spend (offer_id, case_id, team, period, currency, amount_minor, authorized_at)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                                $7::timestamptz[])
-           ON CONFLICT (offer_id) DO NOTHING RETURNING offer_id""",
+        """INSERT INTO spend (authorization_id, offer_id, case_id, team, period, currency, amount_minor, authorized_at,
+                              part, lines)
+           SELECT authorization_id, offer_id, case_id, team, period, currency, amount_minor, authorized_at, part,
+                  lines::jsonb
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                       $8::timestamptz[], $9::text[], $10::text[])
+                AS n(authorization_id, offer_id, case_id, team, period, currency, amount_minor, authorized_at, part,
+                     lines)
+           ON CONFLICT (authorization_id) DO NOTHING RETURNING authorization_id""",
+        [x.authorization_id for x in spends],
         [x.offer_id for x in spends],
         [x.case_id for x in spends],
         [x.team for x in spends],
@@ -355,8 +445,34 @@ async def record_spends(conn: asyncpg.Connection, spends: Sequence[Spend]) -> se
         [x.currency for x in spends],
         [x.amount_minor for x in spends],
         [x.authorized_at for x in spends],
+        [x.part.value for x in spends],
+        [_lines_json(x.lines, with_currency=False) for x in spends],
     )
-    return {row["offer_id"] for row in rows}
+    return {row["authorization_id"] for row in rows}
+
+
+async def granted_lines(conn: asyncpg.Connection, case_id: str) -> tuple[GrantedLine, ...]:
+    """Return the lines every authorisation of the case granted, oldest authorisation first.
+
+    Rows recorded before the ledger kept lines have none: the authorised offer's own lines stand in, taken in
+    order up to the amount authorised (an approver's cut is not known line by line for them).
+    """
+    rows = await conn.fetch(
+        """SELECT s.authorization_id, s.currency, s.amount_minor, s.lines::text AS lines, o.offer
+           FROM spend s LEFT JOIN offers o ON s.lines IS NULL AND o.offer_id = s.offer_id
+           WHERE s.case_id = $1 ORDER BY s.authorized_at, s.authorization_id""",
+        case_id,
+    )
+    found: list[GrantedLine] = []
+    for r in rows:
+        if r["lines"] is not None:
+            found += _granted_from_json(r["lines"], currency=r["currency"])
+        elif r["offer"] is not None:
+            offered = wire.offer_from_proto(compensation_pb2.Offer.FromString(r["offer"])).line_items
+            found += granted_within(offered, Money(r["amount_minor"], r["currency"]))
+        else:
+            log.warning("authorisation %s of case %s names no offer of this service", r["authorization_id"], case_id)
+    return tuple(found)
 
 
 async def owning_teams(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[str, str]:

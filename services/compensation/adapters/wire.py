@@ -31,6 +31,7 @@ from services.compensation.domain import commands
 from services.compensation.domain.errors import FieldViolation, InvalidCaseFacts
 from services.compensation.domain.model import (
     KNOWN_CURRENCIES,
+    AuthorizationPart,
     Avoidability,
     CaseFacts,
     Category,
@@ -113,7 +114,9 @@ def open_command(message: events_pb2.CaseOpened, *, at: datetime) -> commands.Qu
     """Return the command a case-opened event asks for (``at``: the event time when fields are unset)."""
     opened_at = time_from_proto(message, "opened_at") or at
     failure_at = time_from_proto(message, "occurred_at") or opened_at
-    facts = CaseFacts(**_common_facts(message, failure_at=failure_at), owning_team=message.owning_team)
+    facts = CaseFacts(
+        **_common_facts(message, failure_at=failure_at), owning_team=message.owning_team, reference=message.reference
+    )
     return commands.QuoteFirstOffer(facts=facts, opened_at=opened_at)
 
 
@@ -123,7 +126,7 @@ def amend_command(message: events_pb2.CaseAmended, *, at: datetime) -> commands.
     # The event carries no case-level failure time; the handler keeps the stored one (the wait began then).
     first_failure = time_from_proto(message.merged_failure, "occurred_at") or amended_at
     return commands.RequoteAmendedCase(
-        facts=CaseFacts(**_common_facts(message, failure_at=first_failure)),
+        facts=CaseFacts(**_common_facts(message, failure_at=first_failure), reference=message.reference),
         revision=message.revision,
         merged_failure_id=message.merged_failure_id,
         amended_at=amended_at,
@@ -165,8 +168,14 @@ def reopen_command(message: events_pb2.CaseReopened, *, at: datetime, ce_id: str
 
 
 def authorization_command(message: events_pb2.OfferAuthorized, *, at: datetime) -> commands.RecordAuthorization:
-    """Return the command an offer-authorized event asks for."""
+    """Return the command an offer-authorized event asks for.
+
+    Producers before the split sent no authorisation id (one authorisation per offer: the offer id stands in)
+    and no part (the whole offer).
+    """
     return commands.RecordAuthorization(
+        authorization_id=message.authorization_id or message.offer_id,
+        part=enum_from_proto(common_pb2.AuthorizationPart, message.part, AuthorizationPart) or AuthorizationPart.WHOLE,
         offer_id=message.offer_id,
         case_id=message.case_id,
         customer_id=message.customer_id,
@@ -328,6 +337,8 @@ def offer_to_event(offer: Offer) -> events_pb2.OfferProposed:
         requote_reason=api.requote_reason,
         requote_detail=api.requote_detail,
         request_outcome=api.request_outcome,
+        granted_before=[line_to_proto(line) for line in offer.granted_before],
+        granted_before_total=money_to_proto(offer.granted_before_total),
     )
     event.proposed_at.CopyFrom(api.proposed_at)
     return event

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.compensation.domain.model import CaseFacts, CustomerRequest, LineItem, Money, SlaClock
+from services.compensation.domain.model import (
+    AuthorizationPart,
+    CaseFacts,
+    CustomerRequest,
+    LineItem,
+    Money,
+    SlaClock,
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +69,12 @@ class RequoteReopenedCase:
 
 @dataclass(frozen=True)
 class RecordAuthorization:
-    """An offer was authorised: add it to the owning team's spend for the month (once per offer id)."""
+    """(Part of) an offer was authorised: add it to the owning team's spend for the month, once per authorisation.
 
+    A split offer has two: the owner's share and, once approved, the remainder; each with its own id and lines.
+    """
+
+    authorization_id: str
     offer_id: str
     case_id: str
     customer_id: str
@@ -71,3 +82,4 @@ class RecordAuthorization:
     amount: Money
     line_items: tuple[LineItem, ...]
     authorized_at: datetime
+    part: AuthorizationPart = AuthorizationPart.WHOLE

@@ -12,6 +12,7 @@ from datetime import datetime
 # Re-exported: money and the contract's enums are compensation's vocabulary too, defined once for every service.
 from services.common.money import KNOWN_CURRENCIES as KNOWN_CURRENCIES
 from services.common.money import Money as Money
+from services.common.vocabulary import AuthorizationPart as AuthorizationPart
 from services.common.vocabulary import Avoidability as Avoidability
 from services.common.vocabulary import Category as Category
 from services.common.vocabulary import CostItem as CostItem
@@ -52,6 +53,8 @@ class CaseFacts:
     reopen_count: int = 0
     case_id: str = ""
     owning_team: str = ""
+    # The order, booking or contract reference the case concerns (empty when none); the repeat guard keys on it.
+    reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,18 @@ class CustomerHistory:
 
     # Costs reported without a receipt on the customer's OTHER cases within the policy's abuse window.
     unverified_claims_in_window: int = 0
+    # The customer's OTHER cases on this case's (non-empty) reference that received an authorisation within
+    # the abuse window: paying the same reference again wants a human first.
+    repeat_reference_cases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GrantedLine:
+    """One line an earlier authorisation of the case granted (what a re-quote does not offer again)."""
+
+    kind: RemedyKind
+    amount: Money
+    cost_kind: CostKind | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,13 @@ class Offer:
     superseded_by_offer_id: str = ""
     requote_reason: RequoteReason | None = None
     requote_detail: str = ""
+    # What earlier authorisations of the case granted, one line per bucket; line_items are only what is new.
+    granted_before: tuple[LineItem, ...] = ()
+
+    @property
+    def granted_before_total(self) -> Money:
+        """Return the sum of ``granted_before`` (zero on a first offer), in the offer's currency."""
+        return Money(sum(line.amount.amount_minor for line in self.granted_before), self.total.currency)
 
     def amount_of(self, *kinds: RemedyKind) -> int:
         """Return the sum of the lines of these kinds, in minor units."""

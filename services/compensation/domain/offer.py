@@ -3,20 +3,23 @@
 ``compute_offer`` returns the itemised offer; the rounding rules are in ``domain/policy.py``'s docstring.
 The parts, in the order the lines appear:
 
-1. reimbursement of each reported cost (in the case's currency), cut to the policy's per-kind cap;
+1. reimbursement of each distinct reported cost (in the case's currency), cut to the policy's per-kind cap; two
+   reports of one cost (the same receipt reference, or the same kind and amount) are reimbursed once;
 2. statutory lines (a regulation's fixed amounts): separate, never capped or scaled;
 3. the goodwill part: a gesture sized by severity and adjustments, shaped by the customer's request
    (granted plus a small extra, or the closest allowed alternative), capped per case and by order value,
    never below the floor for a real failure;
 4. the apology note (zero cost, always).
 
-Then the abuse guard (review flag) and the team budget (budget flag); neither changes the amounts.
+A re-quote then deducts what earlier authorisations of the case granted (``deduct_granted``): the offer's lines
+are only what is new, and ``granted_before`` says what was already given. Then the abuse guard and the repeat
+guard (review flags) and the team budget (budget flag, on what is new); none of them changes the amounts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from services.common.money import scale
@@ -24,8 +27,10 @@ from services.compensation.domain.model import (
     Avoidability,
     CaseFacts,
     Category,
+    CostItem,
     CostKind,
     CustomerHistory,
+    GrantedLine,
     LineItem,
     Money,
     Offer,
@@ -39,11 +44,18 @@ FULL_BP = 10_000
 
 
 def compute_offer(
-    *, facts: CaseFacts, history: CustomerHistory, policy: Policy, now: datetime, team_spent_minor: int = 0
+    *,
+    facts: CaseFacts,
+    history: CustomerHistory,
+    policy: Policy,
+    now: datetime,
+    team_spent_minor: int = 0,
+    granted: Sequence[GrantedLine] = (),
 ) -> Offer:
     """Return the offer for ``facts`` under ``policy`` at ``now``; the same inputs always give the same offer.
 
-    ``team_spent_minor`` is what the owning team has had authorised this month in the case's currency.
+    ``team_spent_minor`` is what the owning team has had authorised this month in the case's currency;
+    ``granted`` the lines earlier authorisations of the case granted (empty for a first offer).
     """
     currency = case_currency(facts, policy)
     reviews: list[Reason] = []
@@ -58,7 +70,11 @@ def compute_offer(
         goodwill_lines, outcome = _shape_by_request(facts, policy, currency, goodwill)
         lines += goodwill_lines
     lines.append(_apology(currency))
+    new_lines, granted_before = deduct_granted(lines, granted, currency)
+    reviews += _granted_currency_reasons(granted, currency)
     reviews += _abuse_reasons(facts, history, policy)
+    reviews += _repeat_reference_reasons(history, policy)
+    lines = list(new_lines)
     total = Money(sum(line.amount.amount_minor for line in lines), currency)
     budget = policy.budget(facts.owning_team, currency)
     return Offer(
@@ -72,6 +88,7 @@ def compute_offer(
         review_reasons=tuple(reviews),
         budget_exceeded=budget is not None and team_spent_minor + total.amount_minor > budget,
         request_outcome=outcome,
+        granted_before=granted_before,
     )
 
 
@@ -88,6 +105,81 @@ def round_up(amount_minor: int, step: int) -> int:
     return -(-amount_minor // step) * step
 
 
+# ------------------------------------------------------------------------------------ distinct costs
+
+
+@dataclass(frozen=True)
+class DistinctCost:
+    """A cost counted once: its first report (``index`` in the reported costs) and the reports that repeat it."""
+
+    cost: CostItem
+    index: int
+    # (index, why) of each report dropped as the same cost, in report order.
+    duplicates: tuple[tuple[int, str], ...] = ()
+
+
+def _receipt_key(cost: CostItem) -> str:
+    # Customers type receipt numbers by hand: case and surrounding blanks do not make another receipt.
+    return cost.receipt_reference.strip().casefold()
+
+
+def _cost_keys(cost: CostItem) -> list[tuple]:
+    if cost.amount.amount_minor <= 0:
+        return []  # nothing to repay: never merged, so a zero report cannot swallow a real cost
+    keys: list[tuple] = [("kind_amount", cost.kind or CostKind.OTHER, cost.amount.amount_minor, cost.amount.currency)]
+    if _receipt_key(cost):
+        keys.append(("receipt", _receipt_key(cost)))
+    return keys
+
+
+def _why_same(kept: CostItem, dropped: CostItem) -> str:
+    if _receipt_key(kept) and _receipt_key(kept) == _receipt_key(dropped):
+        return f"same receipt reference {dropped.receipt_reference.strip()!r}"
+    if _cost_keys(kept)[0] == _cost_keys(dropped)[0]:
+        return "same kind and amount"
+    return "linked to it by another report of the same cost"
+
+
+def distinct_costs(costs: Sequence[CostItem]) -> tuple[DistinctCost, ...]:
+    """Return the reported costs counted once each, in report order.
+
+    Two costs are one when they share a non-empty receipt reference, or have the same kind (unset reads as
+    other), amount and currency; being one cost is transitive. The first report stands for the cost (its
+    amount is repaid); it has a receipt when any report of it has one.
+    """
+    root = list(range(len(costs)))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            i = root[i]
+        return i
+
+    first: dict[tuple, int] = {}
+    for i, cost in enumerate(costs):
+        for key in _cost_keys(cost):
+            if key in first:
+                a, b = find(first[key]), find(i)
+                root[max(a, b)] = min(a, b)  # the earliest report stays the root
+            else:
+                first[key] = i
+    members: dict[int, list[int]] = {}
+    for i in range(len(costs)):
+        members.setdefault(find(i), []).append(i)
+    result = []
+    for head, group in members.items():
+        kept = costs[head]
+        reports = [costs[i] for i in group]
+        merged = replace(
+            kept,
+            has_receipt=any(c.has_receipt for c in reports),
+            receipt_reference=next((c.receipt_reference for c in reports if c.receipt_reference), ""),
+            description=next((c.description for c in reports if c.description), ""),
+        )
+        dropped = tuple((i, _why_same(kept, costs[i])) for i in group[1:])
+        result.append(DistinctCost(merged, head, dropped))
+    return tuple(result)
+
+
 # ------------------------------------------------------------------------------------ reimbursement
 
 
@@ -95,7 +187,8 @@ def _reimbursements(facts: CaseFacts, policy: Policy, currency: str, reviews: li
     lines = []
     caps = policy.reimbursement_caps[currency]
     threshold = policy.receipt_threshold[currency]
-    for i, cost in enumerate(facts.reported_costs):
+    for distinct in distinct_costs(facts.reported_costs):
+        i, cost = distinct.index, distinct.cost
         if cost.amount.currency != currency:
             # Never converted: a human decides how to repay a cost in another currency.
             reviews.append(Reason("cost_currency_mismatch", f"reported cost {i} is in {cost.amount.currency}"))
@@ -111,6 +204,10 @@ def _reimbursements(facts: CaseFacts, policy: Policy, currency: str, reviews: li
             internal += f": cut to the cap ({cost.amount.amount_minor - amount} not repaid)"
         if needs_receipt:
             internal += f"; above the receipt threshold {threshold} without a receipt"
+        if distinct.duplicates:
+            # Staff only: the customer is repaid the cost once and needs no account of our bookkeeping.
+            dropped = ", ".join(f"reported cost {j} ({why})" for j, why in distinct.duplicates)
+            internal += f"; reported cost {i} repaid once, duplicates dropped: {dropped}"
         what = cost.description or kind.value.replace("_", " ")
         explanation = f"We repay the cost the failure caused you ({what})."
         if needs_receipt:
@@ -388,8 +485,9 @@ def _apology(currency: str) -> LineItem:
 
 
 def unverified_claims(facts: CaseFacts) -> int:
-    """Return how many costs of this case were reported without a receipt."""
-    return sum(1 for cost in facts.reported_costs if not cost.has_receipt and cost.amount.amount_minor > 0)
+    """Return how many distinct costs of this case were reported without a receipt (a cost reported twice is one)."""
+    costs = (d.cost for d in distinct_costs(facts.reported_costs))
+    return sum(1 for cost in costs if not cost.has_receipt and cost.amount.amount_minor > 0)
 
 
 def _abuse_reasons(facts: CaseFacts, history: CustomerHistory, policy: Policy) -> list[Reason]:
@@ -401,3 +499,110 @@ def _abuse_reasons(facts: CaseFacts, history: CustomerHistory, policy: Policy) -
         f"(limit {policy.abuse_max_unverified}); a human checks before paying"
     )
     return [Reason("unverified_claims", detail)]
+
+
+def _repeat_reference_reasons(history: CustomerHistory, policy: Policy) -> list[Reason]:
+    if not history.repeat_reference_cases:
+        return []
+    cases = ", ".join(history.repeat_reference_cases)
+    detail = (
+        f"the same reference was already compensated on case(s) {cases} within {policy.abuse_window.days} days; "
+        "a human checks before paying it again"
+    )
+    return [Reason("repeat_reference", detail)]
+
+
+# ------------------------------------------------------------------------------- what was granted before
+
+Bucket = tuple[RemedyKind, CostKind | None]
+
+
+def bucket_of(kind: RemedyKind, cost_kind: CostKind | None) -> Bucket:
+    """Return the bucket a line is deducted in: its remedy kind, and its cost kind for a reimbursement."""
+    return kind, cost_kind if kind is RemedyKind.REIMBURSEMENT else None
+
+
+def summarise_granted(granted: Sequence[GrantedLine], currency: str) -> tuple[LineItem, ...]:
+    """Return the granted lines in ``currency`` summed per bucket, buckets in order of first grant (zeros left out)."""
+    sums: dict[Bucket, int] = {}
+    for line in granted:
+        if line.amount.currency == currency:
+            bucket = bucket_of(line.kind, line.cost_kind)
+            sums[bucket] = sums.get(bucket, 0) + line.amount.amount_minor
+    return tuple(
+        LineItem(
+            kind=kind,
+            amount=Money(amount, currency),
+            rule_id=f"granted_before.{kind.value}" + (f".{cost_kind.value}" if cost_kind else ""),
+            internal_reason="granted by earlier authorisations of the case; deducted from this offer",
+            customer_explanation="Already given to you for this case; not offered again.",
+            cost_kind=cost_kind,
+        )
+        for (kind, cost_kind), amount in sums.items()
+        if amount > 0
+    )
+
+
+def deduct_granted(
+    lines: Sequence[LineItem], granted: Sequence[GrantedLine], currency: str
+) -> tuple[tuple[LineItem, ...], tuple[LineItem, ...]]:
+    """Return (what is new of ``lines``, what was granted before per bucket).
+
+    What a bucket was granted is taken off its lines in order, never below zero per line; a line left at
+    zero is dropped (the apology note stays). A bucket granted more than it is now due keeps the excess:
+    nothing is clawed back, and no other bucket pays for it. Lines granted in another currency are not
+    deducted (``compute_offer`` sends the offer for review instead).
+    """
+    before = summarise_granted(granted, currency)
+    left = {bucket_of(line.kind, line.cost_kind): line.amount.amount_minor for line in before}
+    new = []
+    for line in lines:
+        bucket = bucket_of(line.kind, line.cost_kind)
+        taken = min(left.get(bucket, 0), line.amount.amount_minor)
+        if taken <= 0:
+            new.append(line)
+            continue
+        left[bucket] -= taken
+        remaining = line.amount.amount_minor - taken
+        if remaining == 0:
+            continue
+        internal = f"{line.internal_reason}; {taken} of {line.amount.amount_minor} granted before, {remaining} new"
+        new.append(replace(line, amount=Money(remaining, currency), internal_reason=internal))
+    return tuple(new), before
+
+
+def _granted_currency_reasons(granted: Sequence[GrantedLine], currency: str) -> list[Reason]:
+    other = sorted({line.amount.currency for line in granted if line.amount.currency != currency})
+    if not other:
+        return []
+    # Never converted: a human decides what an earlier grant in another currency is worth now.
+    detail = f"earlier authorisations granted amounts in {', '.join(other)}, not {currency}; not deducted"
+    return [Reason("granted_currency_mismatch", detail)]
+
+
+def granted_of(lines: Sequence[LineItem]) -> tuple[GrantedLine, ...]:
+    """Return what authorised ``lines`` granted (kind, cost kind, amount), zero lines such as the apology left out."""
+    return tuple(
+        GrantedLine(kind=line.kind, amount=line.amount, cost_kind=line.cost_kind)
+        for line in lines
+        if line.amount.amount_minor > 0
+    )
+
+
+def granted_within(lines: Sequence[LineItem], amount: Money) -> tuple[GrantedLine, ...]:
+    """Return ``lines`` taken in order up to ``amount`` (for a grant whose lines were not recorded, only its total).
+
+    An approver may have cut such a grant without saying which line: taking the lines in order keeps the total
+    exact, so the ledger never deducts more than was granted.
+    """
+    left = amount.amount_minor
+    taken = []
+    for line in granted_of(lines):
+        if left <= 0:
+            break
+        if line.amount.currency != amount.currency:
+            continue
+        part = min(line.amount.amount_minor, left)
+        taken.append(replace(line, amount=Money(part, amount.currency)))
+        left -= part
+    return tuple(taken)

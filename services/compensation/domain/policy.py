@@ -24,7 +24,8 @@ Layout (see ``services/compensation/policy.toml``; every amount is integer minor
     [reimbursement.caps.<CUR>]   <cost_kind> = most repaid per reported cost; every cost kind required
     [[statutory]]    id, category, explanation, min_severity (optional), excluded_when_unavoidable (bool),
                      bands.<CUR> = [{from = order value, amount = ...}, ...] (ascending ``from``)
-    [abuse]          window_days, max_unverified_claims
+    [abuse]          window_days, max_unverified_claims (the window is also the repeat guard's: another case
+                     on the same reference authorised within it sends the offer for review)
     [budget]         [budget.default] <CUR> = monthly budget; [budget.team.<team>] <CUR> = per-team override
 
 Rounding rules (all integer arithmetic; no float anywhere in the money path):

@@ -30,10 +30,11 @@ from services.compensation.domain.model import (
     CaseFacts,
     CustomerHistory,
     CustomerRequest,
+    GrantedLine,
     Offer,
     RequoteReason,
 )
-from services.compensation.domain.offer import case_currency, compute_offer, unverified_claims
+from services.compensation.domain.offer import case_currency, compute_offer, granted_of, unverified_claims
 from services.compensation.domain.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -63,16 +64,29 @@ def proposed_ce_id(offer_id: str) -> str:
     return f"offer-proposed:{offer_id}"
 
 
+def repeat_reference_cases(case_id: str, compensated: set[str]) -> tuple[str, ...]:
+    """Return the OTHER cases on the case's reference that were compensated (sorted: offers recompute exactly)."""
+    return tuple(sorted(compensated - {case_id}))
+
+
 async def _inputs(
     conn: asyncpg.Connection, facts: CaseFacts, policy: Policy, now: datetime
-) -> tuple[CustomerHistory, int]:
+) -> tuple[CustomerHistory, int, tuple[GrantedLine, ...]]:
+    """Return what an offer on ``facts`` is computed from besides them: history, team spend, what was granted."""
+    since = now - policy.abuse_window
+    compensated = await repository.compensated_references(conn, [(facts.customer_id, facts.reference)], since=since)
     history = CustomerHistory(
         unverified_claims_in_window=await repository.unverified_claims_elsewhere(
-            conn, customer_id=facts.customer_id, case_id=facts.case_id, since=now - policy.abuse_window
-        )
+            conn, customer_id=facts.customer_id, case_id=facts.case_id, since=since
+        ),
+        repeat_reference_cases=repeat_reference_cases(
+            facts.case_id, compensated.get((facts.customer_id, facts.reference), set())
+        ),
     )
     spent = await repository.team_spent(conn, team=facts.owning_team, currency=case_currency(facts, policy), at=now)
-    return history, spent
+    # Facts without a case (a what-if) have nothing granted.
+    granted = await repository.granted_lines(conn, facts.case_id) if facts.case_id else ()
+    return history, spent, granted
 
 
 async def _propose(
@@ -85,8 +99,11 @@ async def _propose(
 ) -> Offer:
     loaded = await deps.policies.save_current(conn)
     now = deps.clock()
-    history, spent = await _inputs(conn, facts, loaded.policy, now)
-    offer = compute_offer(facts=facts, history=history, policy=loaded.policy, now=now, team_spent_minor=spent)
+    # The full entitlement, less what the case's authorisations already granted: a re-quote pays the difference.
+    history, spent, granted = await _inputs(conn, facts, loaded.policy, now)
+    offer = compute_offer(
+        facts=facts, history=history, policy=loaded.policy, now=now, team_spent_minor=spent, granted=granted
+    )
     previous = await repository.current_offer(conn, facts.case_id)
     version = previous.version + 1 if previous else 1
     offer = replace(
@@ -100,7 +117,7 @@ async def _propose(
     if previous is not None:
         # First retire the current offer: the partial unique index allows one current offer per case.
         await repository.supersede(conn, offer_id=previous.offer_id, by=offer.offer_id)
-    await repository.insert_offer(conn, offer, facts=facts, history=history, team_spent_minor=spent)
+    await repository.insert_offers(conn, [repository.NewOffer(offer, facts, history, spent, granted)])
     event = OfferProposed(offer=offer)
     await outbox.stage(
         conn,
@@ -132,9 +149,10 @@ def _proposed_record(offer: Offer) -> outbox.OutgoingRecord:
 async def open_cases(uow: UnitOfWork, batch: Sequence[commands.QuoteFirstOffer], *, deps: Deps) -> list[Offer | None]:
     """Store new cases and propose each its first offer, in order; None for a case already known (nothing proposed).
 
-    A fixed number of round trips whatever the batch size: the customers' recent cases (abuse guard), the
-    breaches and reopenings counted before the case arrived, the teams' spend, then one insert of the cases,
-    one of the offers, and the offer-proposed events staged together.
+    A fixed number of round trips whatever the batch size: the customers' recent cases (abuse guard), their
+    cases on the same references already compensated (repeat guard), the breaches and reopenings counted before
+    the case arrived, the teams' spend, then one insert of the cases, one of the offers, and the offer-proposed
+    events staged together. A first offer has nothing granted before it.
     """
     if not batch:
         return []
@@ -145,6 +163,9 @@ async def open_cases(uow: UnitOfWork, batch: Sequence[commands.QuoteFirstOffer],
         first.setdefault(command.facts.case_id, command)  # a case opened twice in one batch: the first counts
     since = now - policy.abuse_window
     recent = await repository.recent_cases(uow.conn, [c.facts.customer_id for c in first.values()], since=since)
+    compensated = await repository.compensated_references(
+        uow.conn, ((c.facts.customer_id, c.facts.reference) for c in first.values()), since=since
+    )
     counted = await repository.counted_for(uow.conn, list(first))
     spent = await repository.teams_spent(
         uow.conn, ((c.facts.owning_team, case_currency(c.facts, policy)) for c in first.values()), at=now
@@ -166,7 +187,10 @@ async def open_cases(uow: UnitOfWork, batch: Sequence[commands.QuoteFirstOffer],
                 claims
                 for other, (customer, claims) in unverified.items()
                 if customer == facts.customer_id and other != case_id
-            )
+            ),
+            repeat_reference_cases=repeat_reference_cases(
+                case_id, compensated.get((facts.customer_id, facts.reference), set())
+            ),
         )
         team_spent = spent[(facts.owning_team, case_currency(facts, policy))]
         offer = compute_offer(facts=facts, history=history, policy=policy, now=now, team_spent_minor=team_spent)
@@ -179,16 +203,16 @@ async def open_cases(uow: UnitOfWork, batch: Sequence[commands.QuoteFirstOffer],
             requote_detail="",
         )
         proposed[case_id] = offer
-        rows.append((offer, facts, history, team_spent))
+        rows.append(repository.NewOffer(offer, facts, history, team_spent))
         if command.opened_at >= since:  # a later case of the customer in this batch sees this one's claims
             unverified[case_id] = (facts.customer_id, unverified_claims(command.facts))
     await repository.insert_offers(uow.conn, rows)
-    uow.stage(*(_proposed_record(offer) for offer, *_ in rows))
+    uow.stage(*(_proposed_record(row.offer) for row in rows))
     duplicates = len(batch) - len(proposed)
 
     def count() -> None:
-        for offer, facts, *_ in rows:
-            deps.metrics.proposed(offer, severity=facts.severity)
+        for row in rows:
+            deps.metrics.proposed(row.offer, severity=row.facts.severity)
         if duplicates:
             # Business-key uniqueness beyond the inbox: another case-opened for a known case (a different ce_id).
             deps.metrics.duplicates.labels(kind="case_opened").inc(duplicates)
@@ -205,10 +229,11 @@ async def open_cases(uow: UnitOfWork, batch: Sequence[commands.QuoteFirstOffer],
 
 def _as_stored(facts: CaseFacts) -> CaseFacts:
     """The facts as the store gives them back (the protobuf round trip), so a first offer is computed from exactly
-    what a recomputation later reads."""
-    return wire.facts_from_proto(
+    what a recomputation later reads. The reference has a column of its own, so it is kept."""
+    stored = wire.facts_from_proto(
         wire.facts_to_proto(facts, at=facts.failure_at), at=facts.failure_at, case_id=facts.case_id
     )
+    return replace(stored, reference=facts.reference)
 
 
 async def amend_case(conn: asyncpg.Connection, command: commands.RequoteAmendedCase, *, deps: Deps) -> Offer | None:
@@ -232,6 +257,7 @@ async def amend_case(conn: asyncpg.Connection, command: commands.RequoteAmendedC
         # The customer has been waiting since the case's first failure, not the merged one.
         failure_at=min(stored.facts.failure_at, command.facts.failure_at),
         owning_team=stored.facts.owning_team,
+        reference=command.facts.reference or stored.facts.reference,
         sla_breaches=stored.facts.sla_breaches,
         reopen_count=stored.facts.reopen_count,
     )
@@ -308,21 +334,45 @@ async def record_reopening(
     return await _propose(conn, stored.facts, deps=deps, reason=RequoteReason.CASE_REOPENED, detail=detail)
 
 
+def authorization_violations(command: commands.RecordAuthorization) -> list[FieldViolation]:
+    """Return what makes an authorisation unfit for the ledger (its lines are what a re-quote deducts)."""
+    violations = []
+    if not command.offer_id:
+        violations.append(FieldViolation("offer_id", "is required"))
+    amount = command.amount
+    if not amount.currency:
+        violations.append(FieldViolation("amount", "is required"))
+    if amount.amount_minor < 0:
+        violations.append(FieldViolation("amount.amount_minor", f"must not be negative, got {amount.amount_minor}"))
+    total = 0
+    for i, line in enumerate(command.line_items):
+        if line.amount.currency != amount.currency:
+            got = f"is {line.amount.currency!r}, not the amount's {amount.currency!r}"
+            violations.append(FieldViolation(f"line_items[{i}].amount.currency", got))
+        if line.amount.amount_minor < 0:
+            got = f"must not be negative, got {line.amount.amount_minor}"
+            violations.append(FieldViolation(f"line_items[{i}].amount.amount_minor", got))
+        total += line.amount.amount_minor
+    if amount.currency and total != amount.amount_minor:
+        got = f"sum to {total} {amount.currency}, not the amount {amount.amount_minor} {amount.currency}"
+        violations.append(FieldViolation("line_items", got))
+    return violations
+
+
 async def record_authorizations(
     uow: UnitOfWork, batch: Sequence[commands.RecordAuthorization], *, deps: Deps
 ) -> list[tuple[int, InvalidInput]]:
-    """Add authorised offers to their teams' monthly spend, once each; returns the (index, error) of each refused.
+    """Add authorisations to their teams' monthly spend, once per authorisation id, with the lines they granted;
+    returns the (index, error) of each refused.
 
-    Two statements whatever the batch size: the owning teams of events that name none, and the spend rows.
+    A split offer's two authorisations (the owner's share, the approved remainder) are two rows; a redelivered
+    one is a counted duplicate. Two statements whatever the batch size: the owning teams of events that name
+    none, and the spend rows.
     """
     refused: list[tuple[int, InvalidInput]] = []
     valid: list[commands.RecordAuthorization] = []
     for i, command in enumerate(batch):
-        violations = []
-        if not command.offer_id:
-            violations.append(FieldViolation("offer_id", "is required"))
-        if not command.amount.currency:
-            violations.append(FieldViolation("amount", "is required"))
+        violations = authorization_violations(command)
         if violations:
             refused.append((i, InvalidInput.of(*violations)))
         else:
@@ -331,12 +381,15 @@ async def record_authorizations(
     teams = await repository.owning_teams(uow.conn, unnamed) if unnamed else {}
     spends = [
         repository.Spend(
+            authorization_id=command.authorization_id,
             offer_id=command.offer_id,
             case_id=command.case_id,
             team=command.team or teams.get(command.case_id, ""),
             currency=command.amount.currency,
             amount_minor=command.amount.amount_minor,
             authorized_at=command.authorized_at,
+            part=command.part,
+            lines=granted_of(command.line_items),
         )
         for command in valid
     ]
@@ -345,11 +398,11 @@ async def record_authorizations(
     def count() -> None:
         seen: set[str] = set()
         for command in valid:
-            if command.offer_id in new and command.offer_id not in seen:
+            if command.authorization_id in new and command.authorization_id not in seen:
                 deps.metrics.authorized(command.line_items)
             else:
                 deps.metrics.duplicates.labels(kind="offer_authorized").inc()
-            seen.add(command.offer_id)
+            seen.add(command.authorization_id)
 
     uow.after_commit(count)
     return refused
@@ -394,8 +447,8 @@ async def quote(
         facts = replace(facts, customer_request=request)
     policy = await _policy(conn, policy_version, deps)
     now = deps.clock()
-    history, spent = await _inputs(conn, facts, policy, now)
-    return compute_offer(facts=facts, history=history, policy=policy, now=now, team_spent_minor=spent)
+    history, spent, granted = await _inputs(conn, facts, policy, now)
+    return compute_offer(facts=facts, history=history, policy=policy, now=now, team_spent_minor=spent, granted=granted)
 
 
 async def recompute(conn: asyncpg.Connection, offer_id: str, *, deps: Deps) -> Offer:
@@ -410,6 +463,7 @@ async def recompute(conn: asyncpg.Connection, offer_id: str, *, deps: Deps) -> O
         policy=policy,
         now=inputs.offer.proposed_at,
         team_spent_minor=inputs.team_spent_minor,
+        granted=inputs.granted,
     )
     stored = inputs.offer
     return replace(

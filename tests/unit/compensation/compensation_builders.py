@@ -14,6 +14,7 @@ from services.compensation.domain.model import (
     CostKind,
     CustomerHistory,
     CustomerRequest,
+    GrantedLine,
     Money,
     Offer,
     RemedyKind,
@@ -47,8 +48,12 @@ def facts(**changes) -> CaseFacts:
     return replace(base, **changes)
 
 
-def cost(kind: CostKind | None, amount: int, *, receipt: bool = False) -> CostItem:
-    return CostItem(kind=kind, amount=eur(amount), description="", has_receipt=receipt)
+def cost(kind: CostKind | None, amount: int, *, receipt: bool = False, ref: str = "") -> CostItem:
+    return CostItem(kind=kind, amount=eur(amount), description="", has_receipt=receipt, receipt_reference=ref)
+
+
+def granted(kind: RemedyKind, amount: int, cost_kind: CostKind | None = None, currency: str = "EUR") -> GrantedLine:
+    return GrantedLine(kind=kind, amount=Money(amount, currency), cost_kind=cost_kind)
 
 
 def request(kind: RemedyKind | None = None, amount: int | None = None, text: str = "") -> CustomerRequest:
@@ -62,9 +67,15 @@ def offer(
     history: CustomerHistory | None = None,
     now: datetime = NOW,
     spent: int = 0,
+    given: tuple[GrantedLine, ...] = (),
 ) -> Offer:
     return compute_offer(
-        facts=f or facts(), history=history or CustomerHistory(), policy=policy, now=now, team_spent_minor=spent
+        facts=f or facts(),
+        history=history or CustomerHistory(),
+        policy=policy,
+        now=now,
+        team_spent_minor=spent,
+        granted=given,
     )
 
 
