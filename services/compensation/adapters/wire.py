@@ -292,7 +292,10 @@ def offer_to_proto(offer: Offer) -> compensation_pb2.Offer:
         requote_reason=enum_to_proto(common_pb2.RequoteReason, offer.requote_reason),
         requote_detail=offer.requote_detail,
         request_outcome=enum_to_proto(common_pb2.RequestOutcome, offer.request_outcome),
+        granted_before=[line_to_proto(line) for line in offer.granted_before],
     )
+    if offer.total.currency:
+        wire.granted_before_total.CopyFrom(money_to_proto(offer.granted_before_total))
     set_optional(wire, "proposed_at", time_to_proto(offer.proposed_at))
     return wire
 
@@ -316,6 +319,7 @@ def offer_from_proto(wire: compensation_pb2.Offer) -> Offer:
         requote_reason=enum_from_proto(common_pb2.RequoteReason, wire.requote_reason, RequoteReason),
         requote_detail=wire.requote_detail,
         request_outcome=enum_from_proto(common_pb2.RequestOutcome, wire.request_outcome, RequestOutcome),
+        granted_before=tuple(line_from_proto(li) for li in wire.granted_before),
     )
 
 

@@ -149,6 +149,8 @@ async def test_a_reopening_after_an_authorisation_offers_only_the_difference(sta
         compensation_pb2.GetOfferRequest(offer_id=second.offer_id), metadata=agent(compensation)
     )
     assert stored.offer.total == eur(400)
+    assert list(stored.offer.granted_before) == list(second.granted_before)  # staff see what was granted before
+    assert stored.offer.granted_before_total == second.granted_before_total
     # The offer recomputes exactly from its stored inputs, grants included.
     again = await _recompute(compensation, second.offer_id)
     assert wire.offer_to_event(again) == second
