@@ -254,6 +254,38 @@ async def test_3_a_big_avoidable_repeat_failure_goes_to_the_right_tier_and_the_o
         assert followup.due_at.ToDatetime() - followup.original_due_at.ToDatetime() > timedelta(days=6)
 
 
+async def test_3b_customers_in_gbp_and_pln_are_put_right_in_their_own_currency(outside):
+    # A UK customer's late parcel, seen by delivery tracking: the system authorises it within the automation
+    # limit, which is in EUR and holds in GBP at the policy's rate.
+    uk = new_id("cust")
+    gbp = common.Money(amount_minor=3_000, currency="GBP")
+    await outside.publish("recovery.failure-reported.v1", system_failure(uk, order_value=gbp), source="tracking")
+    (proposed,) = await outside.events("recovery.offer-proposed.v1", uk)
+    (granted,) = await outside.events("recovery.offer-authorized.v1", uk)
+    assert proposed.total.currency == "GBP" and granted.amount == proposed.total
+    assert granted.tier == common.AUTHORIZATION_TIER_SYSTEM
+    assert (granted.rate.from_currency, granted.rate.to_currency, granted.rate.rate) == ("GBP", "EUR", "1.17")
+
+    # A Polish customer tells the frontline about a taxi: the agent's own authority (50 EUR = 212.76 PLN)
+    # authorises the PLN offer at once.
+    pl = new_id("cust")
+    taxi = common.Money(amount_minor=6_000, currency="PLN")
+    reply = await report(
+        outside,
+        AGENT,
+        pl,
+        category=common.CATEGORY_BILLING_ERROR,
+        description="charged twice; took a taxi to the branch",
+        order_value=common.Money(amount_minor=10_000, currency="PLN"),
+        reported_costs=[common.CostItem(kind=common.COST_KIND_TAXI, amount=taxi, has_receipt=True)],
+    )
+    case = await authorized(outside, reply.case_id, AGENT)
+    assert case.current_offer.total.currency == "PLN"
+    (event,) = await outside.events("recovery.offer-authorized.v1", pl)
+    assert (event.tier, event.amount.currency, event.rate.rate) == (common.AUTHORIZATION_TIER_OWNER, "PLN", "0.235")
+    assert event.amount == case.current_offer.total
+
+
 async def test_4_a_missed_acknowledgement_breaches_the_sla_raises_the_offer_and_escalates(outside):
     customer = new_id("cust")
     reply = await report(

@@ -75,8 +75,9 @@ CaseService/ClaimCase                  AAD    AAD    AAD    AAD      AAD       D
 CaseService/AcknowledgeCase            ADD    ADD    AAD    AAD      AAD       DDD      UUU
 CaseService/AuthorizeOffer             ADD    ADD    ADD    ADD      ADD       DDD      UUU
 CaseService/RequestApproval            ADD    ADD    AAD    AAD      AAD       DDD      UUU
-CaseService/DecideApproval             DDD    DDD    DAD    DDD      DDD       DDD      UUU
+CaseService/DecideApproval             DDD    DDD    DAD    DAD      DAD       DDD      UUU
 CaseService/ListPendingApprovals        A      A      A      A        A         D        U
+CaseService/GetMyAuthority             AHH    AHH    AAH    AAH      AAH       DDD      UUU
 CaseService/DelegateAuthority           A      A      A      A        A         D        U
 CaseService/PresentOffer               ADD    ADD    AAD    AAD      AAD       DDD      UUU
 CaseService/TransferCase               ADD    ADD    AAD    AAD      AAD       DDD      UUU
@@ -92,8 +93,9 @@ FollowupService/ListFollowups          AAA    AAA    AAA    AAA      AAA       D
 FollowupService/CancelFollowup         ADD    ADD    AAD    AAD      AAD       DDD      UUU
 """
 # Notes on the rows. ClaimCase: any member of the case's team may claim (only queued cases: FAILED_PRECONDITION
-# here). AuthorizeOffer: the owner's authority is the owner's alone, supervisors included. DecideApproval: only
-# the tier and team the request is routed to (team_lead of the case's team here), never the owner or requester.
+# here). AuthorizeOffer: the owner's authority is the owner's alone, supervisors included. DecideApproval: the
+# tier the request is routed to (team_lead of the case's team here) or a higher one of that team, never the
+# owner or requester. GetMyAuthority names a case the caller may see, as GetCase.
 # Compensation's and followup's reads and RecordFeedback are open to every staff role by design (README);
 # CancelFollowup follows the case rule: the owner, or a lead and above of the case's team.
 
@@ -308,6 +310,7 @@ PROBES: dict[str, Probe] = {
         INVALID,
     ),
     "CaseService/ListPendingApprovals": (lambda t, me: cases.ListPendingApprovalsRequest(), OK),
+    "CaseService/GetMyAuthority": (lambda t, me: cases.GetMyAuthorityRequest(case_id=t.case_id), OK),
     "CaseService/DelegateAuthority": (_delegate_probe, INVALID),
     "CaseService/PresentOffer": (
         lambda t, me: cases.PresentOfferRequest(request_id=req(), case_id=t.case_id, offer_id=t.offer_id),
@@ -585,8 +588,8 @@ async def test_nobody_approves_their_own_request_by_any_path(outside):
     (owners_case, owners_request), (leads_case, leads_request) = await asyncio.gather(pending(owner), pending(lead))
     assert owners_request.approver_role == leads_request.approver_role == "team_lead"
     assert (owners_request.requested_by.employee_id, leads_request.requested_by.employee_id) == (owner.sub, lead.sub)
-    lower = eur(4_000)  # modified down into the agent's own per-case limit (50 EUR)
-    assert lower.amount_minor < owners_request.amount.amount_minor
+    # Modified down a little (statutory lines and reimbursements are never cut, so not much lower).
+    lower = eur(owners_request.amount.amount_minor - 100)
 
     async def decide(who: Employee, approval: cases.Approval, modify: bool = False) -> cases.DecideApprovalResponse:
         decision = common.APPROVAL_DECISION_MODIFY_AND_APPROVE if modify else common.APPROVAL_DECISION_APPROVE
@@ -657,10 +660,12 @@ async def test_nobody_approves_their_own_request_by_any_path(outside):
     assert (by_deputy.approval.decided_by.employee_id, by_deputy.approval.approved_amount) == (deputy.sub, lower)
     by_peer = await decide(uninvolved_lead, leads_request)
     assert by_peer.approval.decided_by.employee_id == uninvolved_lead.sub
-    (seen,) = await outside.wait("recovery.offer-authorized.v1", of_case(owners_case.case_id))
+    # Each case has the owner's share, granted when the request went up, and the approved remainder.
+    (share, seen) = await outside.wait("recovery.offer-authorized.v1", of_case(owners_case.case_id), count=2)
+    assert share.message.part == common.AUTHORIZATION_PART_OWNER_SHARE
     assert (seen.message.tier, seen.message.amount) == (common.AUTHORIZATION_TIER_APPROVER, lower)
     assert seen.message.limits.delegated_by_employee_id == lead.sub
-    (seen,) = await outside.wait("recovery.offer-authorized.v1", of_case(leads_case.case_id))
+    (_, seen) = await outside.wait("recovery.offer-authorized.v1", of_case(leads_case.case_id), count=2)
     assert seen.message.authorized_by.employee_id == uninvolved_lead.sub
 
 

@@ -321,8 +321,8 @@ def approver_authority(
 ) -> Authority:
     """Return the authority ``decider`` decides with; raises Forbidden when they may not decide this request.
 
-    Their own when they hold the routed tier or a higher one: in the routed team, or from any team at the top
-    tier (a director spans teams); otherwise an active delegation from such an approver. Delegations are looked
+    Their own when they hold the routed tier or a higher one in the routed team; otherwise an active delegation
+    from such an approver. Delegations are looked
     up one level only (they do not cascade), and nobody decides a request they made or own, with their own
     authority or a borrowed one. Whoever decides does it within their own limits (checked by the caller).
     """
@@ -367,11 +367,12 @@ def approver_authority(
 
 
 def may_decide(policy: Policy, *, role: str, team: str, approver_role: str, approver_team: str) -> bool:
-    """True when ``role`` of ``team`` is at or above the routed tier: in the routed team, or at the top tier."""
-    rank, routed = policy.rank(role), policy.rank(approver_role)
-    if rank < 0 or rank < routed:
-        return False
-    return team == approver_team or rank == len(policy.tiers) - 1
+    """True when ``role`` of ``team`` is the routed tier of the routed team or a higher tier of that team.
+
+    Teams bound authority as they bound visibility: a request is decided inside the team whose case it is.
+    """
+    rank = policy.rank(role)
+    return team == approver_team and rank >= 0 and rank >= policy.rank(approver_role)
 
 
 def validate_delegation(
@@ -393,7 +394,7 @@ def validate_delegation(
 
 def reduce_lines(lines: tuple[OfferLine, ...], approved: Money) -> tuple[OfferLine, ...]:
     """Return ``lines`` reduced to sum to ``approved``: only goodwill lines are scaled down (integer shares, the
-    rounding remainder to the largest); statutory and reimbursement lines keep their amounts.
+    rounding remainder to the largest fractions); statutory and reimbursement lines keep their amounts.
 
     Raises InvalidCommand when ``approved`` is below what the protected lines alone come to.
     """
@@ -413,9 +414,11 @@ def reduce_lines(lines: tuple[OfferLine, ...], approved: Money) -> tuple[OfferLi
     goodwill = sum(lines[i].amount.amount_minor for i in reducible)
     target = approved.amount_minor - fixed
     shares = {i: lines[i].amount.amount_minor * target // goodwill for i in reducible}
-    if reducible:
-        largest = max(reducible, key=lambda i: lines[i].amount.amount_minor)
-        shares[largest] += target - sum(shares.values())
+    # The rounding remainder (fewer units than lines) goes a unit each to the largest fractional shares, so
+    # no line ever grows above its own amount.
+    by_fraction = sorted(reducible, key=lambda i: (-(lines[i].amount.amount_minor * target % goodwill), i))
+    for i in by_fraction[: target - sum(shares.values())]:
+        shares[i] += 1
     return tuple(
         replace(line, amount=Money(shares[i], line.amount.currency)) if i in shares else line
         for i, line in enumerate(lines)

@@ -184,9 +184,10 @@ def test_a_higher_tier_of_the_team_decides_with_their_own_authority():
     assert (got.employee_id, got.limits.role) == ("e-9", "manager")
 
 
-def test_the_top_tier_decides_for_any_team():
-    got = _decide(Actor.employee("e-9", "director", "head-office"))
-    assert got.limits.role == "director"
+def test_the_top_tier_of_the_team_decides_but_not_of_another_team():
+    assert _decide(Actor.employee("e-9", "director", "care")).limits.role == "director"
+    with pytest.raises(Forbidden):
+        _decide(Actor.employee("e-9", "director", "head-office"))
 
 
 def test_lower_tiers_and_other_teams_below_the_top_may_not_decide():
