@@ -89,6 +89,7 @@ class Source(enum.Enum):
     SURVEY = "survey"
     FRONTLINE = "frontline"
     FOLLOWUP = "followup"
+    OTHER_SYSTEM = "other_system"
 
 
 class CostKind(enum.Enum):

@@ -30,6 +30,7 @@ from services.intake.domain.model import (
     SatisfactionAnswer,
     Severity,
 )
+from services.intake.domain.rules import dedupe_key
 from services.intake.domain.validation import accepted
 
 
@@ -286,7 +287,9 @@ class FailureStore:
                         case_id,
                         report.customer_id,
                         report.source.value,
-                        report.source_event_id,
+                        # The dedupe id: the publisher's event id, prefixed by the publisher when the report
+                        # is known by its publisher only (rules.dedupe_key).
+                        key[1] if (key := dedupe_key(report)) else report.source_event_id,
                         report.occurred_at,
                         received_at,
                         stored,

@@ -92,6 +92,7 @@ def command_from_event(message: events_pb2.FailureReported) -> ReportFailure:
         reported_by_employee_id=message.reported_by_employee_id,
         survey_score=message.survey_score if message.HasField("survey_score") else None,
         related_case_id=message.related_case_id,
+        source_system=message.source_system,
     )
 
 
@@ -150,6 +151,7 @@ def report_to_proto(report: FailureReport) -> events_pb2.FailureReported:
         avoidability=enum_to_proto(common_pb2.Avoidability, report.avoidability),
         reported_by_employee_id=report.reported_by_employee_id,
         related_case_id=report.related_case_id,
+        source_system=report.source_system,
     )
     _facts(message, report)
     if report.survey_score is not None:

@@ -48,6 +48,10 @@ class ReportFailure:
     related_case_id: str = ""
     customer_timezone: str = ""
     preferred_channel: Channel | None = None
+    # The CloudEvents source of a report that named no source of its own (or other_system): it identifies the
+    # publisher, so two such systems' equal event ids are two failures.
+    publisher: str = ""
+    source_system: str = ""
 
 
 @dataclass(frozen=True)

@@ -64,11 +64,15 @@ class FailureReport:
     related_case_id: str = ""
     customer_timezone: str = ""
     preferred_channel: Channel | None = None
+    publisher: str = ""  # see ReportFailure.publisher
+    source_system: str = ""
 
     @property
     def system_detected(self) -> bool:
-        """Return True when no employee took the report (an internal system or survey detected it)."""
-        return not self.reported_by_employee_id
+        """Return True when no employee took the report and a system the policy names detected it (a survey,
+        delivery tracking...): the system may put it right at once. A publisher the policy does not name
+        (other_system) is not trusted with that: a person looks first."""
+        return not self.reported_by_employee_id and self.source is not Source.OTHER_SYSTEM
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ Layout (see ``services/intake/policy.toml``)::
     [hotspot]              factor_bps = int (default 30000), min_count = int (default 5),
                            window_minutes = int (default 60), baseline_windows = int (default 24)
     [hotspot.dimension.<dimension>]  window_minutes, baseline_windows: per-dimension overrides
+    [publishers]           unknown = "accept" | "refuse" (default "accept": counted, as source other_system)
+    [publishers.systems."<ce_source>"]  source = "<source>": what a publisher that names no source stands for
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 from services.common.policy_reader import PolicyReader, load_toml
 from services.intake.domain.errors import PolicyError
-from services.intake.domain.model import KNOWN_CURRENCIES, Category, HotspotDimension, Impact, Severity
+from services.intake.domain.model import KNOWN_CURRENCIES, Category, HotspotDimension, Impact, Severity, Source
 
 # The severities a money threshold can raise to, lowest first; "minor" needs no threshold.
 THRESHOLD_LEVELS: tuple[Severity, ...] = (Severity.MODERATE, Severity.MAJOR, Severity.CRITICAL)
@@ -79,13 +81,17 @@ class Policy:
     case_lookback: timedelta = timedelta(days=90)
     default_team: str = "customer-care"
     team_by_category: Mapping[Category, str] = field(default_factory=dict)
+    # Publishers that name no source in their reports, by CloudEvents source; and whether one not listed is
+    # accepted (as an other system) or refused.
+    publishers: Mapping[str, Source] = field(default_factory=dict)
+    accept_unknown_publishers: bool = True
 
     def hotspot_window(self, dimension: HotspotDimension) -> HotspotWindow:
         """Return how ``dimension`` is counted."""
         return self.hotspot_windows.get(dimension) or _DEFAULT_WINDOWS.get(dimension) or HotspotWindow()
 
 
-_TOP_KEYS = frozenset({"version", "severity", "outlook", "history", "merge", "routing", "hotspot"})
+_TOP_KEYS = frozenset({"version", "severity", "outlook", "history", "merge", "routing", "hotspot", "publishers"})
 _WINDOW_KEYS = frozenset({"window_minutes", "baseline_windows"})
 _DIMENSION_BY_NAME = {d.value: d for d in HotspotDimension}
 _SEVERITY_KEYS = frozenset({"base", "impact", "money"})
@@ -136,6 +142,12 @@ def load_policy(text: str) -> Policy:
     factor_bps = r.integer(hotspot, "factor_bps", "hotspot.factor_bps", 30_000, minimum=10_000)
     min_count = r.integer(hotspot, "min_count", "hotspot.min_count", 5, minimum=1)
     windows = _windows(r, hotspot, r.table(hotspot, "dimension", "hotspot.dimension", required=False))
+    publishers_table = r.table(data, "publishers", "publishers", required=False)
+    r.only(publishers_table, frozenset({"unknown", "systems"}), "publishers")
+    unknown = publishers_table.get("unknown", "accept")
+    if unknown not in ("accept", "refuse"):
+        r.bad("publishers.unknown", f'must be "accept" or "refuse", got {unknown!r}')
+    publishers = _publishers(r, r.table(publishers_table, "systems", "publishers.systems", required=False))
     r.raise_if_bad(PolicyError)
     return Policy(
         version=str(version),
@@ -151,7 +163,27 @@ def load_policy(text: str) -> Policy:
         case_lookback=timedelta(days=case_days),
         default_team=default_team,
         team_by_category=MappingProxyType(team_by_category),
+        publishers=MappingProxyType(publishers),
+        accept_unknown_publishers=unknown != "refuse",
     )
+
+
+def _publishers(r: _Reader, table: Mapping[str, Any]) -> dict[str, Source]:
+    # Frontline and followup are this system's own channels: no outside publisher may stand for them.
+    allowed = {s.value: s for s in Source if s not in (Source.FRONTLINE, Source.FOLLOWUP)}
+    out = {}
+    for ce_source, entry in table.items():
+        path = f'publishers.systems."{ce_source}"'
+        if not isinstance(entry, dict):
+            r.bad(path, "must be a table")
+            continue
+        r.only(entry, frozenset({"source"}), path)
+        name = entry.get("source")
+        if name not in allowed:
+            r.bad(f"{path}.source", f"must be one of {', '.join(sorted(allowed))}, got {name!r}")
+            continue
+        out[ce_source] = allowed[name]
+    return out
 
 
 def _window(r: _Reader, table: Mapping[str, Any], path: str, default: HotspotWindow) -> HotspotWindow:

@@ -5,17 +5,42 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from services.intake.domain.commands import ReportFailure
 from services.intake.domain.model import Avoidability, FailureReport, OpenCaseSummary, Source
 from services.intake.domain.policy import Policy
 
 
 def dedupe_key(report: FailureReport) -> tuple[Source, str] | None:
-    """Return (source, source event id), the key under which a report is one failure; None when it has no id."""
+    """Return (source, event id), the key under which a report is one failure; None when it has no id.
+
+    A report that named its source is keyed by the publisher's own event id; one known only by its publisher
+    (its CloudEvents source: mapped by the policy, or an other system) by "<publisher>/<event id>", so two
+    publishers' equal ids are two failures.
+    """
     # Only frontline reports may lack an event id (validation requires it elsewhere); those are deduplicated by the
     # gRPC request id, so an empty id must not make every id-less frontline report collide with each other.
     if not report.source_event_id:
         return None
+    if report.publisher:
+        return report.source, f"{report.publisher}/{report.source_event_id}"
     return report.source, report.source_event_id
+
+
+def attribute_publisher(command: ReportFailure, publisher: str, policy: Policy) -> ReportFailure:
+    """Return the report as coming from ``publisher`` (its CloudEvents source) when it names no source of its own.
+
+    The policy says what a listed publisher stands for; an unlisted one is an other system when the policy
+    accepts unknown publishers, and is left without a source (refused by validation, saying why) otherwise.
+    A report that names a source keeps it, as before open publishers.
+    """
+    if command.source is not None and command.source is not Source.OTHER_SYSTEM:
+        return command
+    mapped = policy.publishers.get(publisher)
+    if mapped is not None and command.source is None:
+        return replace(command, source=mapped, publisher=publisher)
+    if command.source is Source.OTHER_SYSTEM or policy.accept_unknown_publishers:
+        return replace(command, source=Source.OTHER_SYSTEM, publisher=publisher)
+    return replace(command, publisher=publisher)
 
 
 def should_merge(report: FailureReport, open_case: OpenCaseSummary, policy: Policy) -> bool:

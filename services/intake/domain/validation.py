@@ -78,6 +78,8 @@ def accepted(raw: ReportFailure) -> FailureReport:
         related_case_id=raw.related_case_id,
         customer_timezone=raw.customer_timezone,
         preferred_channel=raw.preferred_channel,
+        publisher=raw.publisher,
+        source_system=raw.source_system,
     )
 
 
@@ -122,7 +124,13 @@ def _clipped(text: str, keep: int = 40) -> str:
 def _required(raw: ReportFailure, now: datetime, limits: Limits) -> Violations:
     if not raw.customer_id:
         yield FieldViolation("customer_id", "is required")
-    if raw.source is None:
+    if raw.source is None and raw.publisher:
+        yield FieldViolation(
+            "source",
+            f"not given, and publisher {raw.publisher!r} (its ce_source) is not in intake's policy "
+            "[publishers.systems], which refuses unknown publishers: send a source or have the publisher added",
+        )
+    elif raw.source is None:
         yield FieldViolation("source", "is required")
     elif raw.source in _SOURCES_NEEDING_EVENT_ID and not raw.source_event_id:
         yield FieldViolation("source_event_id", f"is required for source {raw.source.value}")

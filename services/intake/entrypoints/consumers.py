@@ -17,6 +17,7 @@ from services.common.consumer import Incoming, Rejections, Subscription, convert
 from services.common.topics import topic
 from services.common.unit_of_work import UnitOfWork
 from services.intake.adapters import wire
+from services.intake.domain import rules
 from services.intake.service_layer import handlers
 from services.intake.service_layer.handlers import Deps
 
@@ -27,7 +28,12 @@ def subscriptions(deps: Deps) -> list[Subscription]:
     """Return intake's subscriptions: failures to accept, and what downstream services did with cases."""
 
     async def failures_reported(uow: UnitOfWork, records: Sequence[Incoming]) -> Rejections:
-        converted, refused = convert(records, lambda incoming: wire.command_from_event(incoming.message))
+        policy = deps.policy()
+        converted, refused = convert(
+            records,
+            # A publisher that names no source is known by its CloudEvents source (open publishers).
+            lambda i: rules.attribute_publisher(wire.command_from_event(i.message), i.event.source, policy),
+        )
         results = await handlers.report_failures(uow, [command for _, command in converted], deps=deps, channel="kafka")
         return refused + [(i, r) for (i, _), r in zip(converted, results, strict=True) if isinstance(r, Exception)]
 

@@ -150,3 +150,32 @@ async def test_an_unknown_source_name_is_deadlettered_naming_the_value_and_the_a
     [dead] = await asyncio.to_thread(consume, bootstrap, DEADLETTERS, {customer}, 1)
     reason = dict(dead.headers())["dlq_reason"].decode()
     assert "source: unknown value 'SOURCE_WAREHOUSE'" in reason and "SOURCE_BILLING" in reason
+
+
+async def test_a_new_system_publishes_without_a_contract_change(intake):
+    bootstrap = intake.settings.kafka_bootstrap_servers
+    mapped, unknown, also_unknown = new_id("cust"), new_id("cust"), new_id("cust")
+
+    def unnamed(customer: str) -> bytes:
+        # No source in the report: the publisher is known by its CloudEvents source.
+        document = json_format.MessageToDict(failure(customer, source_event_id="w-1", source_system="Warehouse EU"))
+        document.pop("source")
+        return json.dumps(document).encode()
+
+    records = [
+        (mapped, unnamed(mapped), binary_headers(new_id("ce"), "warehouse", "application/json")),  # in the policy
+        (unknown, unnamed(unknown), binary_headers(new_id("ce"), "warehouse-eu", "application/json")),  # not in it
+        (also_unknown, unnamed(also_unknown), binary_headers(new_id("ce"), "returns", "application/json")),
+    ]
+    await asyncio.to_thread(produce, bootstrap, records)
+    opened = {
+        m.key().decode(): events_pb2.CaseOpened.FromString(m.value())
+        for m in await asyncio.to_thread(consume, bootstrap, OPENED, {mapped, unknown, also_unknown}, 3)
+    }
+    # The policy's warehouse stands for delivery tracking, and is trusted like it.
+    assert (opened[mapped].source, opened[mapped].system_detected) == (common_pb2.SOURCE_DELIVERY_TRACKING, True)
+    # Two systems nobody configured, with equal event ids: two cases, accepted as other systems, which are
+    # never put right automatically (a person looks first).
+    for customer in (unknown, also_unknown):
+        assert (opened[customer].source, opened[customer].system_detected) == (common_pb2.SOURCE_OTHER_SYSTEM, False)
+        assert [e.source_event_id for e in opened[customer].source_events] == ["w-1"]
