@@ -78,6 +78,7 @@ CaseService/RequestApproval            ADD    ADD    AAD    AAD      AAD       D
 CaseService/DecideApproval             DDD    DDD    DAD    DAD      DAD       DDD      UUU
 CaseService/ListPendingApprovals        A      A      A      A        A         D        U
 CaseService/GetMyAuthority             AHH    AHH    AAH    AAH      AAH       DDD      UUU
+CaseService/GetIncident                 A      A      A      A        A         D        U
 CaseService/DelegateAuthority           A      A      A      A        A         D        U
 CaseService/PresentOffer               ADD    ADD    AAD    AAD      AAD       DDD      UUU
 CaseService/TransferCase               ADD    ADD    AAD    AAD      AAD       DDD      UUU
@@ -311,6 +312,7 @@ PROBES: dict[str, Probe] = {
     ),
     "CaseService/ListPendingApprovals": (lambda t, me: cases.ListPendingApprovalsRequest(), OK),
     "CaseService/GetMyAuthority": (lambda t, me: cases.GetMyAuthorityRequest(case_id=t.case_id), OK),
+    "CaseService/GetIncident": (lambda t, me: cases.GetIncidentRequest(incident_id="probe"), OK),
     "CaseService/DelegateAuthority": (_delegate_probe, INVALID),
     "CaseService/PresentOffer": (
         lambda t, me: cases.PresentOfferRequest(request_id=req(), case_id=t.case_id, offer_id=t.offer_id),

@@ -61,6 +61,7 @@ def _case(row: asyncpg.Record) -> Case:
         opened_at=row["opened_at"],
         resolved_at=row["resolved_at"],
         revision=row["revision"],
+        incident_id=row["incident_id"],
     )
 
 
@@ -91,13 +92,13 @@ async def insert_cases(conn: asyncpg.Connection, cases: Sequence[tuple[Case, byt
         return set()
     rows = await conn.fetch(
         """INSERT INTO cases (case_id, customer_id, state, owner_employee_id, team, severity, outlook,
-                              system_detected, facts, opened_at, updated_at, owner_role)
+                              system_detected, facts, opened_at, updated_at, owner_role, incident_id)
            SELECT n.case_id, n.customer_id, n.state, n.owner_employee_id, n.team, n.severity, n.outlook,
-                  n.system_detected, n.facts, n.opened_at, $11, n.owner_role
+                  n.system_detected, n.facts, n.opened_at, $11, n.owner_role, n.incident_id
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                       $8::bool[], $9::bytea[], $10::timestamptz[], $12::text[])
+                       $8::bool[], $9::bytea[], $10::timestamptz[], $12::text[], $13::text[])
                 AS n(case_id, customer_id, state, owner_employee_id, team, severity, outlook, system_detected, facts,
-                     opened_at, owner_role)
+                     opened_at, owner_role, incident_id)
            ON CONFLICT (case_id) DO NOTHING RETURNING case_id""",
         [case.case_id for case, _ in cases],
         [case.customer_id for case, _ in cases],
@@ -111,6 +112,7 @@ async def insert_cases(conn: asyncpg.Connection, cases: Sequence[tuple[Case, byt
         [case.opened_at for case, _ in cases],
         now,
         [case.owner_role for case, _ in cases],
+        [case.incident_id for case, _ in cases],
     )
     return {row["case_id"] for row in rows}
 
@@ -196,6 +198,7 @@ class CaseFilter:
     visible_team: str = ""
     # Visibility for supervisors: only this team's cases.
     only_team: str = ""
+    incident_id: str = ""
 
 
 async def list_cases(conn: asyncpg.Connection, f: CaseFilter, *, limit: int, offset: int) -> list[CaseRecord]:
@@ -223,6 +226,8 @@ async def list_cases(conn: asyncpg.Connection, f: CaseFilter, *, limit: int, off
         )
     if f.only_team:
         clauses.append(f"c.team = {arg(f.only_team)}")
+    if f.incident_id:
+        clauses.append(f"c.incident_id = {arg(f.incident_id)}")
     where = " AND ".join(clauses) or "true"
     rows = await conn.fetch(
         f"""SELECT c.* FROM cases c
@@ -234,6 +239,43 @@ async def list_cases(conn: asyncpg.Connection, f: CaseFilter, *, limit: int, off
         *args,
     )
     return [_record(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class IncidentSummary:
+    """How the recovery of one disruption stands, counted over its cases."""
+
+    cases: int
+    customers: int
+    by_state: dict[str, int]
+    offers_authorized: int
+    without_offer: int
+    authorized_total: dict[str, int]  # per currency, minor units
+
+
+async def incident_summary(conn: asyncpg.Connection, incident_id: str) -> IncidentSummary:
+    """Count the incident's cases by state and by where their current offers are, and what was authorised."""
+    rows = await conn.fetch(
+        """SELECT c.state, count(*) AS n, count(*) FILTER (WHERE o.status = 'authorized') AS authorized,
+                  count(*) FILTER (WHERE c.current_offer_id = '') AS without_offer
+           FROM cases c LEFT JOIN offers o ON o.offer_id = c.current_offer_id
+           WHERE c.incident_id = $1 GROUP BY c.state""",
+        incident_id,
+    )
+    customers = await conn.fetchval("SELECT count(DISTINCT customer_id) FROM cases WHERE incident_id = $1", incident_id)
+    totals = await conn.fetch(
+        """SELECT a.currency, sum(a.amount_minor)::bigint AS total FROM authorizations a
+           JOIN cases c USING (case_id) WHERE c.incident_id = $1 GROUP BY a.currency""",
+        incident_id,
+    )
+    return IncidentSummary(
+        cases=sum(r["n"] for r in rows),
+        customers=customers,
+        by_state={r["state"]: r["n"] for r in rows},
+        offers_authorized=sum(r["authorized"] for r in rows),
+        without_offer=sum(r["without_offer"] for r in rows),
+        authorized_total={r["currency"]: r["total"] for r in totals},
+    )
 
 
 async def cases_changed_since(

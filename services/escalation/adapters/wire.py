@@ -80,6 +80,7 @@ def open_from_event(m: events_pb2.CaseOpened, *, at: datetime) -> OpenCase:
         outlook=_outlook(m.classification),
         system_detected=m.system_detected,
         opened_at=time_from_proto(m, "opened_at") or at,
+        incident_id=m.incident_id,
     )
 
 
@@ -537,6 +538,7 @@ def case_to_proto(
         risk_tags=list(opened.risk_tags),
         history=opened.history,
         pending_approval_id=case.pending_approval_id,
+        incident_id=opened.incident_id,
         decision_history=[_history_entry(r) for r in history],
         transfer_count=case.transfer_count,
         transfer_limit_exceeded=case.transfer_limit_exceeded,
@@ -636,6 +638,26 @@ def authority_to_proto(room: authority.Room, rate: Rate, *, employee_id: str, po
     if room.for_offer is not None:
         m.remaining_for_case.CopyFrom(common_pb2.Money(amount_minor=room.for_offer, currency=cur))
     return m
+
+
+def incident_to_proto(incident_id: str, summary) -> pb.GetIncidentResponse:
+    """Return the GetIncident response of an incident's summary."""
+    return pb.GetIncidentResponse(
+        incident_id=incident_id,
+        cases=summary.cases,
+        customers=summary.customers,
+        by_state=[
+            pb.StateCount(state=enum_to_proto(pb.CaseState, CaseState(state)), cases=n)
+            for state, n in sorted(summary.by_state.items())
+        ],
+        offers_authorized=summary.offers_authorized,
+        awaiting_approval=summary.by_state.get(CaseState.AWAITING_APPROVAL.value, 0),
+        without_offer=summary.without_offer,
+        authorized_total=[
+            common_pb2.Money(amount_minor=total, currency=currency)
+            for currency, total in sorted(summary.authorized_total.items())
+        ],
+    )
 
 
 def awaiting_approval(approval: Approval | None) -> common_pb2.Money | None:

@@ -106,6 +106,7 @@ class OpenCase:
     system_detected: bool
     opened_at: datetime
     owner_role: str = ""
+    incident_id: str = ""
 
 
 @dataclass(frozen=True)

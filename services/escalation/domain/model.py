@@ -181,6 +181,7 @@ class Case:
     opened_at: datetime | None = None
     resolved_at: datetime | None = None
     revision: int = 0
+    incident_id: str = ""  # the disruption the case is part of (counted together); empty when none
 
 
 @dataclass(frozen=True)

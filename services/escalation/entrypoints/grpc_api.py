@@ -165,6 +165,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
             states=wire.states_from_proto(request.states),
             at_risk=sla_filter in (pb.SLA_FILTER_AT_RISK, pb.SLA_FILTER_AT_RISK_OR_BREACHED),
             breached=sla_filter in (pb.SLA_FILTER_BREACHED, pb.SLA_FILTER_AT_RISK_OR_BREACHED),
+            incident_id=request.incident_id,
             **self._visibility(actor),
         )
         async with self._db.transaction() as conn:
@@ -250,6 +251,13 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         return wire.authority_to_proto(
             room, rate, employee_id=actor.employee_id, policy_version=self._deps.policy().version
         )
+
+    async def GetIncident(self, request: pb.GetIncidentRequest, context) -> pb.GetIncidentResponse:
+        # Counts only, no customer's details: every staff role may see how a disruption's recovery stands.
+        _required(incident_id=request.incident_id)
+        async with self._db.transaction() as conn:
+            summary = await repo.incident_summary(conn, request.incident_id)
+        return wire.incident_to_proto(request.incident_id, summary)
 
     # ---------------------------------------------------------------------------------------- mutations
 

@@ -52,6 +52,7 @@ def _new_case(command: c.OpenCase) -> Case:
         system_detected=command.system_detected,
         owner_role=command.owner_role,
         opened_at=command.opened_at,
+        incident_id=command.incident_id,
     )
 
 

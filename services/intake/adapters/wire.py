@@ -80,6 +80,7 @@ def _common_fields(message) -> dict:
         "customer_value": money_from_proto(message, "customer_value"),
         "customer_timezone": message.customer_timezone,
         "preferred_channel": enum_from_proto(common_pb2.Channel, message.preferred_channel, Channel),
+        "incident_id": message.incident_id,
     }
 
 
@@ -152,6 +153,7 @@ def report_to_proto(report: FailureReport) -> events_pb2.FailureReported:
         reported_by_employee_id=report.reported_by_employee_id,
         related_case_id=report.related_case_id,
         source_system=report.source_system,
+        incident_id=report.incident_id,
     )
     _facts(message, report)
     if report.survey_score is not None:
@@ -237,6 +239,7 @@ def case_opened_to_proto(event: CaseOpened) -> events_pb2.CaseOpened:
         opened_at=time_to_proto(event.opened_at),
         related_case_id=report.related_case_id,
         source_events=source_events_to_proto([(event.failure_id, report)]),
+        incident_id=report.incident_id,
     )
     _facts(message, report)
     return message

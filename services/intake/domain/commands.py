@@ -52,6 +52,8 @@ class ReportFailure:
     # publisher, so two such systems' equal event ids are two failures.
     publisher: str = ""
     source_system: str = ""
+    # The disruption the failure is part of (a cancelled flight): its cases are counted together.
+    incident_id: str = ""
 
 
 @dataclass(frozen=True)

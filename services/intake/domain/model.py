@@ -66,6 +66,7 @@ class FailureReport:
     preferred_channel: Channel | None = None
     publisher: str = ""  # see ReportFailure.publisher
     source_system: str = ""
+    incident_id: str = ""
 
     @property
     def system_detected(self) -> bool:

@@ -24,6 +24,7 @@ class Limits:
     cost_description_length: int = 500
     # Compensation pays two costs of a case with the same receipt reference once: it is a key, not prose.
     receipt_reference_length: int = 100
+    incident_id_length: int = 100
     area_field_length: int = 128
     timezone_length: int = 64
     max_cost_items: int = 50
@@ -80,6 +81,7 @@ def accepted(raw: ReportFailure) -> FailureReport:
         preferred_channel=raw.preferred_channel,
         publisher=raw.publisher,
         source_system=raw.source_system,
+        incident_id=raw.incident_id,
     )
 
 
@@ -101,18 +103,19 @@ def money_violations(money: Money, path: str, limits: Limits = DEFAULT_LIMITS) -
 
 def receipt_reference_violations(reference: str, path: str, limits: Limits = DEFAULT_LIMITS) -> list[FieldViolation]:
     """Return the violations of a cost's receipt reference: empty (none given), or printable and short."""
+    return key_violations(reference, path, limits.receipt_reference_length)
+
+
+def key_violations(text: str, path: str, max_length: int) -> list[FieldViolation]:
+    """Return the violations of a free-text key (a receipt reference, an incident id): printable and short."""
     found = []
-    if len(reference) > limits.receipt_reference_length:
+    if len(text) > max_length:
         found.append(
-            FieldViolation(
-                path,
-                f"must be at most {limits.receipt_reference_length} characters, got {len(reference)}: "
-                f"{_clipped(reference)}",
-            )
+            FieldViolation(path, f"must be at most {max_length} characters, got {len(text)}: {_clipped(text)}")
         )
-    # Control characters and line breaks would make two references that look the same different keys.
-    if not reference.isprintable():
-        found.append(FieldViolation(path, f"must be printable text, got {_clipped(reference)}"))
+    # Control characters and line breaks would make two keys that look the same different keys.
+    if not text.isprintable():
+        found.append(FieldViolation(path, f"must be printable text, got {_clipped(text)}"))
     return found
 
 
@@ -205,7 +208,12 @@ def _survey_score(raw: ReportFailure, now: datetime, limits: Limits) -> Violatio
         yield FieldViolation("survey_score", f"must be an integer from 0 to {limits.max_survey_score}")
 
 
+def _incident(raw: ReportFailure, now: datetime, limits: Limits) -> Violations:
+    yield from key_violations(raw.incident_id, "incident_id", limits.incident_id_length)
+
+
 _CHECKS: tuple[Callable[[ReportFailure, datetime, Limits], Violations], ...] = (
+    _incident,
     _required,
     _lengths,
     _occurred_at,

@@ -57,6 +57,7 @@ async def test_a_system_detected_failure_opens_a_classified_case_in_the_category
         ],
         avoidability=common_pb2.AVOIDABILITY_AVOIDABLE,
         area=common_pb2.Area(component="sorting-hub", team="night-shift"),
+        incident_id="hub-outage-2026-12-01",
     )
     await publish(publisher, FAILURES, report)
     [opened] = await read_events(
@@ -71,6 +72,7 @@ async def test_a_system_detected_failure_opens_a_classified_case_in_the_category
     assert opened.reported_costs[0].amount.amount_minor == 60000
     assert opened.reported_costs[0].receipt_reference == "TX-2025-60000"  # compensation pays a receipt once
     assert opened.history.prior_failure_count == 0 and len(opened.failure_ids) == 1
+    assert opened.incident_id == "hub-outage-2026-12-01"  # its disruption's cases are counted together
 
 
 async def test_json_and_protobuf_bodies_are_both_accepted(intake, publisher):

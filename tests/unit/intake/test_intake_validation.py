@@ -171,3 +171,12 @@ def test_a_long_unprintable_receipt_reference_is_refused_twice_and_shown_cut_sho
     assert {v.field for v in found} == {"reported_costs[0].receipt_reference"}
     assert ["got 501" in v.description for v in found] == [True, False]
     assert all(v.description.endswith("'\\trrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr'...") for v in found)
+
+
+def test_an_incident_id_is_printable_and_short_or_refused_naming_it():
+    incident = "flight-LO123-2026-12-01"
+    assert validate_report(raw_report(incident_id=incident), now=NOW).incident_id == incident
+    for bad in ("x" * 101, "flight\nLO123"):
+        with pytest.raises(InvalidFailureReport) as refused:
+            validate_report(raw_report(incident_id=bad), now=NOW)
+        assert [v.field for v in refused.value.violations] == ["incident_id"]
