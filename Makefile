@@ -8,7 +8,7 @@ SHELL  := bash
 .SHELLFLAGS := -eu -o pipefail -c
 PROTOS := $(shell find proto -name '*.proto' 2>/dev/null)
 
-.PHONY: run demo test test-unit test-integration test-e2e test-faults bench lint proto lock clean venv tools-prometheus
+.PHONY: run demo test test-unit test-integration test-e2e test-faults bench lint proto contract lock clean venv tools-prometheus
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ proto: gen/.generated
 gen/.generated: $(PROTOS) $(VENV)/.installed scripts/gen_proto.py
 	$(PY) scripts/gen_proto.py
 	touch $@
+
+# The published contract (proto/published/: AsyncAPI, JSON Schemas), generated from the code; a unit test fails
+# while the committed files differ from what this writes.
+contract: proto
+	$(PY) scripts/gen_contract.py
 
 # promtool and the prometheus server (Debian's `prometheus` package) for the rule tests and the scrape test;
 # installs only when missing and leaves no system Prometheus running (see the script).
