@@ -179,23 +179,10 @@ async def receive_offer(conn: asyncpg.Connection, command: c.ReceiveOffer, *, me
     # What earlier offers granted stays granted (compensation's re-quote offers only what is new), so nothing
     # is given back to anyone's usage; a pending approval follows the new offer instead of being cancelled.
     after = replace(transition.case, current_offer_id=offer.offer_id)
-    if before.state is CaseState.AWAITING_APPROVAL and before.pending_approval_id:
+    follows = before.state is CaseState.AWAITING_APPROVAL and bool(before.pending_approval_id)
+    if follows:
         await _follow_requote(conn, deps, case=after, message=message, offer=offer, now=now)
-        await steps.save_and_audit(
-            conn,
-            deps,
-            before=before,
-            after=after,
-            action=CaseAction.OFFER_PROPOSED,
-            actor=Actor.system(),
-            at=now,
-            amount=offer.total,
-            offer_id=offer.offer_id,
-            approval_id=before.pending_approval_id,
-            detail=f"version {offer.version}; the pending approval follows it",
-        )
-        return
-    if before.state is CaseState.WAITING_ON_CUSTOMER:
+    elif before.state is CaseState.WAITING_ON_CUSTOMER:
         calendar = deps.policy().calendar_for(before.team)
         await steps.each_clock(conn, before.case_id, lambda k: sla.resume(k, calendar, now))
     await steps.save_and_audit(
@@ -208,8 +195,11 @@ async def receive_offer(conn: asyncpg.Connection, command: c.ReceiveOffer, *, me
         at=now,
         amount=offer.total,
         offer_id=offer.offer_id,
-        detail=f"version {offer.version}",
+        approval_id=before.pending_approval_id if follows else "",
+        detail=f"version {offer.version}" + ("; the pending approval follows it" if follows else ""),
     )
+    if follows:
+        return  # the approver decides it: nobody authorises it at once
     policy = deps.policy()
     if authority.system_may_authorise(policy, system_detected=after.system_detected, offer=offer):
         await steps.system_authorize(conn, deps, case=after, offer_id=offer.offer_id, now=now)
