@@ -68,6 +68,7 @@ MATRIX = """
                                       agent  senior  lead  manager  director  customer  none
 IntakeService/ReportFailure             A      A      A      A        A         D        U
 IntakeService/GetCustomerHistory       AAA    AAA    AAA    AAA      AAA       DDD      UUU
+IntakeService/FindFailure               A      A      A      A        A         D        U
 CaseService/GetCase                    AHH    AHH    AAH    AAH      AAH       DDD      UUU
 CaseService/ListCases                  AAA    AAA    AAA    AAA      AAA       DDD      UUU
 CaseService/WatchCases                 AAA    AAA    AAA    AAA      AAA       DDD      UUU
@@ -276,6 +277,8 @@ def _delegate_probe(_t: Target, me: Employee | None) -> Message:
 PROBES: dict[str, Probe] = {
     # An empty report: INVALID_ARGUMENT once admitted, so the matrix opens no cases.
     "IntakeService/ReportFailure": (lambda t, me: intake_pb2.ReportFailureRequest(request_id=req()), INVALID),
+    # No event id: INVALID_ARGUMENT once admitted (a missing one would be NOT_FOUND, which reads as hidden).
+    "IntakeService/FindFailure": (lambda t, me: intake_pb2.FindFailureRequest(), INVALID),
     "IntakeService/GetCustomerHistory": (
         lambda t, me: intake_pb2.GetCustomerHistoryRequest(customer_id=t.customer_id),
         OK,

@@ -356,6 +356,20 @@ async def customer_failures(conn: asyncpg.Connection, *, customer_id: str, limit
     return [_failure(r) for r in rows]
 
 
+async def failure_by_event(
+    conn: asyncpg.Connection, *, source_event_id: str, source: str | None, publisher: str
+) -> FailureRow | None:
+    """Return the failure a publisher's event became, under either dedupe id it may have (rules.dedupe_key)."""
+    ids = [source_event_id] + ([f"{publisher}/{source_event_id}"] if publisher else [])
+    row = await conn.fetchrow(
+        """SELECT * FROM failures WHERE source_event_id = ANY($1::text[]) AND ($2::text IS NULL OR source = $2)
+           ORDER BY received_at LIMIT 1""",
+        ids,
+        source,
+    )
+    return _failure(row) if row else None
+
+
 async def customer_cases(conn: asyncpg.Connection, *, customer_id: str, limit: int) -> list[CaseRow]:
     """Return the customer's most recent cases, newest first."""
     rows = await conn.fetch(

@@ -10,12 +10,12 @@ from recovery.intake.v1 import intake_pb2, intake_pb2_grpc
 from services.common import idempotency
 from services.common.auth import Rule, allow
 from services.common.db import Database
-from services.common.errors import FieldViolation, InvalidInput
+from services.common.errors import FieldViolation, InvalidInput, NotFound
 from services.common.grpc_server import method_path, principal
 from services.common.unit_of_work import unit_of_work
-from services.common.wire import enum_to_proto, money_to_proto, set_optional, time_to_proto
+from services.common.wire import enum_from_proto, enum_to_proto, money_to_proto, set_optional, time_to_proto
 from services.intake.adapters import repository, wire
-from services.intake.domain.model import Reporter
+from services.intake.domain.model import Reporter, Source
 from services.intake.service_layer import handlers
 from services.intake.service_layer.handlers import Deps, HistoryView
 
@@ -24,6 +24,7 @@ STAFF = ("agent", "senior_agent", "team_lead", "manager", "director")
 RULES: dict[str, Rule] = {
     method_path(SERVICE, "ReportFailure"): allow(*STAFF),
     method_path(SERVICE, "GetCustomerHistory"): allow(*STAFF),
+    method_path(SERVICE, "FindFailure"): allow(*STAFF),
 }
 DEFAULT_HISTORY_LIMIT = 20
 MAX_HISTORY_LIMIT = 100
@@ -75,6 +76,38 @@ class IntakeApi(intake_pb2_grpc.IntakeServiceServicer):
             view = await handlers.customer_history(conn, request.customer_id, limit=limit, deps=self._deps)
         return _history_response(request.customer_id, view)
 
+    async def FindFailure(self, request: intake_pb2.FindFailureRequest, context) -> intake_pb2.FindFailureResponse:
+        if not request.source_event_id:
+            raise InvalidInput.of(FieldViolation("source_event_id", "is required"))
+        source = enum_from_proto(common_pb2.Source, request.source, Source)
+        async with self._db.transaction() as conn:
+            found = await repository.failure_by_event(
+                conn,
+                source_event_id=request.source_event_id,
+                source=source.value if source else None,
+                publisher=request.publisher,
+            )
+        if found is None:
+            raise NotFound(f"no failure accepted for event {request.source_event_id!r}")
+        return intake_pb2.FindFailureResponse(failure=_failure_record(found))
+
+
+def _failure_record(failure) -> intake_pb2.FailureRecord:
+    report = wire.report_to_proto(failure.report)
+    return intake_pb2.FailureRecord(
+        failure_id=failure.failure_id,
+        case_id=failure.case_id,
+        source=report.source,
+        source_event_id=report.source_event_id,
+        reference=report.reference,
+        category=report.category,
+        description=report.description,
+        area=report.area,
+        reported_by_employee_id=report.reported_by_employee_id,
+        occurred_at=report.occurred_at,
+        received_at=time_to_proto(failure.received_at),
+    )
+
 
 def _history_limit(request: intake_pb2.GetCustomerHistoryRequest) -> int:
     violations = []
@@ -93,23 +126,7 @@ def _history_response(customer_id: str, view: HistoryView) -> intake_pb2.GetCust
     response = intake_pb2.GetCustomerHistoryResponse(
         customer_id=customer_id, summary=wire.history_to_proto(view.summary)
     )
-    for failure in view.failures:
-        report = wire.report_to_proto(failure.report)
-        response.failures.append(
-            intake_pb2.FailureRecord(
-                failure_id=failure.failure_id,
-                case_id=failure.case_id,
-                source=report.source,
-                source_event_id=report.source_event_id,
-                reference=report.reference,
-                category=report.category,
-                description=report.description,
-                area=report.area,
-                reported_by_employee_id=report.reported_by_employee_id,
-                occurred_at=report.occurred_at,
-                received_at=time_to_proto(failure.received_at),
-            )
-        )
+    response.failures.extend(_failure_record(failure) for failure in view.failures)
     for item in view.cases:
         case = item.case
         record = intake_pb2.CaseRecord(

@@ -9,12 +9,15 @@ import json
 import time
 from datetime import timedelta
 
+import grpc
 import pytest
 from google.protobuf import json_format
 from recovery.events.v1 import common_pb2, events_pb2
+from recovery.intake.v1 import intake_pb2, intake_pb2_grpc
 
 from services.common.wire import time_to_proto
 from tests.integration.intake.conftest import new_id, now
+from tests.support.running import bearer, channel
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
@@ -179,3 +182,15 @@ async def test_a_new_system_publishes_without_a_contract_change(intake):
     for customer in (unknown, also_unknown):
         assert (opened[customer].source, opened[customer].system_detected) == (common_pb2.SOURCE_OTHER_SYSTEM, False)
         assert [e.source_event_id for e in opened[customer].source_events] == ["w-1"]
+
+    # A publisher asks which case its event became.
+    async with channel(intake.endpoints.grpc_port) as ch:
+        stub = intake_pb2_grpc.IntakeServiceStub(ch)
+        staff = bearer(intake.settings, sub="e-17", role="agent", team="front-desk")
+        found = await stub.FindFailure(
+            intake_pb2.FindFailureRequest(source_event_id="w-1", publisher="warehouse-eu"), metadata=staff
+        )
+        assert found.failure.case_id == opened[unknown].case_id and found.failure.source_event_id == "w-1"
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stub.FindFailure(intake_pb2.FindFailureRequest(source_event_id="never-sent"), metadata=staff)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
