@@ -2,8 +2,8 @@
 
 Records: per input topic, hypothesis draws recipes that range from random bytes, truncated protobuf and JSON
 of the wrong shape to well-formed events with a few wild fields (huge strings, negative or overflowing
-money, unknown currencies, timestamps far in the future, unknown enum numbers) and broken CloudEvents
-headers. Each record goes out keyed by its own fresh customer. Every consumer of the topic must either
+money, unknown currencies, timestamps far in the future, unknown enum numbers), in binary and structured
+CloudEvents mode, from other sources, and broken CloudEvents headers. Each record goes out keyed by its own fresh customer. Every consumer of the topic must either
 dead-letter it with a reason or accept it (its inbox holds the record's ce_id), never both, and must keep
 consuming: a valid canary published after the batch on every partition is processed end to end. A record
 every consumer refused causes nothing anywhere else.
@@ -21,6 +21,7 @@ and acceptances per consumer, calls per method by status) are printed; ``pytest 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import re
@@ -305,7 +306,8 @@ HEADER_VALUES: dict[str, list[str]] = {
         "recovery.events.v1.failurereported",
         "recovery.events.v1.FailureReported ",
     ],
-    "ce_source": ["", "\x00", "s" * 5000],
+    # Another system's name is an identity of its own (not a fault); the rest are faults.
+    "ce_source": ["", "\x00", "s" * 5000, "billing", "warehouse-eu"],
     "ce_time": [
         "9999-12-31T23:59:59Z",
         "9999-12-31T23:59:59-23:59",  # a valid RFC 3339 time past the end of Python's calendar in UTC
@@ -382,7 +384,21 @@ SHAPES = [
     b"{'single': 'quotes'}",
     b'{"customerId": null, "occurredAt": {}}',
 ]
-BODIES = ("proto", "proto", "proto", "json", "json", "json", "truncated", "random", "tail", "shape", "none")
+BODIES = (
+    "proto",
+    "proto",
+    "proto",
+    "json",
+    "json",
+    "json",
+    "structured",  # CloudEvents structured mode: the envelope in the value, the event in its data
+    "structured-protobuf",  # the same with the protobuf bytes in data_base64
+    "truncated",
+    "random",
+    "tail",
+    "shape",
+    "none",
+)
 
 
 @dataclass(frozen=True)
@@ -399,9 +415,9 @@ class Recipe:
     @property
     def label(self) -> str:
         parts = [self.body]
-        if self.body in ("proto", "json", "truncated", "tail"):
+        if self.body in ("proto", "json", "structured", "structured-protobuf", "truncated", "tail"):
             parts += [f"{leaf.dotted}={_short(v)}" for leaf, v in self.edits]
-        if self.body == "json":
+        if self.body in ("json", "structured"):
             parts += [f"json {op}#{at}={_short(v)}" for op, at, v in self.json_ops]
         parts += [f"{op} {name!r}={_short(v)}" for op, name, v in self.headers]
         return " ".join(parts)
@@ -627,6 +643,10 @@ def materialise(recipe: Recipe, message: Message, uid: str) -> tuple[bytes | Non
     content_type = cloudevents.PROTOBUF
     body = recipe.body
     value: bytes | None
+    if body in ("structured", "structured-protobuf"):
+        value = _envelope(recipe, message, uid)
+        headers: list[tuple[str, bytes]] = [("content-type", cloudevents.STRUCTURED_JSON.encode())]
+        return value, _edited_headers(recipe, headers, uid)
     if body == "json":
         try:
             document = json_format.MessageToDict(message)
@@ -649,7 +669,38 @@ def materialise(recipe: Recipe, message: Message, uid: str) -> tuple[bytes | Non
         value, content_type = SHAPES[int(recipe.cut * len(SHAPES))], cloudevents.JSON
     else:
         value = None
-    headers = headers_for(message, content_type, uid)
+    return value, _edited_headers(recipe, headers_for(message, content_type, uid), uid)
+
+
+def _envelope(recipe: Recipe, message: Message, uid: str) -> bytes:
+    """Return a structured-mode record of ``message``: the CloudEvents envelope with the event as its data."""
+    envelope: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": f"evt-fz-{uid}",
+        "source": "fuzzer",
+        "type": message.DESCRIPTOR.full_name,
+    }
+    if recipe.cut > 0.3:  # time is optional: sometimes there is none
+        envelope["time"] = datetime.now(UTC).isoformat()
+    if recipe.body == "structured":
+        try:
+            document = json_format.MessageToDict(message)
+        except (ValueError, json_format.SerializeToJsonError):  # an edit JSON cannot express: send it as bytes
+            envelope |= {"datacontenttype": "application/protobuf", "data_base64": _b64(message)}
+        else:
+            for op, at, wild_value in recipe.json_ops:
+                _json_edit(document, op, at, wild_value)
+            envelope |= {"datacontenttype": "application/json", "data": document}
+    else:
+        envelope |= {"datacontenttype": "application/protobuf", "data_base64": _b64(message)}
+    return json.dumps(envelope).encode()
+
+
+def _b64(message: Message) -> str:
+    return base64.b64encode(message.SerializeToString()).decode()
+
+
+def _edited_headers(recipe: Recipe, headers: list[tuple[str, bytes]], uid: str) -> list[tuple[str, bytes]]:
     own_id = f"evt-fz-{uid}"
     for op, name, raw in recipe.headers:
         if name == "ce_id" and op in ("set", "again"):
@@ -668,11 +719,17 @@ def materialise(recipe: Recipe, message: Message, uid: str) -> tuple[bytes | Non
             headers = [(k, raw if k == name else v) for k, v in headers]
         else:  # "again" repeats a header (the last one wins) and "extra" adds one no one reads
             headers.append((name, raw))
-    return value, headers
+    return headers
 
 
-def consumers_ce_id(headers: Iterable[tuple[str, bytes]]) -> str | None:
-    """Return the ce_id a consumer reads from ``headers``; None when it cannot read one (so cannot accept)."""
+def consumers_ce_id(headers: Iterable[tuple[str, bytes]], value: bytes | None = None) -> str | None:
+    """Return the ce_id a consumer reads from ``headers`` (or, in structured mode, from the envelope in
+    ``value``); None when it cannot read one (so cannot accept)."""
+    if cloudevents.structured(headers):
+        with contextlib.suppress(Exception):
+            found = json.loads(value or b"").get("id")
+            return found if isinstance(found, str) and found else None
+        return None
     raw = cloudevents.header_map(headers).get("ce_id")
     if not raw:
         return None
@@ -716,7 +773,7 @@ def fuzz_batch(topic: str, known_cases: list[tuple[str, str]]) -> list[Sent]:
         label = recipe.label
         if value is not None and len(value) > MAX_RECORD_BYTES:  # stay well under the broker's record size
             value, label = value[:MAX_RECORD_BYTES], f"{label} (cut to {MAX_RECORD_BYTES} bytes)"
-        sent = Sent(topic, key, label, value, headers, consumers_ce_id(headers))
+        sent = Sent(topic, key, label, value, headers, consumers_ce_id(headers, value))
         with contextlib.suppress(Exception):  # a record that does not decode names no case
             sent.case_id = getattr(cloudevents.decode(headers, value, types)[1], "case_id", "")
         batch.append(sent)
