@@ -3,9 +3,9 @@
 Records: per input topic, hypothesis draws recipes that range from random bytes, truncated protobuf and JSON
 of the wrong shape to well-formed events with a few wild fields (huge strings, negative or overflowing
 money, unknown currencies, timestamps far in the future, unknown enum numbers), in binary and structured
-CloudEvents mode, from other sources, and broken CloudEvents headers. Each record goes out keyed by its own fresh customer. Every consumer of the topic must either
-dead-letter it with a reason or accept it (its inbox holds the record's ce_id), never both, and must keep
-consuming: a valid canary published after the batch on every partition is processed end to end. A record
+CloudEvents mode, from other sources, and broken CloudEvents headers. Each record goes out keyed by its own
+fresh customer. Every consumer of the topic must either dead-letter it with a reason or accept it (its inbox
+holds the record's ce_id), never both, and must keep consuming: a valid canary published after the batch on every partition is processed end to end. A record
 every consumer refused causes nothing anywhere else.
 
 Calls: every method of the four gRPC services, enumerated from the generated descriptors, gets requests
@@ -24,6 +24,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import re
 import time
 from collections import Counter, defaultdict
@@ -69,9 +70,11 @@ DELIBERATE = re.compile(r"^(Undecodable|Invalid|.*NotFound$)")
 MESSAGES: dict[str, type[Message]] = {
     t.name: symbol_database.Default().GetSymbol(t.message) for t in CATALOGUE if t.name in INPUTS
 }
-RECORDS_PER_TOPIC = 40
+# The quick mode runs in `make test`; the long mode (FUZZ_RECORDS_PER_TOPIC=10000 FUZZ_CALLS_PER_METHOD=1000)
+# in `make test-faults`.
+RECORDS_PER_TOPIC = int(os.environ.get("FUZZ_RECORDS_PER_TOPIC", "40"))
 MAX_RECORD_BYTES = 600_000
-CALLS_PER_METHOD = 25
+CALLS_PER_METHOD = int(os.environ.get("FUZZ_CALLS_PER_METHOD", "25"))
 PARTITIONS = KitSettings().topic_partitions  # the system runs with this environment too
 # Employees of a team no other test uses, so what the fuzz changes (load, usage, delegations) stays theirs.
 FZ_AGENT = Employee("fz-agent-fay", "agent", "fz-desk")
@@ -1203,7 +1206,8 @@ async def test_every_input_topic_dead_letters_or_accepts_generated_records_and_k
     try:
         # Every consumer took or refused every record, the canaries last (a consumer that stopped never gets to
         # them); every canary was taken (they are valid: none may be dead-lettered).
-        everything = await observe(outside, db, [*batch, *canaries], timeout=60)
+        # A minute, and more for a long run (a few hundred records a second at worst on this machine).
+        everything = await observe(outside, db, [*batch, *canaries], timeout=60 + len(batch) / 100)
         settled = time.monotonic()
         refused = [
             (canaries[i - len(batch)].describe(), g, h[0].get("dlq_reason"))
