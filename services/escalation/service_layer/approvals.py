@@ -35,6 +35,7 @@ from services.escalation.domain.model import (
     Case,
     CaseAction,
     Delegation,
+    Limits,
     OfferStatus,
     SlaClock,
 )
@@ -134,10 +135,11 @@ async def request_approval(
         line_minor=tuple(line.amount.amount_minor for line in split.remainder),
         split=authority.split_detail(split, offer.total),
     )
-    if split.owner_total.amount_minor:
+    if split.owner_total.amount_minor and owner_limits is not None:  # a share comes only from limits
         await _grant_owner_share(
-            conn, deps, case=before, offer_record=offer_record, split=split, owner_role=owner_role, now=now
-        )
+            conn, deps, case=before, offer_record=offer_record, split=split, role=owner_role, limits=owner_limits,
+            now=now,
+        )  # fmt: skip
     await repo.insert_approval(conn, approval)
     await repo.set_offer_status(conn, offer_id, OfferStatus.AWAITING_APPROVAL)
     await repo.set_timers(
@@ -178,13 +180,19 @@ async def request_approval(
 
 
 async def _grant_owner_share(
-    conn, deps: steps.Deps, *, case: Case, offer_record: repo.OfferRecord, split, owner_role: str, now: datetime
+    conn,
+    deps: steps.Deps,
+    *,
+    case: Case,
+    offer_record: repo.OfferRecord,
+    split: authority.Split,
+    role: str,
+    limits: Limits,
+    now: datetime,
 ) -> None:
     """Authorise the owner's share of a split offer by her own authority (usage locked by the caller)."""
     policy = deps.policy()
-    owner = Actor.employee(case.owner_employee_id, owner_role, case.team)
-    limits = policy.limits_for(employee_id=owner.employee_id, role=owner_role)
-    assert limits is not None  # a share is only computed from limits
+    owner = Actor.employee(case.owner_employee_id, role, case.team)
     usage = await steps.lock_usage(conn, deps, owner.employee_id, now)
     limits_proto = wire.limits_to_proto(
         limits, employee_id=owner.employee_id, usage=usage, policy_version=policy.version

@@ -21,7 +21,7 @@ from services.escalation.adapters import repository as repo
 from services.escalation.adapters import wire
 from services.escalation.domain import authority, lifecycle, sla
 from services.escalation.domain import commands as c
-from services.escalation.domain.errors import Conflict, FieldViolation, InvalidCommand
+from services.escalation.domain.errors import Conflict, FieldViolation, InvalidCommand, NotFound
 from services.escalation.domain.model import (
     Actor,
     AuthorizationPart,
@@ -213,7 +213,8 @@ async def _follow_requote(conn, deps: steps.Deps, *, case: Case, message: bytes,
     deadline and escalation level kept. Published again as ApprovalRequested, and audited."""
     policy = deps.policy()
     pending = await repo.get_approval(conn, case.pending_approval_id, lock=True)
-    assert pending is not None
+    if pending is None:
+        raise NotFound(f"approval {case.pending_approval_id} of case {case.case_id} not found")
     rate = steps.rate(deps, offer.total.currency)
     routed = authority.route(policy, owner_role=policy.tiers[0], owner_limits=None, offer=offer, usage=Usage())
     moved = replace(
