@@ -299,7 +299,7 @@ class ConsumerHarness:
             level = logging.WARNING if isinstance(exc, UndecodableRecord) else logging.ERROR
             log.log(
                 level,
-                "dead-lettering %s[%d]@%d: %s: %s",
+                "dead-lettering %s[%d]@%d: %s: %.2000s",  # a reason can quote a huge value: one line stays short
                 record.topic,
                 record.partition,
                 record.offset,

@@ -23,6 +23,10 @@ from services.escalation.config import DEFAULT_POLICY as ESCALATION_POLICY
 _ENDPOINT = re.compile(r"^(\w+)\s+gRPC 127\.0\.0\.1:(\d+)\s+metrics http://127\.0\.0\.1:(\d+)/metrics")
 
 
+LINE_LIMIT = 4 * 1024 * 1024  # the runner's longest output line the reader takes whole
+KEPT_LINES = 10_000
+
+
 @dataclass
 class System:
     """A running system: where its parts listen and how to call them."""
@@ -56,6 +60,7 @@ async def start_system(data_dir: Path, env: Mapping[str, str] = {}) -> tuple[asy
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
+        limit=LINE_LIMIT,
     )
     system = System(kafka="", database_url="")
     async with asyncio.timeout(240):
@@ -79,8 +84,18 @@ async def start_system(data_dir: Path, env: Mapping[str, str] = {}) -> tuple[asy
 
 
 async def _keep_reading(process: asyncio.subprocess.Process, system: System) -> None:
-    while raw := await process.stdout.readline():
-        system.output.append(raw.decode())
+    """Drain the runner's output for as long as it runs (a pipe nobody reads would stall the services), keeping
+    the most recent lines for failure messages."""
+    while True:
+        try:
+            raw = await process.stdout.readline()
+        except ValueError:  # a line longer than LINE_LIMIT: skip it, keep draining
+            continue
+        if not raw:
+            return
+        system.output.append(raw.decode(errors="replace"))
+        if len(system.output) > 2 * KEPT_LINES:
+            del system.output[:KEPT_LINES]
 
 
 async def stop_system(process: asyncio.subprocess.Process) -> int:
