@@ -60,9 +60,11 @@ test-e2e: proto tools-prometheus
 	$(PY) -m pytest -q tests/e2e
 
 # Crashes, replicas, a paused broker, a restarted Postgres, stopped schedulers and poison records while a
-# stream of failure reports runs; prints what it injected and the invariant counts.
+# stream of failure reports runs; prints what it injected and the invariant counts. Then the fuzz suite's long
+# mode: 10,000 generated records per input topic and 1,000 generated requests per RPC.
 test-faults: proto
 	$(PY) -m pytest -q -s tests/faults
+	FUZZ_RECORDS_PER_TOPIC=10000 FUZZ_CALLS_PER_METHOD=1000 $(PY) -m pytest -q -s tests/e2e/test_fuzz.py
 
 # Every module in tests/bench/ is a benchmark printing its figures beside a baseline measured in the same run.
 BENCHES := $(basename $(notdir $(filter-out tests/bench/__init__.py,$(wildcard tests/bench/*.py))))

@@ -903,7 +903,13 @@ async def frontline_cases(outside: Outside, keys: list[str]) -> list[tuple[str, 
         reporter = Employee(f"fz-reporter-{i % 8}", "agent", "fz-desk")
         reply = await report(outside, reporter, customer, category=common.CATEGORY_BILLING_ERROR, description="fz")
         made.append((customer, reply.case_id, reporter))
-    await asyncio.gather(*(outside.case(case_id, reporter) for _, case_id, reporter in made))
+    limit = asyncio.Semaphore(16)  # a long run makes thousands: wait for them a few at a time
+
+    async def known(case_id: str, reporter: Employee) -> None:
+        async with limit:
+            await outside.case(case_id, reporter)
+
+    await asyncio.gather(*(known(case_id, reporter) for _, case_id, reporter in made))
     return [(customer, case_id) for customer, case_id, _ in made]
 
 
