@@ -41,8 +41,7 @@ class Rate:
 
     def to_base(self, amount_minor: int) -> int:
         """Return ``amount_minor`` of the currency in base minor units, rounded up (it counts in full)."""
-        converted = amount_minor * self._minor_factor
-        return -((-converted.numerator) // converted.denominator)
+        return _ceil(amount_minor * self._minor_factor)
 
     def from_base(self, base_minor: int) -> int:
         """Return a base-currency limit in minor units of the currency, rounded down (never more room)."""
@@ -81,8 +80,8 @@ def usage_in(usage: Usage, rate: Rate) -> Usage:
     if rate.value == 1 and rate.currency == rate.base:
         return usage
 
-    def up(base_minor: int) -> int:
-        converted = base_minor / rate._minor_factor
-        return -((-converted.numerator) // converted.denominator)
+    return Usage(today=_ceil(usage.today / rate._minor_factor), this_month=_ceil(usage.this_month / rate._minor_factor))
 
-    return Usage(today=up(usage.today), this_month=up(usage.this_month))
+
+def _ceil(value: Fraction) -> int:
+    return -((-value.numerator) // value.denominator)

@@ -38,6 +38,7 @@ from services.escalation.domain.model import (
     Limits,
     OfferStatus,
     SlaClock,
+    Usage,
 )
 from services.escalation.domain.rates import Rate
 from services.escalation.service_layer import steps
@@ -138,7 +139,7 @@ async def request_approval(
     if split.owner_total.amount_minor and owner_limits is not None:  # a share comes only from limits
         await _grant_owner_share(
             conn, deps, case=before, offer_record=offer_record, split=split, role=owner_role, limits=owner_limits,
-            now=now,
+            usage=usage, detail=approval.split, now=now,
         )  # fmt: skip
     await repo.insert_approval(conn, approval)
     await repo.set_offer_status(conn, offer_id, OfferStatus.AWAITING_APPROVAL)
@@ -188,12 +189,13 @@ async def _grant_owner_share(
     split: authority.Split,
     role: str,
     limits: Limits,
+    usage: Usage,
+    detail: str,
     now: datetime,
 ) -> None:
-    """Authorise the owner's share of a split offer by her own authority (usage locked by the caller)."""
+    """Authorise the owner's share of a split offer by her own authority (``usage`` locked by the caller)."""
     policy = deps.policy()
     owner = Actor.employee(case.owner_employee_id, role, case.team)
-    usage = await steps.lock_usage(conn, deps, owner.employee_id, now)
     limits_proto = wire.limits_to_proto(
         limits, employee_id=owner.employee_id, usage=usage, policy_version=policy.version
     )
@@ -226,7 +228,7 @@ async def _grant_owner_share(
         limits=wire.limits_json(limits_proto),
         rate=wire.rate_json(steps.rate(deps, split.owner_total.currency)),
         reason="the owner's share of an offer above her limits: granted at once, only the rest goes up",
-        detail=authority.split_detail(split, offer_record.offer.total),
+        detail=detail,
     )
 
 
