@@ -173,7 +173,10 @@ async def open_cases(uow: UnitOfWork, batch: Sequence[commands.QuoteFirstOffer],
     inserted = await repository.insert_cases(
         uow.conn, [(c.facts, c.opened_at, unverified_claims(c.facts)) for c in first.values()]
     )
-    unverified = {case.case_id: (case.customer_id, case.unverified_claims) for case in recent}
+    # Per customer, each recent case's unverified claims (a dict per customer: a batch stays linear in its size).
+    unverified: dict[str, dict[str, int]] = {}
+    for case in recent:
+        unverified.setdefault(case.customer_id, {})[case.case_id] = case.unverified_claims
     proposed: dict[str, Offer] = {}
     rows = []
     for case_id, command in first.items():
@@ -184,9 +187,7 @@ async def open_cases(uow: UnitOfWork, batch: Sequence[commands.QuoteFirstOffer],
         facts = replace(_as_stored(command.facts), sla_breaches=breaches, reopen_count=reopens)
         history = CustomerHistory(
             unverified_claims_in_window=sum(
-                claims
-                for other, (customer, claims) in unverified.items()
-                if customer == facts.customer_id and other != case_id
+                claims for other, claims in unverified.get(facts.customer_id, {}).items() if other != case_id
             ),
             repeat_reference_cases=repeat_reference_cases(
                 case_id, compensated.get((facts.customer_id, facts.reference), set())
@@ -205,7 +206,7 @@ async def open_cases(uow: UnitOfWork, batch: Sequence[commands.QuoteFirstOffer],
         proposed[case_id] = offer
         rows.append(repository.NewOffer(offer, facts, history, team_spent))
         if command.opened_at >= since:  # a later case of the customer in this batch sees this one's claims
-            unverified[case_id] = (facts.customer_id, unverified_claims(command.facts))
+            unverified.setdefault(facts.customer_id, {})[case_id] = unverified_claims(command.facts)
     await repository.insert_offers(uow.conn, rows)
     uow.stage(*(_proposed_record(row.offer) for row in rows))
     duplicates = len(batch) - len(proposed)

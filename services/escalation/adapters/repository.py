@@ -578,16 +578,17 @@ def _approval(row: asyncpg.Record) -> Approval:
     )
 
 
-async def insert_approval(conn: asyncpg.Connection, a: Approval) -> None:
-    """Store a new pending approval request."""
-    await conn.execute(
-        """INSERT INTO approvals (approval_id, case_id, customer_id, offer_id, offer_version, requested_kind,
+_INSERT_APPROVAL = """INSERT INTO approvals (approval_id, case_id, customer_id, offer_id, offer_version, requested_kind,
                                   requested_employee_id, requested_role, requested_team, owner_employee_id,
                                   approver_role, approver_team, amount_minor, currency, reasons, note,
                                   decision_due_at, escalation_level, requested_at, status, offer_total_minor,
                                   owner_share_minor, line_minor, split)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-                   $21, $22, $23, $24)""",
+                   $21, $22, $23, $24)"""
+
+
+def _approval_row(a: Approval) -> tuple:
+    return (
         a.approval_id,
         a.case_id,
         a.customer_id,
@@ -613,6 +614,17 @@ async def insert_approval(conn: asyncpg.Connection, a: Approval) -> None:
         list(a.line_minor) or None,
         a.split,
     )
+
+
+async def insert_approval(conn: asyncpg.Connection, a: Approval) -> None:
+    """Store a new pending approval request."""
+    await conn.execute(_INSERT_APPROVAL, *_approval_row(a))
+
+
+async def insert_approvals(conn: asyncpg.Connection, approvals: Sequence[Approval]) -> None:
+    """Store new pending approval requests in one pipelined round trip whatever their number."""
+    if approvals:
+        await conn.executemany(_INSERT_APPROVAL, [_approval_row(a) for a in approvals])
 
 
 async def get_approval(conn: asyncpg.Connection, approval_id: str, *, lock: bool = False) -> Approval | None:

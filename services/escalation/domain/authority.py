@@ -16,7 +16,10 @@ from services.escalation.domain.errors import FieldViolation, Forbidden, Invalid
 from services.escalation.domain.model import (
     Actor,
     ActorKind,
+    Approval,
     ApprovalReason,
+    Case,
+    CaseState,
     Delegation,
     Limits,
     Offer,
@@ -294,6 +297,47 @@ def system_may_authorise(policy: Policy, *, system_detected: bool, offer: Offer)
     if rate is None or rate.to_base(offer.total.amount_minor) > automation.limit:
         return False
     return all(line.kind in automation.remedies for line in offer.lines)
+
+
+def reviewed_while_queued(case: Case, offer: Offer) -> bool:
+    """True when a queued case's offer goes to a reviewer at once instead of waiting for someone to claim it.
+
+    A flagged offer (budget exceeded, abuse guard) needs a reviewer whoever claims the case, so it goes up as
+    it arrives: in a mass disruption nothing that needs a decision sits unseen in a queue. Any other offer
+    waits for the employee who takes the case, who grants at once what her authority covers (frontline first).
+    """
+    return case.state is CaseState.QUEUED and not case.pending_approval_id and bool(flags(offer))
+
+
+def review_request(policy: Policy, *, case: Case, offer: Offer, approval_id: str, now: datetime) -> Approval:
+    """Return the system's approval request for the whole of a queued case's flagged offer (pure).
+
+    Nobody owns the case yet, so there is no owner's share: the whole goes up, routed as for the team's first
+    tier, that is to the lowest tier above it whose limits cover the offer.
+    """
+    routed = route(policy, owner_role=policy.tiers[0], owner_limits=None, offer=offer, usage=Usage())
+    whole = split(None, Usage(), offer)
+    return Approval(
+        approval_id=approval_id,
+        case_id=case.case_id,
+        customer_id=case.customer_id,
+        offer_id=offer.offer_id,
+        offer_version=offer.version,
+        requested_by=Actor.system(),
+        owner_employee_id="",
+        approver_role=routed.approver_role,
+        approver_team=case.team,
+        amount=offer.total,
+        reasons=routed.reasons,
+        note="flagged offer of a queued case: sent for review as it arrived",
+        decision_due_at=policy.calendar_for(case.team).add(now, policy.approval_decision),
+        escalation_level=0,
+        requested_at=now,
+        offer_total=offer.total,
+        owner_share=whole.owner_total,
+        line_minor=tuple(line.amount.amount_minor for line in whole.remainder),
+        split=split_detail(whole, offer.total),
+    )
 
 
 def system_limits(policy: Policy) -> Limits:

@@ -65,6 +65,8 @@ def _claim(case: Case, command: c.ClaimCase, now: datetime) -> Transition:
     # An offer that arrived while the case was queued is in play as soon as someone owns the case.
     if not case.current_offer_id:
         state = S.OPEN
+    elif case.pending_approval_id:
+        state = S.AWAITING_APPROVAL  # sent for review while queued: the new owner inherits the request in flight
     else:
         state = S.OFFER_READY if command.offer_authorized else S.OFFER_PENDING
     claimed = replace(case, state=state, owner_employee_id=command.by.employee_id, owner_role=command.by.role)
@@ -86,8 +88,18 @@ def _authorize(case: Case, command: c.AuthorizeOffer, now: datetime) -> Transiti
     return Transition(replace(case, state=state), (OfferAuthorized(case.case_id, command.by, at=now),))
 
 
+def _request_queued(case: Case, command: c.RequestApproval, now: datetime) -> Transition:
+    # Only the system sends a queued case's offer up (a flagged one, as it arrives); people claim the case first.
+    if command.by.kind is not ActorKind.SYSTEM:
+        raise IllegalTransition.of(case.case_id, "a queued case has no owner to send its offer up; claim it first")
+    return Transition(case, (ApprovalRequested(case.case_id, command.by, at=now),))
+
+
 def _decide(case: Case, command: c.DecideApproval, now: datetime) -> Transition:
-    state = S.OFFER_READY if command.approved else _after_work(case)
+    if case.state is S.QUEUED:  # decided before anyone claimed the case: it waits in the queue, decided
+        state = S.QUEUED
+    else:
+        state = S.OFFER_READY if command.approved else _after_work(case)
     event = ApprovalDecided(case.case_id, command.by, approved=command.approved, at=now)
     return Transition(replace(case, state=state, pending_approval_id=""), (event,))
 
@@ -114,7 +126,11 @@ def _transfer(case: Case, command: c.TransferCase, now: datetime) -> Transition:
         raise IllegalTransition.of(case.case_id, "the case already belongs to that employee")
     team = command.to_team or case.team
     if command.to_employee_id:
-        state = S.OPEN if case.state is S.QUEUED else case.state
+        state = case.state
+        if case.state is S.QUEUED:
+            state = S.AWAITING_APPROVAL if case.pending_approval_id else S.OPEN
+    elif case.pending_approval_id:
+        raise IllegalTransition.of(case.case_id, "an approval is in flight: the case can only go to a named employee")
     elif case.state in _QUEUEABLE:
         state = S.QUEUED
     else:
@@ -176,7 +192,9 @@ TABLE: dict[tuple[CaseState, type], Handler] = {
     (S.OFFER_PENDING, c.RequestApproval): _to(
         S.AWAITING_APPROVAL, lambda case, cmd, now: ApprovalRequested(case.case_id, cmd.by, at=now)
     ),
+    (S.QUEUED, c.RequestApproval): _request_queued,
     (S.AWAITING_APPROVAL, c.DecideApproval): _decide,
+    (S.QUEUED, c.DecideApproval): _decide,
     (S.OFFER_READY, c.PresentOffer): _to(
         S.WAITING_ON_CUSTOMER, lambda case, cmd, now: OfferPresented(case.case_id, cmd.by, at=now)
     ),

@@ -2,7 +2,8 @@
 
 Decisions the issue left open (see the report): an offer within the owner's limits is authorised at once by
 the owner's authority; the ``system`` actor authorises at once system-detected failures within the policy's
-automation limit; anything else waits in offer pending for the owner to send it up.
+automation limit; a queued case's flagged offer goes to a reviewer as it arrives (nobody owns the case yet,
+and a reviewer must look whoever claims it); anything else waits in offer pending for the owner to send it up.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import replace
 import asyncpg
 from recovery.events.v1 import events_pb2
 
+from services.common import outbox
 from services.common.money import Money
 from services.common.unit_of_work import UnitOfWork
 from services.escalation.adapters import repository as repo
@@ -179,7 +181,8 @@ async def receive_offer(conn: asyncpg.Connection, command: c.ReceiveOffer, *, me
     # What earlier offers granted stays granted (compensation's re-quote offers only what is new), so nothing
     # is given back to anyone's usage; a pending approval follows the new offer instead of being cancelled.
     after = replace(transition.case, current_offer_id=offer.offer_id)
-    follows = before.state is CaseState.AWAITING_APPROVAL and bool(before.pending_approval_id)
+    # A queued case's flagged offer may already be with a reviewer (sent up as it arrived).
+    follows = before.state in (CaseState.AWAITING_APPROVAL, CaseState.QUEUED) and bool(before.pending_approval_id)
     if follows:
         await _follow_requote(conn, deps, case=after, message=message, offer=offer, now=now)
     elif before.state is CaseState.WAITING_ON_CUSTOMER:
@@ -203,6 +206,13 @@ async def receive_offer(conn: asyncpg.Connection, command: c.ReceiveOffer, *, me
     policy = deps.policy()
     if authority.system_may_authorise(policy, system_detected=after.system_detected, offer=offer):
         await steps.system_authorize(conn, deps, case=after, offer_id=offer.offer_id, now=now)
+    elif authority.reviewed_while_queued(after, offer):
+        review = steps.review(deps, case=after, offer=offer, message=message, now=now)
+        await steps.save_reviews(conn, deps, [review])
+        await repo.save_case(conn, review.case, now=now)
+        await outbox.stage(conn, review.record)
+        await repo.append_audit(conn, review.audit)
+        steps.count_reviews(deps, [review])()
     else:
         await steps.owner_authorize_at_once(conn, deps, case=after, now=now)
 
@@ -281,7 +291,7 @@ async def receive_offers(uow: UnitOfWork, batch: Sequence[tuple[c.ReceiveOffer, 
         (first if simple else rest).append((command, message))
     inserted = await repo.insert_offers(conn, [(cmd.case_id, cmd.offer, msg, cmd.proposed_at) for cmd, msg in first])
     highest = await repo.highest_offer_versions(conn, (cmd.case_id for cmd, _ in first))
-    saved, audits, grants = [], [], []
+    saved, audits, grants, reviews = [], [], [], []
     system = Actor.system()
     limits = steps.system_limits(deps)  # the same for every offer the system authorises under this policy
     limits_json = wire.limits_json(limits)
@@ -349,16 +359,25 @@ async def receive_offers(uow: UnitOfWork, batch: Sequence[tuple[c.ReceiveOffer, 
                     reason=steps.SYSTEM_REASON,
                 )
             )
+        elif authority.reviewed_while_queued(after, offer):
+            review = steps.review(deps, case=after, offer=offer, message=message, now=now)
+            reviews.append(review)
+            uow.stage(review.record)
+            audits.append(review.audit)
+            final = review.case
         saved.append(final)
     await repo.save_cases(conn, saved, now=now)
     if len(await repo.insert_authorizations(conn, grants)) != len(grants):
         raise Conflict("an offer of this batch is already authorised")  # cannot be for a first offer: isolate it
     await repo.set_offer_statuses(conn, [(g.offer_id, OfferStatus.AUTHORIZED) for g in grants])
+    await steps.save_reviews(conn, deps, reviews)
     await repo.append_audits(conn, audits)
     if authorised := len(grants):
         uow.after_commit(
             lambda: deps.metrics.authorizations.labels(tier=AuthorizationTier.SYSTEM.value).inc(authorised)
         )
+    if reviews:
+        uow.after_commit(steps.count_reviews(deps, reviews))
     await uow.flush()  # the set's events before the one-by-one ones, in the order they were decided
     for command, message in rest:
         await receive_offer(conn, command, message=message, deps=deps)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -34,6 +35,7 @@ from services.escalation.domain.errors import (
 )
 from services.escalation.domain.model import (
     Actor,
+    Approval,
     AuthorizationPart,
     AuthorizationTier,
     Case,
@@ -430,6 +432,76 @@ async def grant_as_owner(
         reason=reason,
         now=now,
     )
+
+
+@dataclass(frozen=True)
+class Review:
+    """A queued case's flagged offer sent up by the system: the request, the case holding it, and what to write."""
+
+    approval: Approval
+    case: Case
+    record: outbox.OutgoingRecord
+    audit: repo.AuditEntry
+
+
+def review(deps: Deps, *, case: Case, offer: Offer, message: bytes, now: datetime) -> Review:
+    """Return the system's approval request for ``case`` (queued, with ``offer`` current) and everything it
+    writes; nothing is written here, so a batch writes a set of them in a few statements (``save_reviews``)."""
+    policy, system = deps.policy(), Actor.system()
+    approval = authority.review_request(policy, case=case, offer=offer, approval_id=deps.new_id(), now=now)
+    after = replace(
+        lifecycle.apply(case, c.RequestApproval(by=system), now).case, pending_approval_id=approval.approval_id
+    )
+    used = rate(deps, offer.total.currency)
+    record = outbox.event_record(
+        APPROVAL_REQUESTED,
+        wire.approval_requested(approval, message=message, rate=used),
+        key=case.customer_id,
+        source=SOURCE,
+        ce_id=f"approval-requested:{approval.approval_id}:0",
+        time=now,
+    )
+    entry = audit_entry(
+        deps,
+        before=case,
+        after=after,
+        action=CaseAction.APPROVAL_REQUESTED,
+        actor=system,
+        at=now,
+        amount=approval.amount,
+        offer_id=offer.offer_id,
+        approval_id=approval.approval_id,
+        reason=approval.note,
+        rate=wire.rate_json(used),
+        detail=f"routed to {approval.approver_role} of {approval.approver_team}: "
+        f"{wire.reasons_of(approval.reasons)}; {approval.split}",
+    )
+    return Review(approval=approval, case=after, record=record, audit=entry)
+
+
+async def save_reviews(conn, deps: Deps, reviews: Sequence[Review]) -> None:
+    """Store the requests of ``reviews``, mark their offers awaiting approval and start their decision timers, in
+    three statements whatever their number (their cases, events and audits are written by the caller's set)."""
+    if not reviews:
+        return
+    approvals = [r.approval for r in reviews]
+    await repo.insert_approvals(conn, approvals)
+    await repo.set_offer_statuses(conn, [(a.offer_id, OfferStatus.AWAITING_APPROVAL) for a in approvals])
+    await repo.replace_timers(
+        conn,
+        [(a.case_id, SlaClock.APPROVAL, [(APPROVAL_DUE, a.decision_due_at)], a.approval_id) for a in approvals],
+    )
+
+
+def count_reviews(deps: Deps, reviews: Sequence[Review]) -> Callable[[], None]:
+    """Return the hook that counts ``reviews`` as approvals requested (run it once they are committed)."""
+    roles = Counter(r.approval.approver_role for r in reviews)
+
+    def count() -> None:
+        for role, n in roles.items():
+            deps.metrics.approvals_requested.labels(approver_role=role).inc(n)
+
+    return count
 
 
 async def owner_authorize_at_once(conn, deps: Deps, *, case: Case, now: datetime) -> Case:

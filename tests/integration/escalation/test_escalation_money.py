@@ -278,3 +278,68 @@ async def test_bad_decisions_and_unconfigured_currencies_are_refused_naming_the_
         await me.GetMyAuthority(pb.GetMyAuthorityRequest(currency="XYZ"))
     assert bad_currency.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "currency" in bad_currency.value.details() and "XYZ" in bad_currency.value.details()
+
+
+async def test_flagged_offers_of_queued_cases_go_for_review_at_once_and_the_claimer_inherits_them(
+    escalation, publisher, client
+):
+    team = new_id("team")
+    queued = [case_opened(team=team, system_detected=True) for _ in range(3)]
+    flagged = [offer_in(opened, "EUR", (VOUCHER, 4000)) for opened in queued]
+    for offer in flagged:
+        offer.budget_exceeded = True
+    plain = case_opened(team=team, system_detected=True)
+    beyond_automation = offer_in(plain, "EUR", (VOUCHER, 4000))  # unflagged: waits for whoever claims it
+    for opened in [*queued, plain]:
+        await publish(publisher, OPENED, opened, source="intake")
+    for offer in [*flagged, beyond_automation]:
+        await publish(publisher, OFFERS, offer, source="compensation")
+    requests = {}
+    for opened in queued:
+        [request] = await read_events(
+            escalation.settings.kafka_bootstrap_servers, REQUESTED, events_pb2.ApprovalRequested,
+            key=opened.customer_id, count=1,
+        )  # fmt: skip
+        requests[opened.case_id] = request
+        assert request.approver_role == "senior_agent"  # the first tier above an agent that covers 40 EUR
+        assert list(request.reasons) == [common_pb2.APPROVAL_REASON_BUDGET_EXCEEDED]
+        assert (request.amount.amount_minor, request.owner_share.amount_minor) == (4000, 0)
+        assert request.requested_by.kind == common_pb2.ACTOR_KIND_SYSTEM
+    lead = client.as_(new_id("lead"), "team_lead", team)
+    await offer_shown(lead, plain, beyond_automation)
+    first, second, third = queued
+    shown = (await lead.GetCase(pb.GetCaseRequest(case_id=first.case_id))).case
+    assert shown.state == pb.CASE_STATE_QUEUED
+    assert shown.pending_approval_id == requests[first.case_id].approval_id
+    untouched = (await lead.GetCase(pb.GetCaseRequest(case_id=plain.case_id))).case
+    assert (untouched.state, untouched.pending_approval_id) == (pb.CASE_STATE_QUEUED, "")
+
+    # Claimed while the request is in flight: the new owner is the contact and the approval goes on.
+    agent = client.as_(new_id("agent"), "agent", team)
+    claimed = (await agent.ClaimCase(pb.ClaimCaseRequest(request_id=new_id("req"), case_id=first.case_id))).case
+    assert (claimed.state, claimed.pending_approval_id) == (
+        pb.CASE_STATE_AWAITING_APPROVAL,
+        requests[first.case_id].approval_id,
+    )
+
+    # Decided before anyone claimed it: authorised, still in the queue; whoever claims it can present it.
+    senior = client.as_(new_id("senior"), "senior_agent", team)
+    await decide(senior, requests[second.case_id].approval_id, common_pb2.APPROVAL_DECISION_APPROVE)
+    [granted] = await authorised(escalation, second, 1)
+    assert (granted.tier, granted.part, granted.amount.amount_minor) == (
+        common_pb2.AUTHORIZATION_TIER_APPROVER,
+        common_pb2.AUTHORIZATION_PART_WHOLE,
+        4000,
+    )
+    waiting = (await lead.GetCase(pb.GetCaseRequest(case_id=second.case_id))).case
+    assert (waiting.state, waiting.pending_approval_id) == (pb.CASE_STATE_QUEUED, "")
+    claimed = (await agent.ClaimCase(pb.ClaimCaseRequest(request_id=new_id("req"), case_id=second.case_id))).case
+    assert claimed.state == pb.CASE_STATE_OFFER_READY
+
+    # Nobody but the system sends a queued case's offer up; a queued case in review goes only to a named person.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await lead.TransferCase(
+            pb.TransferCaseRequest(request_id=new_id("req"), case_id=third.case_id, to_team=new_id("team"), reason="x")
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "approval is in flight" in refused.value.details()

@@ -51,6 +51,7 @@ EXPECTED = {
     (S.OFFER_PENDING, c.AuthorizeOffer): S.OFFER_READY,
     (S.OFFER_PENDING, c.RequestApproval): S.AWAITING_APPROVAL,
     (S.AWAITING_APPROVAL, c.DecideApproval): S.OFFER_READY,
+    (S.QUEUED, c.DecideApproval): S.QUEUED,  # decided before anyone claimed the case
     (S.OFFER_READY, c.PresentOffer): S.WAITING_ON_CUSTOMER,
     (S.OFFER_READY, c.RecordCustomerDecision): S.OFFER_READY,
     (S.WAITING_ON_CUSTOMER, c.RecordCustomerDecision): S.OFFER_READY,
@@ -71,7 +72,8 @@ def test_legal_transitions_reach_the_expected_state(state, command_type):
 
 
 def test_the_table_holds_exactly_the_expected_transitions():
-    assert set(lifecycle.TABLE) == set(EXPECTED) | {(S.QUEUED, c.AuthorizeOffer)}
+    # The system's own moves on a queued case: refused to people, so not in EXPECTED's owner-driven table.
+    assert set(lifecycle.TABLE) == set(EXPECTED) | {(S.QUEUED, c.AuthorizeOffer), (S.QUEUED, c.RequestApproval)}
 
 
 def _id(v):
@@ -116,6 +118,23 @@ def test_only_the_system_authorises_an_offer_on_a_queued_case():
     assert lifecycle.apply(case(S.QUEUED), c.AuthorizeOffer(by=Actor.system()), NOW).case.state is S.QUEUED
     with pytest.raises(IllegalTransition):
         lifecycle.apply(case(S.QUEUED), c.AuthorizeOffer(by=OWNER), NOW)
+
+
+def test_only_the_system_sends_a_queued_cases_offer_up_and_the_claimer_inherits_the_request():
+    queued = case(S.QUEUED, current_offer_id="o-1")
+    sent = lifecycle.apply(queued, c.RequestApproval(by=Actor.system()), NOW).case
+    assert sent.state is S.QUEUED
+    with pytest.raises(IllegalTransition, match="claim it first"):
+        lifecycle.apply(queued, c.RequestApproval(by=OWNER), NOW)
+    pending = case(S.QUEUED, current_offer_id="o-1", pending_approval_id="a-1")
+    claim = c.ClaimCase(by=Actor.employee("e-2", "agent", "care"))
+    assert lifecycle.apply(pending, claim, NOW).case.state is S.AWAITING_APPROVAL
+    assert lifecycle.apply(pending, COMMANDS[c.TransferCase], NOW).case.state is S.AWAITING_APPROVAL
+    to_queue = c.TransferCase(by=LEAD, to_employee_id="", to_team="billing", reason="their product")
+    with pytest.raises(IllegalTransition, match="approval is in flight"):
+        lifecycle.apply(pending, to_queue, NOW)
+    decided = lifecycle.apply(pending, c.DecideApproval(by=LEAD, approved=True), NOW).case
+    assert (decided.state, decided.pending_approval_id) == (S.QUEUED, "")
 
 
 def test_a_second_acknowledgement_is_refused():
