@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any, TypeVar
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -100,21 +101,21 @@ def nul_fields(message: Message, prefix: str = "") -> list[str]:
     """Return the paths of the string fields (at any depth) holding a NUL character.
 
     No Postgres text column can store one, so a NUL is refused at the door rather than failing a transaction.
+    Runs on every record and request, so it visits only the fields that can hold text (worked out once per
+    message type).
     """
-    if not prefix and b"\x00" not in message.SerializeToString():
-        # A NUL in a string is a zero byte on the wire; no zero byte at all (the usual case) means none, and the
-        # serializer (C) finds that far faster than walking the fields in Python.
-        return []
     found: list[str] = []
-    for field, value in message.ListFields():
-        path = f"{prefix}{field.name}"
-        repeated = field.is_repeated
-        if field.type == FieldDescriptor.TYPE_STRING:
-            if any("\x00" in text for text in (value if repeated else [value])):
-                found.append(path)
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            for i, item in enumerate(value if repeated else [value]):
-                found += nul_fields(item, f"{path}[{i}]." if repeated else f"{path}.")
+    texts, nested = _paths_to(message.DESCRIPTOR, FieldDescriptor.TYPE_STRING)
+    for name, repeated in texts:
+        value = getattr(message, name)
+        if any("\x00" in text for text in value) if repeated else "\x00" in value:
+            found.append(f"{prefix}{name}")
+    for name, repeated in nested:
+        if repeated:
+            for i, item in enumerate(getattr(message, name)):
+                found += nul_fields(item, f"{prefix}{name}[{i}].")
+        elif message.HasField(name):
+            found += nul_fields(getattr(message, name), f"{prefix}{name}.")
     return found
 
 
@@ -153,21 +154,70 @@ def unknown_enum_names(document: Any, descriptor, prefix: str = "") -> list[str]
 
 def unknown_enum_numbers(message: Message, prefix: str = "") -> list[str]:
     """Return each enum field of ``message`` (at any depth) holding a number its enum does not define (a binary
-    publisher on a newer contract), with the allowed names."""
+    publisher on a newer contract), with the allowed names.
+
+    Runs on every record a consumer takes, so it visits only the fields that can hold an enum (worked out once
+    per message type), not every field of every nested message.
+    """
     found: list[str] = []
-    for field, value in message.ListFields():
-        path = f"{prefix}{field.name}"
-        items = value if field.is_repeated else [value]
-        if field.type == FieldDescriptor.TYPE_ENUM:
-            enum = field.enum_type
-            for i, number in enumerate(items):
-                if number not in enum.values_by_number:
-                    where = f"{path}[{i}]" if field.is_repeated else path
-                    found.append(f"{where}: unknown value {number} (one of {_allowed(enum)})")
-        elif field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
-            for i, item in enumerate(items):
-                found += unknown_enum_numbers(item, f"{path}[{i}]." if field.is_repeated else f"{path}.")
+    enums, nested = _enum_paths(message.DESCRIPTOR)
+    for name, repeated, known, enum_type in enums:
+        value = getattr(message, name)
+        for i, number in enumerate(value if repeated else (value,)):
+            if number not in known:
+                where = f"{prefix}{name}[{i}]" if repeated else f"{prefix}{name}"
+                found.append(f"{where}: unknown value {number} (one of {_allowed(enum_type)})")
+    for name, repeated in nested:
+        if repeated:
+            for i, item in enumerate(getattr(message, name)):
+                found += unknown_enum_numbers(item, f"{prefix}{name}[{i}].")
+        elif message.HasField(name):
+            found += unknown_enum_numbers(getattr(message, name), f"{prefix}{name}.")
     return found
+
+
+@cache
+def _enum_paths(descriptor) -> tuple[tuple, tuple]:
+    """Return a message type's enum fields (name, repeated, known numbers, enum) and the message fields whose
+    types hold an enum at some depth (name, repeated)."""
+    enums = tuple(
+        (f.name, f.is_repeated, frozenset(f.enum_type.values_by_number), f.enum_type)
+        for f in descriptor.fields
+        if f.type == FieldDescriptor.TYPE_ENUM
+    )
+    return enums, _paths_to(descriptor, FieldDescriptor.TYPE_ENUM)[1]
+
+
+@cache
+def _paths_to(descriptor, field_type: int) -> tuple[tuple[tuple[str, bool], ...], tuple[tuple[str, bool], ...]]:
+    """Return a message type's fields of ``field_type`` and the message fields whose types hold one at some
+    depth, each as (name, repeated). Map fields and well-known types are left out."""
+    own = tuple((f.name, f.is_repeated) for f in descriptor.fields if f.type == field_type)
+    nested = tuple(
+        (f.name, f.is_repeated)
+        for f in descriptor.fields
+        if f.type == FieldDescriptor.TYPE_MESSAGE
+        and not f.message_type.GetOptions().map_entry
+        and _holds(f.message_type, field_type, frozenset())
+    )
+    return own, nested
+
+
+def _holds(descriptor, field_type: int, visiting: frozenset[str]) -> bool:
+    """True when a message type has a field of ``field_type`` at some depth (well-known types and cycles
+    excepted)."""
+    if descriptor.full_name.startswith("google.protobuf.") or descriptor.full_name in visiting:
+        return False
+    inner = visiting | {descriptor.full_name}
+    return any(
+        f.type == field_type
+        or (
+            f.type == FieldDescriptor.TYPE_MESSAGE
+            and not f.message_type.GetOptions().map_entry
+            and _holds(f.message_type, field_type, inner)
+        )
+        for f in descriptor.fields
+    )
 
 
 def time_to_proto(at: datetime | None) -> Timestamp | None:

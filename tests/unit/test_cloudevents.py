@@ -15,6 +15,7 @@ from recovery.events.v1 import common_pb2, events_pb2
 
 from services.common import cloudevents
 from services.common.errors import InvalidInput, UndecodableRecord
+from services.common.wire import unknown_enum_numbers
 
 FAILURE_TYPE = "recovery.events.v1.FailureReported"
 TYPES = cloudevents.registry(events_pb2.FailureReported, events_pb2.CaseOpened)
@@ -486,3 +487,20 @@ def test_unknown_fields_are_still_ignored_for_publishers_on_a_newer_contract():
     document = json_format.MessageToDict(failure()) | {"somethingNew": {"x": 1}}
     headers, _ = encoded(cloudevents.JSON)
     assert cloudevents.decode(headers, json.dumps(document).encode(), TYPES)[1] == failure()
+
+
+def test_unknown_enum_numbers_are_found_at_every_depth_of_a_binary_message():
+    message = events_pb2.CaseOpened(
+        customer_id="cust-1",
+        category=common_pb2.CATEGORY_LATE_DELIVERY,
+        reported_costs=[common_pb2.CostItem(kind=common_pb2.COST_KIND_TAXI), common_pb2.CostItem(kind=77)],
+        stated_impacts=[common_pb2.IMPACT_TIME_LOST, 55],
+        classification=common_pb2.Classification(severity=common_pb2.SeverityAssessment(severity=66)),
+    )
+    found = unknown_enum_numbers(events_pb2.CaseOpened.FromString(message.SerializeToString()))
+    assert sorted(f.split(" (")[0] for f in found) == [
+        "classification.severity.severity: unknown value 66",
+        "reported_costs[1].kind: unknown value 77",
+        "stated_impacts[1]: unknown value 55",
+    ]
+    assert unknown_enum_numbers(events_pb2.CaseOpened(customer_id="cust-1")) == []
