@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -55,6 +56,7 @@ import asyncpg
 import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 from recovery.events.v1 import common_pb2 as common
 from recovery.events.v1 import events_pb2 as events
 from recovery.intake.v1 import intake_pb2, intake_pb2_grpc
@@ -528,6 +530,94 @@ async def raw_rate(system: System, customers: list[str]) -> tuple[float, float, 
         await conn.close()
 
 
+# ---------------------------------------------------------------------------------------------- batches seen
+
+
+def scrape(port: int) -> dict[tuple[str, str], float]:
+    """Return each consumer topic's batch count, batch seconds and records from a service's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found: Counter = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            topic_name = sample.labels.get("topic", "")
+            if sample.name == "recovery_consumer_batch_duration_seconds_count":
+                found[(topic_name, "batches")] += sample.value
+            elif sample.name == "recovery_consumer_batch_duration_seconds_sum":
+                found[(topic_name, "seconds")] += sample.value
+            elif sample.name == "recovery_records_consumed_total":
+                found[(topic_name, "records")] += sample.value
+    return dict(found)
+
+
+async def scrape_all(system: System) -> dict[str, dict[tuple[str, str], float]]:
+    return {name: await asyncio.to_thread(scrape, port) for name, port in sorted(system.metrics_ports.items())}
+
+
+def print_batches(before: dict, after: dict, seconds: float) -> None:
+    """Print, per service and input topic, the batches a scenario made: how many, how large, how long."""
+    print(f"  consumer batches (from each service's metrics; busy = batch time / the scenario's {seconds:.1f} s):")
+    print(f"    {'service':<14}{'topic':<34}{'batches':>8}{'records':>9}{'per batch':>10}{'ms/batch':>9}"
+          f"{'ms/record':>10}{'busy':>7}")  # fmt: skip
+    for name, now in after.items():
+        then = before.get(name, {})
+        for topic_name in sorted({t for t, _ in now}):
+            delta = {k: now.get((topic_name, k), 0) - then.get((topic_name, k), 0) for k in ("batches", "seconds")}
+            delta["records"] = now.get((topic_name, "records"), 0) - then.get((topic_name, "records"), 0)
+            if not delta["batches"]:
+                continue
+            print(
+                f"    {name:<14}{topic_name:<34}{delta['batches']:>8.0f}{delta['records']:>9.0f}"
+                f"{delta['records'] / delta['batches']:>10.1f}{1000 * delta['seconds'] / delta['batches']:>9.1f}"
+                f"{1000 * delta['seconds'] / max(delta['records'], 1):>10.2f}{delta['seconds'] / seconds:>7.0%}"
+            )
+
+
+def cpu_seconds(runner: int, data_dir: Path) -> Counter:
+    """Return the CPU seconds (user + system) used so far by each part of the system under ``runner``: each
+    service, the broker, PostgreSQL (all its processes: pg_ctl detaches the server, so it is found by its data
+    directory), the runner itself, and this benchmark process."""
+    used: Counter = Counter()
+    tick = os.sysconf("SC_CLK_TCK")
+    servers = [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and str(data_dir) in " ".join(cmdline(int(p.name)))
+    ]
+    todo, seen = [runner, *servers], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo += children(pid)
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        args = " ".join(cmdline(pid))
+        part = next((name for name in SERVICES if f"services.{name}" in args), None)
+        if part is None:
+            part = "broker" if "tansu" in args else "postgres" if "postgres" in args else "runner"
+        used[part] += (int(fields[11]) + int(fields[12])) / tick
+    mine = os.times()
+    used["bench (client)"] = mine.user + mine.system
+    return used
+
+
+def print_cpu(before: Counter, after: Counter, records: int, seconds: float) -> None:
+    """Print each part's CPU time over a scenario: per record and as a share of the machine's cores."""
+    cores = os.cpu_count() or 1
+    parts = sorted(after, key=lambda p: -(after[p] - before[p]))
+    total = sum(after[p] - before[p] for p in parts)
+    print(
+        f"  CPU (user + system) over {seconds:.1f} s: {total:.1f} s = {total / seconds / cores:.0%} of {cores} cores, "
+        f"{1000 * total / max(records, 1):.2f} ms per failure"
+    )
+    shares = ", ".join(f"{p} {1000 * (after[p] - before[p]) / max(records, 1):.2f}" for p in parts)
+    print(f"    ms per failure: {shares}")
+
+
 # ---------------------------------------------------------------------------------------------- the pipeline
 
 
@@ -540,6 +630,7 @@ class Bench:
     customers: Customers
     rss: Rss
     timeout: float
+    data_dir: Path
 
     async def publish(self, records: list[tuple[bytes, list, bytes]], sent: dict[str, float]) -> float:
         """Publish the records as fast as the producer takes them, noting when each customer's was sent;
@@ -556,6 +647,7 @@ class Bench:
         customers = self.customers.batch(scenario, count)
         records = [failure(c, i) for i, c in enumerate(customers)]  # encoded before the clock starts
         sent: dict[str, float] = {}
+        batches, cpu = await scrape_all(self.system), cpu_seconds(self.process.pid, self.data_dir)
         t0 = time.perf_counter()
         deadline = t0 + self.timeout
         published = asyncio.create_task(self.publish(records, sent))
@@ -591,6 +683,8 @@ class Bench:
         times = [step * k for k in range(1, max(1, math.ceil(span / step - 1e-9)) + 1)]
         print(f"  per-stage curve (customers reached by t since the first publish, {len(times)} slices):")
         print_curve(self.watch, customers, sent, t0, times)
+        print_cpu(cpu, cpu_seconds(self.process.pid, self.data_dir), count, span)
+        print_batches(batches, await scrape_all(self.system), span)
         print_rss(self.rss.take())
         if error:
             raise error
@@ -631,6 +725,7 @@ class Bench:
         customers = self.customers.batch("paced", count)
         sent: dict[str, float] = {}
         sends = []
+        batches, cpu = await scrape_all(self.system), cpu_seconds(self.process.pid, self.data_dir)
         start = time.perf_counter()
         for i, customer in enumerate(customers):
             delay = start + i / rate - time.perf_counter()
@@ -658,6 +753,8 @@ class Bench:
         )
         print_latencies(self.watch, sent)
         print_outcome(self.watch, customers)
+        print_cpu(cpu, cpu_seconds(self.process.pid, self.data_dir), count, time.perf_counter() - start)
+        print_batches(batches, await scrape_all(self.system), time.perf_counter() - start)
         print_rss(self.rss.take())
         if error:
             raise error
@@ -798,7 +895,7 @@ async def run(args: argparse.Namespace) -> int:
                 f"pipeline benchmark: {PARTITIONS} partitions, {os.cpu_count()} cores, "
                 f"the system up in {time.perf_counter() - began:.0f} s"
             )
-            return await scenarios(process, system, args)
+            return await scenarios(process, system, args, Path(tmp))
         except Incomplete as error:
             problems = [line.rstrip() for line in system.output if '"ERROR"' in line or "Traceback" in line]
             print(f"\nbenchmark incomplete: {error}", file=sys.stderr)
@@ -826,7 +923,9 @@ def _alive(pids: list[int]) -> bool:
     return any(Path(f"/proc/{pid}").exists() for pid in pids)
 
 
-async def scenarios(process: asyncio.subprocess.Process, system: System, args: argparse.Namespace) -> int:
+async def scenarios(
+    process: asyncio.subprocess.Process, system: System, args: argparse.Namespace, data_dir: Path
+) -> int:
     pids = service_pids(process.pid, system)
     customers = Customers()
     raw, raw_s, relay_peaks = await raw_rate(system, customers.batch("raw", args.count))
@@ -840,7 +939,7 @@ async def scenarios(process: asyncio.subprocess.Process, system: System, args: a
     producer = AIOKafkaProducer(bootstrap_servers=system.kafka, acks="all", enable_idempotence=False)
     await producer.start()
     rss = Rss(pids, system)
-    bench = Bench(process, system, watch, producer, customers, rss, args.timeout)
+    bench = Bench(process, system, watch, producer, customers, rss, args.timeout, data_dir)
     try:
         rate = await bench.throughput(args.count, raw)
         await bench.singles(50)
