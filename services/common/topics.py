@@ -66,6 +66,14 @@ CATALOGUE: tuple[Topic, ...] = (
         key="hotspot:<dimension>:<value>",
     ),
     _t(
+        "incident-updated",
+        "IncidentUpdated",
+        "escalation",
+        "operations dashboards",
+        "How the recovery of one disruption stands: its cases, offers authorised, approvals waiting.",
+        key="incident:<incident_id>",
+    ),
+    _t(
         "offer-proposed",
         "OfferProposed",
         "compensation",

@@ -13,19 +13,21 @@ from services.common import runtime
 from services.common.policy import PolicyStore
 from services.common.runtime import Kit, ServiceParts
 from services.common.scheduler import Scheduler
+from services.common.unit_of_work import unit_of_work
 from services.escalation.adapters.metrics import EscalationMetrics
 from services.escalation.config import EscalationSettings
 from services.escalation.domain.policy import load_policy
 from services.escalation.entrypoints import consumers
 from services.escalation.entrypoints.grpc_api import RULES, SERVICE, CaseApi
-from services.escalation.service_layer import steps, timers
+from services.escalation.service_layer import incidents, steps, timers
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
 
 
 async def build(kit: Kit) -> ServiceParts:
-    """Return escalation's parts: four consumers, the CaseService API, the timer loop, gauges and the policy watcher."""
+    """Return escalation's parts: four consumers, the CaseService API, the timer loop, gauges, incident updates and
+    the policy watcher."""
     settings = kit.settings
     assert isinstance(settings, EscalationSettings)
     policies = PolicyStore(settings.policy_file, load_policy, name="escalation", metrics=kit.metrics)
@@ -49,13 +51,27 @@ async def build(kit: Kit) -> ServiceParts:
                 log.warning("escalation gauges not refreshed", exc_info=True)
             await asyncio.sleep(settings.gauge_seconds)
 
+    async def incident_updates() -> None:
+        while True:
+            try:
+                async with unit_of_work(kit.db) as uow:
+                    await incidents.publish_updates(uow, deps=deps)
+            except Exception:
+                log.warning("incident updates not published this round", exc_info=True)
+            await asyncio.sleep(settings.incident_update_seconds)
+
     api = CaseApi(db=kit.db, deps=deps, watch_poll_seconds=settings.watch_poll_seconds)
     return ServiceParts(
         subscriptions=consumers.subscriptions(deps),
         grpc_register=[partial(escalation_pb2_grpc.add_CaseServiceServicer_to_server, api)],
         grpc_service_names=[SERVICE],
         grpc_rules=RULES,
-        background=[timer_loop.run, gauges, partial(policies.watch, settings.policy_reload_seconds)],
+        background=[
+            timer_loop.run,
+            gauges,
+            incident_updates,
+            partial(policies.watch, settings.policy_reload_seconds),
+        ],
     )
 
 

@@ -28,6 +28,11 @@ class EscalationSettings(KitSettings):
     gauge_seconds: float = env(
         "ESCALATION_GAUGE_SECONDS", 10.0, doc="How often gauges (cases by state, pending approvals, load) refresh."
     )
+    incident_update_seconds: float = env(
+        "ESCALATION_INCIDENT_UPDATE_SECONDS",
+        5.0,
+        doc="How often incidents whose cases changed get an IncidentUpdated (at most one per incident per round).",
+    )
     watch_poll_seconds: float = env(
         "ESCALATION_WATCH_POLL_SECONDS", 0.5, doc="How often WatchCases streams look for changed cases."
     )

@@ -251,13 +251,15 @@ class IncidentSummary:
     offers_authorized: int
     without_offer: int
     authorized_total: dict[str, int]  # per currency, minor units
+    awaiting_approval: int = 0  # cases with a request in flight, queued ones included
 
 
 async def incident_summary(conn: asyncpg.Connection, incident_id: str) -> IncidentSummary:
     """Count the incident's cases by state and by where their current offers are, and what was authorised."""
     rows = await conn.fetch(
         """SELECT c.state, count(*) AS n, count(*) FILTER (WHERE o.status = 'authorized') AS authorized,
-                  count(*) FILTER (WHERE c.current_offer_id = '') AS without_offer
+                  count(*) FILTER (WHERE c.current_offer_id = '') AS without_offer,
+                  count(*) FILTER (WHERE c.pending_approval_id <> '') AS awaiting
            FROM cases c LEFT JOIN offers o ON o.offer_id = c.current_offer_id
            WHERE c.incident_id = $1 GROUP BY c.state""",
         incident_id,
@@ -275,6 +277,34 @@ async def incident_summary(conn: asyncpg.Connection, incident_id: str) -> Incide
         offers_authorized=sum(r["authorized"] for r in rows),
         without_offer=sum(r["without_offer"] for r in rows),
         authorized_total={r["currency"]: r["total"] for r in totals},
+        awaiting_approval=sum(r["awaiting"] for r in rows),
+    )
+
+
+async def incidents_changed(conn: asyncpg.Connection, *, limit: int) -> dict[str, int]:
+    """Return the incidents whose cases changed since their last published update, each with its cases'
+    newest revision (at most ``limit``, longest waiting first)."""
+    rows = await conn.fetch(
+        """SELECT c.incident_id, c.revision FROM (
+               SELECT incident_id, max(revision) AS revision FROM cases WHERE incident_id <> '' GROUP BY incident_id
+           ) c LEFT JOIN incident_updates u USING (incident_id)
+           WHERE u.revision IS NULL OR c.revision > u.revision
+           ORDER BY u.published_at NULLS FIRST LIMIT $1""",
+        limit,
+    )
+    return {r["incident_id"]: r["revision"] for r in rows}
+
+
+async def mark_incidents_updated(conn: asyncpg.Connection, revisions: dict[str, int], *, now: datetime) -> None:
+    """Record the revision each incident's update was published for, in one statement."""
+    await conn.execute(
+        """INSERT INTO incident_updates (incident_id, revision, published_at)
+           SELECT i, r, $3 FROM unnest($1::text[], $2::bigint[]) AS u(i, r)
+           ON CONFLICT (incident_id)
+           DO UPDATE SET revision = excluded.revision, published_at = excluded.published_at""",
+        list(revisions),
+        list(revisions.values()),
+        now,
     )
 
 

@@ -651,12 +651,37 @@ def incident_to_proto(incident_id: str, summary) -> pb.GetIncidentResponse:
             for state, n in sorted(summary.by_state.items())
         ],
         offers_authorized=summary.offers_authorized,
-        awaiting_approval=summary.by_state.get(CaseState.AWAITING_APPROVAL.value, 0),
+        awaiting_approval=summary.awaiting_approval,
         without_offer=summary.without_offer,
         authorized_total=[
             common_pb2.Money(amount_minor=total, currency=currency)
             for currency, total in sorted(summary.authorized_total.items())
         ],
+    )
+
+
+def incident_key(incident_id: str) -> str:
+    """Return the record key (and customer_id) of an incident's updates."""
+    return f"incident:{incident_id}"
+
+
+def incident_updated(incident_id: str, *, revision: int, summary, at: datetime) -> events_pb2.IncidentUpdated:
+    """Return the IncidentUpdated event of an incident's summary at its cases' ``revision``."""
+    return events_pb2.IncidentUpdated(
+        customer_id=incident_key(incident_id),
+        incident_id=incident_id,
+        revision=revision,
+        cases=summary.cases,
+        customers=summary.customers,
+        offers_authorized=summary.offers_authorized,
+        awaiting_approval=summary.awaiting_approval,
+        without_offer=summary.without_offer,
+        resolved=summary.by_state.get(CaseState.RESOLVED.value, 0),
+        authorized_total=[
+            common_pb2.Money(amount_minor=total, currency=currency)
+            for currency, total in sorted(summary.authorized_total.items())
+        ],
+        updated_at=time_to_proto(at),
     )
 
 

@@ -1,14 +1,15 @@
-"""Incidents over the real broker and Postgres: the cases of one disruption are listed and counted together."""
+"""Incidents over the real broker and Postgres: the cases of one disruption are listed and counted together,
+and other systems hear how its recovery stands."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
 from recovery.escalation.v1 import escalation_pb2 as pb
-from recovery.events.v1 import common_pb2
+from recovery.events.v1 import common_pb2, events_pb2
 
 from services.escalation import bootstrap
-from tests.integration.conftest import eventually
+from tests.integration.conftest import eventually, read_topic
 from tests.integration.escalation.conftest import (
     OFFERS,
     OPENED,
@@ -24,11 +25,14 @@ from tests.integration.escalation.conftest import (
 from tests.support.running import channel, running_service
 
 VOUCHER = common_pb2.REMEDY_KIND_VOUCHER
+UPDATES = "recovery.incident-updated.v1"
 
 
 @pytest.fixture(scope="module")
 async def escalation(stack, tmp_path_factory):
-    settings = escalation_settings(stack, tmp_path_factory.mktemp("escalation-incidents"), policy_text())
+    settings = escalation_settings(
+        stack, tmp_path_factory.mktemp("escalation-incidents"), policy_text(), incident_update_seconds=0.2
+    )
     async with running_service(settings, build=bootstrap.build, migrations_dir=bootstrap.MIGRATIONS) as endpoints:
         yield Escalation(settings=settings, endpoints=endpoints)
 
@@ -75,3 +79,31 @@ async def test_the_cases_of_a_cancelled_flight_are_counted_and_listed_together(e
     with pytest.raises(grpc.aio.AioRpcError) as unnamed:
         await lead.GetIncident(pb.GetIncidentRequest())
     assert unnamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "incident_id" in unnamed.value.details()
+
+
+async def test_other_systems_hear_how_an_incidents_recovery_stands_as_its_cases_change(escalation, publisher):
+    team, incident = new_id("team"), f"release-2026.12-{new_id('d')}"
+    opened = [case_opened(team=team, system_detected=True, incident_id=incident) for _ in range(4)]
+    for case in opened:
+        await publish(publisher, OPENED, case, source="intake")
+    offers = [offer_for(case, (VOUCHER, 2000)) for case in opened[:3]]
+    flagged = offer_for(opened[3], (VOUCHER, 2000), budget_exceeded=True)  # goes to a reviewer as it arrives
+    for offer in (*offers, flagged):
+        await publish(publisher, OFFERS, offer, source="compensation")
+    key = f"incident:{incident}".encode()
+
+    def mine(records):
+        return [r for r in records if r.key == key]
+
+    def settled(records):
+        updates = [events_pb2.IncidentUpdated.FromString(r.value) for r in mine(records)]
+        return bool(updates) and (updates[-1].offers_authorized, updates[-1].awaiting_approval) == (3, 1)
+
+    records = mine(await read_topic(escalation.settings.kafka_bootstrap_servers, UPDATES, until=settled, timeout=40))
+    updates = [events_pb2.IncidentUpdated.FromString(r.value) for r in records]
+    last = updates[-1]
+    assert (last.incident_id, last.cases, last.customers, last.without_offer, last.resolved) == (incident, 4, 4, 0, 0)
+    assert [(m.currency, m.amount_minor) for m in last.authorized_total] == [("EUR", 6000)]
+    revisions = [u.revision for u in updates]
+    assert revisions == sorted(set(revisions)), "each update is for newer cases than the one before"
+    assert dict(records[-1].headers)["ce_id"].decode() == f"incident-updated:{incident}:{last.revision}"
