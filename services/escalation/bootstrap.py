@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -25,6 +26,20 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
 
 
+def _every(seconds: float, work: Callable[[], Awaitable[None]], what: str) -> Callable[[], Awaitable[None]]:
+    """Return a background loop doing ``work`` every ``seconds``; a failed round is logged and the next one tried."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                await work()
+            except Exception:
+                log.warning("escalation %s: round failed", what, exc_info=True)
+            await asyncio.sleep(seconds)
+
+    return loop
+
+
 async def build(kit: Kit) -> ServiceParts:
     """Return escalation's parts: four consumers, the CaseService API, the timer loop, gauges, incident updates and
     the policy watcher."""
@@ -42,23 +57,13 @@ async def build(kit: Kit) -> ServiceParts:
         retry_max_seconds=settings.retry_max_seconds,
     )
 
-    async def gauges() -> None:
-        while True:
-            try:
-                async with kit.db.transaction() as conn:
-                    await timers.refresh_gauges(conn, deps=deps)
-            except Exception:
-                log.warning("escalation gauges not refreshed", exc_info=True)
-            await asyncio.sleep(settings.gauge_seconds)
+    async def refresh_gauges() -> None:
+        async with kit.db.transaction() as conn:
+            await timers.refresh_gauges(conn, deps=deps)
 
-    async def incident_updates() -> None:
-        while True:
-            try:
-                async with unit_of_work(kit.db) as uow:
-                    await incidents.publish_updates(uow, deps=deps)
-            except Exception:
-                log.warning("incident updates not published this round", exc_info=True)
-            await asyncio.sleep(settings.incident_update_seconds)
+    async def publish_incident_updates() -> None:
+        async with unit_of_work(kit.db) as uow:
+            await incidents.publish_updates(uow, deps=deps)
 
     api = CaseApi(db=kit.db, deps=deps, watch_poll_seconds=settings.watch_poll_seconds)
     return ServiceParts(
@@ -68,8 +73,8 @@ async def build(kit: Kit) -> ServiceParts:
         grpc_rules=RULES,
         background=[
             timer_loop.run,
-            gauges,
-            incident_updates,
+            _every(settings.gauge_seconds, refresh_gauges, "gauges"),
+            _every(settings.incident_update_seconds, publish_incident_updates, "incident updates"),
             partial(policies.watch, settings.policy_reload_seconds),
         ],
     )

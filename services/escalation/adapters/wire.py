@@ -653,11 +653,13 @@ def incident_to_proto(incident_id: str, summary) -> pb.GetIncidentResponse:
         offers_authorized=summary.offers_authorized,
         awaiting_approval=summary.awaiting_approval,
         without_offer=summary.without_offer,
-        authorized_total=[
-            common_pb2.Money(amount_minor=total, currency=currency)
-            for currency, total in sorted(summary.authorized_total.items())
-        ],
+        authorized_total=_totals_to_proto(summary.authorized_total),
     )
+
+
+def _totals_to_proto(totals: dict[str, int]) -> list[common_pb2.Money]:
+    """Return amounts per currency (minor units) as Money, in currency order."""
+    return [common_pb2.Money(amount_minor=total, currency=currency) for currency, total in sorted(totals.items())]
 
 
 def incident_key(incident_id: str) -> str:
@@ -677,10 +679,7 @@ def incident_updated(incident_id: str, *, revision: int, summary, at: datetime) 
         awaiting_approval=summary.awaiting_approval,
         without_offer=summary.without_offer,
         resolved=summary.by_state.get(CaseState.RESOLVED.value, 0),
-        authorized_total=[
-            common_pb2.Money(amount_minor=total, currency=currency)
-            for currency, total in sorted(summary.authorized_total.items())
-        ],
+        authorized_total=_totals_to_proto(summary.authorized_total),
         updated_at=time_to_proto(at),
     )
 

@@ -22,11 +22,13 @@ INCIDENT_UPDATED = topic("recovery.incident-updated.v1").name
 async def publish_updates(uow: UnitOfWork, *, deps: steps.Deps, limit: int = 50) -> int:
     """Stage an update for each incident (at most ``limit``) whose cases changed since its last; returns how many."""
     conn, now = uow.conn, deps.clock()
-    if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext('incident-updates'))"):
+    # The schema is part of the lock (advisory locks are per database): only this service's replicas exclude each other.
+    if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || ':incident-updates'))"):
         return 0  # another replica's round is publishing them
     changed = await repo.incidents_changed(conn, limit=limit)
+    summaries = await repo.incident_summaries(conn, list(changed))
     for incident_id, revision in changed.items():
-        summary = await repo.incident_summary(conn, incident_id)
+        summary = summaries[incident_id]
         uow.stage(
             outbox.event_record(
                 INCIDENT_UPDATED,
