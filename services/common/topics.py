@@ -2,7 +2,7 @@
 
 The README's topic table is the same catalogue for people; a test keeps the two equal. Topics are keyed
 by customer id and share one partition count, so one customer's events stay in order and land on the same
-partition number everywhere. The two events that are not about one customer say what their key is.
+partition number everywhere. The events that are not about one customer say what their key is.
 """
 
 from __future__ import annotations
@@ -64,6 +64,14 @@ CATALOGUE: tuple[Topic, ...] = (
         "notification systems",
         "Failures in one area exceed their trailing baseline.",
         key="hotspot:<dimension>:<value>",
+    ),
+    _t(
+        "incident-declared",
+        "IncidentDeclared",
+        "escalation",
+        "compensation, operations dashboards",
+        "A disruption declared with a playbook whose offers the declaring supervisor pre-approves (Plan B).",
+        key="incident:<incident_id>",
     ),
     _t(
         "incident-updated",
@@ -155,8 +163,8 @@ CATALOGUE: tuple[Topic, ...] = (
         "CorrectiveActionCompleted",
         "engineering systems",
         "followup",
-        "A root cause was fixed; every customer whose case pointed at it hears about it.",
-        key="area:component:<component> (or area:team:<team>)",
+        "A root cause was fixed; every customer whose case pointed at it (or was part of its incident) hears about it.",
+        key="area:component:<component> (or area:team:<team>, or incident:<incident_id>)",
     ),
     _t(
         "deadletter",

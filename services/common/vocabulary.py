@@ -158,6 +158,7 @@ class RequoteReason(enum.Enum):
     SLA_BREACHED = "sla_breached"
     CUSTOMER_COUNTERED = "customer_countered"
     CASE_REOPENED = "case_reopened"
+    INCIDENT_DECLARED = "incident_declared"
 
 
 class AuthorizationTier(enum.Enum):
@@ -166,6 +167,7 @@ class AuthorizationTier(enum.Enum):
     OWNER = "owner"
     APPROVER = "approver"
     SYSTEM = "system"
+    PLAYBOOK = "playbook"
 
 
 class ApprovalReason(enum.Enum):
@@ -222,6 +224,7 @@ class HotspotDimension(enum.Enum):
     TEAM = "team"
     EMPLOYEE = "employee"
     HOUR_OF_DAY = "hour_of_day"
+    INCIDENT = "incident"
 
 
 # ------------------------------------------------------------------ value messages of common.proto

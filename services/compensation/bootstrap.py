@@ -20,7 +20,7 @@ MIGRATIONS = Path(__file__).parent.joinpath("migrations")
 
 
 async def build(kit: Kit) -> ServiceParts:
-    """Return compensation's parts: six consumers, the CompensationService API and the policy watcher.
+    """Return compensation's parts: seven consumers, the CompensationService API and the policy watcher.
 
     Raises PolicyError when the policy file is bad: the service does not start on it.
     """

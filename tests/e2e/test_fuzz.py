@@ -570,6 +570,17 @@ def template(topic: str, key: str, uid: str, case_id: str = "") -> Message:
             comment="thanks",
             received_at=ago(seconds=5),
         ),
+        "recovery.incident-declared.v1": lambda: events.IncidentDeclared(
+            customer_id=key,
+            incident_id=f"incident-fz-{uid}",
+            playbook_id="cancelled_flight",
+            declared_by=owner,
+            declared_by_role="team_lead",
+            reason="fz",
+            per_case_limit=eur(50_000),
+            limits_policy_version="fz",
+            declared_at=ago(seconds=5),
+        ),
         "recovery.corrective-action-completed.v1": lambda: events.CorrectiveActionCompleted(
             customer_id=key,
             action_id=f"action-fz-{uid}",

@@ -386,6 +386,69 @@ async def test_6_a_corrective_action_reaches_every_linked_customer_once(outside)
         assert len(outside.now_seen("recovery.followup-due.v1", notice(customer))) == 1
 
 
+async def test_6b_a_declared_cancelled_flight_gets_every_passenger_the_playbook_at_once(outside):
+    incident = new_id("flight-LO281")
+
+    def stranded(customer: str, **fields) -> events.FailureReported:
+        return system_failure(customer, category=common.CATEGORY_CANCELLATION, incident_id=incident, **fields)
+
+    early = new_id("cust")  # stranded before the disruption was declared: put right by the normal rules first
+    await outside.publish("recovery.failure-reported.v1", stranded(early), source="delivery-tracking")
+    (first,) = await outside.events("recovery.offer-authorized.v1", early)
+    assert first.tier == common.AUTHORIZATION_TIER_SYSTEM
+
+    declared = await outside.cases().DeclareIncident(
+        cases.DeclareIncidentRequest(
+            request_id=new_id("req"), incident_id=incident, playbook_id="cancelled_flight", reason="storm over WAW"
+        ),
+        metadata=outside.as_(LEAD),
+        timeout=30,
+    )
+    assert declared.declaration.declared_by == LEAD.sub
+    key = f"incident:{incident}".encode()
+    (announced,) = await outside.wait("recovery.incident-declared.v1", lambda s: s.record.key == key)
+    assert (announced.message.incident_id, announced.message.playbook_id) == (incident, "cancelled_flight")
+
+    passengers = [new_id("cust") for _ in range(20)]
+    stuck = new_id("cust")  # paid for a hotel and a new flight: more than the playbook gives
+    costs = [
+        common.CostItem(kind=common.COST_KIND_HOTEL, amount=eur(30_000), description="hotel", has_receipt=True),
+        common.CostItem(kind=common.COST_KIND_REBOOKING, amount=eur(80_000), description="flight", has_receipt=True),
+    ]
+    await asyncio.gather(
+        *(outside.publish("recovery.failure-reported.v1", stranded(c), source="delivery-tracking") for c in passengers),
+        outside.publish(
+            "recovery.failure-reported.v1", stranded(stuck, reported_costs=costs), source="delivery-tracking"
+        ),
+    )
+    playbook = {}
+    for customer in passengers:
+        (authorised,) = await outside.events("recovery.offer-authorized.v1", customer)
+        (offer,) = await outside.events("recovery.offer-proposed.v1", customer)
+        assert (authorised.tier, authorised.limits.employee_id) == (common.AUTHORIZATION_TIER_PLAYBOOK, LEAD.sub)
+        assert offer.playbook_id == "cancelled_flight" and authorised.offer_id == offer.offer_id
+        playbook[customer] = offer.total.amount_minor
+    assert len(set(playbook.values())) == 1, "every passenger hears the same answer"
+    # The early customer is re-quoted with the playbook, less what the system already gave, and pre-approved too.
+    _, requote = await outside.events("recovery.offer-proposed.v1", early, count=2)
+    assert requote.requote_reason == common.REQUOTE_REASON_INCIDENT_DECLARED and requote.playbook_id
+    _, second = await outside.events("recovery.offer-authorized.v1", early, count=2)
+    assert second.tier == common.AUTHORIZATION_TIER_PLAYBOOK
+    assert first.amount.amount_minor + second.amount.amount_minor == requote.granted_before_total.amount_minor + (
+        requote.total.amount_minor
+    )
+    # The customer who needs more gets the normal rules' offer, on the normal path (a person authorises it).
+    (normal,) = await outside.events("recovery.offer-proposed.v1", stuck)
+    assert normal.playbook_id == "" and normal.total.amount_minor > playbook[passengers[0]]
+    assert not outside.now_seen("recovery.offer-authorized.v1", for_customer(stuck))
+
+    summary = await outside.cases().GetIncident(
+        cases.GetIncidentRequest(incident_id=incident), metadata=outside.as_(LEAD), timeout=30
+    )
+    assert (summary.cases, summary.playbook_authorized) == (22, 21)
+    assert summary.declaration.playbook_id == "cancelled_flight"
+
+
 SERVICES = ("intake", "escalation", "compensation", "followup")
 # Every (input topic, consuming service) pair of the catalogue.
 INPUTS = sorted({(t.name, consumer) for t in CATALOGUE for consumer in t.consumers if consumer in SERVICES})

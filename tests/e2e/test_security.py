@@ -80,6 +80,7 @@ CaseService/DecideApproval             DDD    DDD    DAD    DAD      DAD       D
 CaseService/ListPendingApprovals        A      A      A      A        A         D        U
 CaseService/GetMyAuthority             AHH    AHH    AAH    AAH      AAH       DDD      UUU
 CaseService/GetIncident                 A      A      A      A        A         D        U
+CaseService/DeclareIncident             D      D      A      A        A         D        U
 CaseService/DelegateAuthority           A      A      A      A        A         D        U
 CaseService/PresentOffer               ADD    ADD    AAD    AAD      AAD       DDD      UUU
 CaseService/TransferCase               ADD    ADD    AAD    AAD      AAD       DDD      UUU
@@ -97,7 +98,8 @@ FollowupService/CancelFollowup         ADD    ADD    AAD    AAD      AAD       D
 # Notes on the rows. ClaimCase: any member of the case's team may claim (only queued cases: FAILED_PRECONDITION
 # here). AuthorizeOffer: the owner's authority is the owner's alone, supervisors included. DecideApproval: the
 # tier the request is routed to (team_lead of the case's team here) or a higher one of that team, never the
-# owner or requester. GetMyAuthority names a case the caller may see, as GetCase.
+# owner or requester. GetMyAuthority names a case the caller may see, as GetCase. DeclareIncident: the policy's
+# declarer roles (a lead and above), whose own limits pre-approve the incident's playbook offers.
 # Compensation's and followup's reads and RecordFeedback are open to every staff role by design (README);
 # CancelFollowup follows the case rule: the owner, or a lead and above of the case's team.
 
@@ -316,6 +318,13 @@ PROBES: dict[str, Probe] = {
     "CaseService/ListPendingApprovals": (lambda t, me: cases.ListPendingApprovalsRequest(), OK),
     "CaseService/GetMyAuthority": (lambda t, me: cases.GetMyAuthorityRequest(case_id=t.case_id), OK),
     "CaseService/GetIncident": (lambda t, me: cases.GetIncidentRequest(incident_id="probe"), OK),
+    # No reason: INVALID_ARGUMENT once the caller is found to be a declarer, and nothing is declared.
+    "CaseService/DeclareIncident": (
+        lambda t, me: cases.DeclareIncidentRequest(
+            request_id=req(), incident_id=f"probe-{req()}", playbook_id="cancelled_flight"
+        ),
+        INVALID,
+    ),
     "CaseService/DelegateAuthority": (_delegate_probe, INVALID),
     "CaseService/PresentOffer": (
         lambda t, me: cases.PresentOfferRequest(request_id=req(), case_id=t.case_id, offer_id=t.offer_id),

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import asyncpg
 from recovery.compensation.v1 import compensation_pb2
 
+from services.common.db import lock_keys
 from services.compensation.adapters import wire
 from services.compensation.domain.model import (
     AuthorizationPart,
@@ -64,12 +65,13 @@ async def insert_cases(
         return set()
     rows = await conn.fetch(
         """INSERT INTO cases (case_id, customer_id, owning_team, revision, failure_at, opened_at, unverified_claims,
-                              facts, updated_at, reference)
+                              facts, updated_at, reference, incident_id)
            SELECT case_id, customer_id, owning_team, $8::int, failure_at, opened_at, unverified_claims, facts,
-                  opened_at, reference
+                  opened_at, reference, incident_id
            FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int[],
-                       $7::bytea[], $9::text[]) AS n(case_id, customer_id, owning_team, failure_at, opened_at,
-                                                      unverified_claims, facts, reference)
+                       $7::bytea[], $9::text[], $10::text[]) AS n(case_id, customer_id, owning_team, failure_at,
+                                                                  opened_at, unverified_claims, facts, reference,
+                                                                  incident_id)
            ON CONFLICT (case_id) DO NOTHING RETURNING case_id""",
         [f.case_id for f, _, _ in cases],
         [f.customer_id for f, _, _ in cases],
@@ -80,6 +82,7 @@ async def insert_cases(
         [wire.facts_to_proto(f, at=f.failure_at).SerializeToString() for f, _, _ in cases],
         revision,
         [f.reference for f, _, _ in cases],
+        [f.incident_id for f, _, _ in cases],
     )
     return {row["case_id"] for row in rows}
 
@@ -155,7 +158,12 @@ async def _case(conn: asyncpg.Connection, case_id: str, *, lock: bool) -> Stored
     breaches = await conn.fetchval("SELECT count(*) FROM sla_breaches WHERE case_id = $1", case_id)
     reopens = await conn.fetchval("SELECT count(*) FROM reopenings WHERE case_id = $1", case_id)
     facts = replace(
-        facts, owning_team=row["owning_team"], sla_breaches=breaches, reopen_count=reopens, reference=row["reference"]
+        facts,
+        owning_team=row["owning_team"],
+        sla_breaches=breaches,
+        reopen_count=reopens,
+        reference=row["reference"],
+        incident_id=row["incident_id"],
     )
     return StoredCase(facts=facts, revision=row["revision"], opened_at=row["opened_at"])
 
@@ -233,6 +241,59 @@ async def record_reopening(
     return status.endswith(" 1")
 
 
+# ------------------------------------------------------------------------------------ incidents
+
+
+async def lock_incidents(conn: asyncpg.Connection, incident_ids: Iterable[str]) -> None:
+    """Hold a lock per incident until the transaction ends (one statement).
+
+    A declaration and the opening of one of its cases take it before reading each other's rows, so the one that
+    commits second sees the first: a case opened while its incident is being declared still gets the playbook.
+    """
+    await lock_keys(conn, "compensation-incident", incident_ids)
+
+
+async def record_playbook(
+    conn: asyncpg.Connection,
+    *,
+    incident_id: str,
+    playbook_id: str,
+    declared_by: str,
+    declared_at: datetime,
+    recorded_at: datetime,
+) -> bool:
+    """Record an incident's declaration once; False when the incident was already declared (nothing written)."""
+    status = await conn.execute(
+        """INSERT INTO incident_playbooks (incident_id, playbook_id, declared_by, declared_at, recorded_at)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (incident_id) DO NOTHING""",
+        incident_id,
+        playbook_id,
+        declared_by,
+        declared_at,
+        recorded_at,
+    )
+    return status.endswith(" 1")
+
+
+async def playbooks_of(conn: asyncpg.Connection, incident_ids: Iterable[str]) -> dict[str, str]:
+    """Return the playbook of each declared incident among ``incident_ids``, in one query."""
+    rows = await conn.fetch(
+        "SELECT incident_id, playbook_id FROM incident_playbooks WHERE incident_id = ANY($1::text[])",
+        sorted({i for i in incident_ids if i}),
+    )
+    return {row["incident_id"]: row["playbook_id"] for row in rows}
+
+
+async def cases_of_incident(conn: asyncpg.Connection, incident_id: str) -> list[str]:
+    """Return the ids of the incident's known cases, oldest first (none for the empty id: no incident)."""
+    # The second condition is what lets the planner use the partial index (a parameter alone proves nothing).
+    rows = await conn.fetch(
+        "SELECT case_id FROM cases WHERE incident_id = $1 AND incident_id <> '' ORDER BY opened_at, case_id",
+        incident_id,
+    )
+    return [row["case_id"] for row in rows]
+
+
 # ------------------------------------------------------------------------------------ offers
 
 
@@ -291,6 +352,7 @@ def _offer_row(new: NewOffer) -> tuple:
         offer.policy_version,
         offer.total.amount_minor,
         offer.total.currency,
+        offer.playbook_id,
         offer.needs_review,
         offer.budget_exceeded,
         offer.proposed_at,
@@ -307,9 +369,9 @@ async def insert_offers(conn: asyncpg.Connection, offers: Sequence[NewOffer]) ->
     """Store new offer versions with their inputs in one statement."""
     await conn.executemany(
         """INSERT INTO offers (offer_id, case_id, customer_id, version, policy_version, total_minor, currency,
-                               needs_review, budget_exceeded, proposed_at, offer, facts, team_spent_minor,
-                               unverified_elsewhere, granted, repeat_reference_cases)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16)""",
+                               playbook_id, needs_review, budget_exceeded, proposed_at, offer, facts,
+                               team_spent_minor, unverified_elsewhere, granted, repeat_reference_cases)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::jsonb, $17)""",
         [_offer_row(new) for new in offers],
     )
 

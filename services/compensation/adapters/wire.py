@@ -28,7 +28,7 @@ from services.common.wire import (
     time_to_proto,
 )
 from services.compensation.domain import commands
-from services.compensation.domain.errors import FieldViolation, InvalidCaseFacts
+from services.compensation.domain.errors import FieldViolation, InvalidCaseFacts, InvalidEvent
 from services.compensation.domain.model import (
     KNOWN_CURRENCIES,
     AuthorizationPart,
@@ -115,13 +115,16 @@ def open_command(message: events_pb2.CaseOpened, *, at: datetime) -> commands.Qu
     opened_at = time_from_proto(message, "opened_at") or at
     failure_at = time_from_proto(message, "occurred_at") or opened_at
     facts = CaseFacts(
-        **_common_facts(message, failure_at=failure_at), owning_team=message.owning_team, reference=message.reference
+        **_common_facts(message, failure_at=failure_at),
+        owning_team=message.owning_team,
+        reference=message.reference,
+        incident_id=message.incident_id,
     )
     return commands.QuoteFirstOffer(facts=facts, opened_at=opened_at)
 
 
 def amend_command(message: events_pb2.CaseAmended, *, at: datetime) -> commands.RequoteAmendedCase:
-    """Return the command a case-amended event asks for (the failure time is kept from the stored case)."""
+    """Return the command a case-amended event asks for (the stored case keeps its failure time and incident)."""
     amended_at = time_from_proto(message, "amended_at") or at
     # The event carries no case-level failure time; the handler keeps the stored one (the wait began then).
     first_failure = time_from_proto(message.merged_failure, "occurred_at") or amended_at
@@ -186,6 +189,21 @@ def authorization_command(message: events_pb2.OfferAuthorized, *, at: datetime) 
     )
 
 
+def declaration_command(message: events_pb2.IncidentDeclared, *, at: datetime) -> commands.ApplyPlaybook:
+    """Return the command an incident-declared event asks for; raises InvalidEvent without incident or playbook."""
+    missing = [
+        FieldViolation(name, "is required") for name in ("incident_id", "playbook_id") if not getattr(message, name)
+    ]
+    if missing:
+        raise InvalidEvent.of(*missing)
+    return commands.ApplyPlaybook(
+        incident_id=message.incident_id,
+        playbook_id=message.playbook_id,
+        declared_by=message.declared_by,
+        declared_at=time_from_proto(message, "declared_at") or at,
+    )
+
+
 def facts_to_proto(facts: CaseFacts, *, at: datetime) -> compensation_pb2.CaseFacts:
     """Return the wire facts as seen at ``at`` (``waited`` = at - failure_at), for storage and what-ifs."""
     wire = compensation_pb2.CaseFacts(
@@ -202,6 +220,8 @@ def facts_to_proto(facts: CaseFacts, *, at: datetime) -> compensation_pb2.CaseFa
         sla_breach_count=facts.sla_breaches,
         reopen_count=facts.reopen_count,
         owning_team=facts.owning_team,
+        incident_id=facts.incident_id,
+        playbook_id=facts.playbook_id,
     )
     set_optional(wire, "customer_request", request_to_proto(facts.customer_request))
     set_optional(wire, "order_value", money_to_proto(facts.order_value))
@@ -230,6 +250,8 @@ def facts_from_proto(wire: compensation_pb2.CaseFacts, *, at: datetime, case_id:
         sla_breaches=wire.sla_breach_count,
         reopen_count=wire.reopen_count,
         owning_team=wire.owning_team,
+        incident_id=wire.incident_id,
+        playbook_id=wire.playbook_id,
     )
 
 
@@ -293,6 +315,7 @@ def offer_to_proto(offer: Offer) -> compensation_pb2.Offer:
         requote_detail=offer.requote_detail,
         request_outcome=enum_to_proto(common_pb2.RequestOutcome, offer.request_outcome),
         granted_before=[line_to_proto(line) for line in offer.granted_before],
+        playbook_id=offer.playbook_id,
     )
     if offer.total.currency:
         wire.granted_before_total.CopyFrom(money_to_proto(offer.granted_before_total))
@@ -320,6 +343,7 @@ def offer_from_proto(wire: compensation_pb2.Offer) -> Offer:
         requote_detail=wire.requote_detail,
         request_outcome=enum_from_proto(common_pb2.RequestOutcome, wire.request_outcome, RequestOutcome),
         granted_before=tuple(line_from_proto(li) for li in wire.granted_before),
+        playbook_id=wire.playbook_id,
     )
 
 
@@ -343,6 +367,7 @@ def offer_to_event(offer: Offer) -> events_pb2.OfferProposed:
         request_outcome=api.request_outcome,
         granted_before=[line_to_proto(line) for line in offer.granted_before],
         granted_before_total=money_to_proto(offer.granted_before_total),
+        playbook_id=api.playbook_id,
     )
     event.proposed_at.CopyFrom(api.proposed_at)
     return event

@@ -83,3 +83,13 @@ class RecordAuthorization:
     line_items: tuple[LineItem, ...]
     authorized_at: datetime
     part: AuthorizationPart = AuthorizationPart.WHOLE
+
+
+@dataclass(frozen=True)
+class ApplyPlaybook:
+    """An incident was declared with a playbook: record it (once per incident) and offer its cases the playbook."""
+
+    incident_id: str
+    playbook_id: str
+    declared_by: str
+    declared_at: datetime

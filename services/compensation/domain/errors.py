@@ -4,6 +4,8 @@ RecoveryError
 ├── InvalidInput                  malformed input; ``violations`` names each bad field or key
 │   ├── InvalidCaseFacts          an event or what-if request carries facts no offer can be made from
 │   │                             -> INVALID_ARGUMENT / dead-letter
+│   ├── InvalidEvent              an input event lacks what compensation needs (an incident declaration
+│   │                             without its incident or playbook) -> dead-letter
 │   └── PolicyError               a compensation policy file is malformed, or reuses a version for
 │                                 other content -> refused at start (no start) or at reload (previous kept)
 └── NotFound
@@ -19,6 +21,7 @@ from services.common.errors import FieldViolation, InvalidInput, NotFound
 __all__ = [
     "FieldViolation",
     "InvalidCaseFacts",
+    "InvalidEvent",
     "PolicyError",
     "UnknownCase",
     "UnknownOffer",
@@ -28,6 +31,10 @@ __all__ = [
 
 class InvalidCaseFacts(InvalidInput):
     """Case facts were refused; ``violations`` lists every field path that is wrong and why."""
+
+
+class InvalidEvent(InvalidInput):
+    """An input event lacks what compensation needs; ``violations`` names each missing field."""
 
 
 class PolicyError(InvalidInput):

@@ -55,6 +55,9 @@ class CaseFacts:
     owning_team: str = ""
     # The order, booking or contract reference the case concerns (empty when none); the repeat guard keys on it.
     reference: str = ""
+    # The disruption the case is part of, and the playbook its declaration names (empty until declared).
+    incident_id: str = ""
+    playbook_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ class Offer:
     requote_detail: str = ""
     # What earlier authorisations of the case granted, one line per bucket; line_items are only what is new.
     granted_before: tuple[LineItem, ...] = ()
+    # The declared incident's playbook when the offer is it (escalation pre-approves those); empty otherwise.
+    playbook_id: str = ""
 
     @property
     def granted_before_total(self) -> Money:

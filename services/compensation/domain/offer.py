@@ -11,6 +11,11 @@ The parts, in the order the lines appear:
    never below the floor for a real failure;
 4. the apology note (zero cost, always).
 
+A case of a declared incident (``facts.playbook_id``) is offered its playbook instead of parts 1 and 3 when the
+playbook's fixed lines give at least what those parts would (``choose_playbook``): the statutory lines and the
+apology stay, and ``Offer.playbook_id`` says it is the playbook (escalation pre-approves those). A playbook pays
+fixed amounts whatever was reported, so the abuse and repeat guards do not hold it for review.
+
 A re-quote then deducts what earlier authorisations of the case granted (``deduct_granted``): the offer's lines
 are only what is new, and ``granted_before`` says what was already given. Then the abuse guard and the repeat
 guard (review flags) and the team budget (budget flag, on what is new); none of them changes the amounts.
@@ -38,7 +43,7 @@ from services.compensation.domain.model import (
     RemedyKind,
     RequestOutcome,
 )
-from services.compensation.domain.policy import Policy, StatutoryRule
+from services.compensation.domain.policy import Playbook, Policy, StatutoryRule
 
 FULL_BP = 10_000
 
@@ -61,19 +66,29 @@ def compute_offer(
     reviews: list[Reason] = []
     lines: list[LineItem] = []
     outcome = None
+    playbook = None
     if currency not in policy.currencies:
         reviews.append(Reason("currency_not_priced", f"the policy has no amounts in {currency}"))
     else:
-        lines += _reimbursements(facts, policy, currency, reviews)
-        lines += _statutory_lines(facts, policy, currency)
+        reimbursed = _reimbursements(facts, policy, currency, reviews)
+        statutory = _statutory_lines(facts, policy, currency)
         goodwill = size_goodwill(facts, policy, currency, now)
         goodwill_lines, outcome = _shape_by_request(facts, policy, currency, goodwill)
-        lines += goodwill_lines
+        normal = reimbursed + goodwill_lines
+        playbook, reviews_of_playbook = choose_playbook(facts, policy, currency, normal)
+        reviews += reviews_of_playbook
+        if playbook is None:
+            lines += reimbursed + statutory + goodwill_lines
+        else:
+            lines += statutory + playbook_lines(facts, playbook, currency, normal)
+            # A request is answered by the playbook, which gives at least as much, in its own kinds.
+            outcome = RequestOutcome.ALTERNATIVE_OFFERED if outcome is not None else None
     lines.append(_apology(currency))
     new_lines, granted_before = deduct_granted(lines, granted, currency)
     reviews += _granted_currency_reasons(granted, currency)
-    reviews += _abuse_reasons(facts, history, policy)
-    reviews += _repeat_reference_reasons(history, policy)
+    if playbook is None:
+        reviews += _abuse_reasons(facts, history, policy)
+        reviews += _repeat_reference_reasons(history, policy)
     lines = list(new_lines)
     total = Money(sum(line.amount.amount_minor for line in lines), currency)
     budget = policy.budget(facts.owning_team, currency)
@@ -89,6 +104,7 @@ def compute_offer(
         budget_exceeded=budget is not None and team_spent_minor + total.amount_minor > budget,
         request_outcome=outcome,
         granted_before=granted_before,
+        playbook_id=playbook.playbook_id if playbook else "",
     )
 
 
@@ -468,6 +484,50 @@ def _shape_by_request(
               "And a little extra from us."),
     ]  # fmt: skip
     return [ln for ln in lines if ln.amount.amount_minor > 0], RequestOutcome.GRANTED
+
+
+# ------------------------------------------------------------------------------------------ playbooks
+
+
+def choose_playbook(
+    facts: CaseFacts, policy: Policy, currency: str, normal: Sequence[LineItem]
+) -> tuple[Playbook | None, list[Reason]]:
+    """Return the case's playbook when it gives at least the ``normal`` reimbursement and goodwill lines (else None),
+    with the review reasons it raises (a playbook this policy version does not know)."""
+    if not facts.playbook_id:
+        return None, []
+    playbook = policy.playbooks.get(facts.playbook_id)
+    if playbook is None:
+        # Escalation declared a playbook this version lacks (renamed, or not deployed yet): a human looks first.
+        detail = (
+            f"incident {facts.incident_id or '(none)'} names playbook {facts.playbook_id!r}, which compensation "
+            f"policy {policy.version} does not have; the normal rules apply"
+        )
+        return None, [Reason("playbook_unknown", detail)]
+    # The case needs more than the playbook (large reported costs, say): the normal offer, never less.
+    if playbook.total(currency) < sum(line.amount.amount_minor for line in normal):
+        return None, []
+    return playbook, []
+
+
+def playbook_lines(facts: CaseFacts, playbook: Playbook, currency: str, normal: Sequence[LineItem]) -> list[LineItem]:
+    """Return the playbook's fixed lines in ``currency`` (the normal lines they replace, for staff)."""
+    replaced = sum(line.amount.amount_minor for line in normal)
+    why = (
+        f"incident {facts.incident_id or '(none)'} playbook {playbook.playbook_id}: a fixed amount; the playbook "
+        f"gives {playbook.total(currency)}, the normal reimbursement and goodwill {replaced}"
+    )
+    return [
+        LineItem(
+            kind=line.kind,
+            amount=Money(line.amounts[currency], currency),
+            rule_id=f"playbook.{playbook.playbook_id}.{i}",
+            internal_reason=why,
+            customer_explanation=line.explanation,
+            cost_kind=line.cost_kind,
+        )
+        for i, line in enumerate(playbook.lines, start=1)
+    ]
 
 
 # ------------------------------------------------------------------------------------- apology, abuse

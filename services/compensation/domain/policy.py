@@ -27,6 +27,9 @@ Layout (see ``services/compensation/policy.toml``; every amount is integer minor
     [abuse]          window_days, max_unverified_claims (the window is also the repeat guard's: another case
                      on the same reference authorised within it sends the offer for review)
     [budget]         [budget.default] <CUR> = monthly budget; [budget.team.<team>] <CUR> = per-team override
+    [playbooks.<id>] explanation (optional), lines = [{kind, cost_kind (reimbursement only, then required),
+                     explanation, amount = {<CUR> = amount > 0, ...}}, ...]: a declared incident's fixed offer
+                     (Plan B); ``<id>`` is lower-case snake_case; every line prices exactly the currencies
 
 Rounding rules (all integer arithmetic; no float anywhere in the money path):
 
@@ -40,12 +43,13 @@ Rounding rules (all integer arithmetic; no float anywhere in the money path):
    cap is ``scale(order_value, order_share_bp)`` but never below the floor, so a cheap order still gets
    the floor; the floor is validated to be at most the per-case cap, so floor and caps never conflict.
 5. Reimbursements are the reported amount, cut to the per-kind cap; never rounded.
-6. Statutory lines are the table's fixed amount: never rounded, scaled or capped.
+6. Statutory lines are the table's fixed amount: never rounded, scaled or capped. So are playbook lines.
 7. Waiting time counts whole hours (``waited // 1 hour``), so a minute never changes the amount.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -93,6 +97,29 @@ class StatutoryRule:
 
 
 @dataclass(frozen=True)
+class PlaybookLine:
+    """One fixed line of a playbook: its kind (and cost kind, for a reimbursement), amount per currency, why."""
+
+    kind: RemedyKind
+    amounts: Mapping[str, int]
+    explanation: str
+    cost_kind: CostKind | None = None
+
+
+@dataclass(frozen=True)
+class Playbook:
+    """A declared incident's fixed offer (Plan B): the same lines for every case of it, whatever it reported."""
+
+    playbook_id: str
+    lines: tuple[PlaybookLine, ...]
+    explanation: str = ""
+
+    def total(self, currency: str) -> int:
+        """Return the sum of the playbook's lines in ``currency``, in minor units."""
+        return sum(line.amounts[currency] for line in self.lines)
+
+
+@dataclass(frozen=True)
 class Goodwill:
     """How the goodwill gesture is sized: bases per severity and the adjustments in basis points."""
 
@@ -132,6 +159,7 @@ class Policy:
     abuse_max_unverified: int
     budget_default: Mapping[str, int]
     budget_by_team: Mapping[str, Mapping[str, int]]
+    playbooks: Mapping[str, Playbook]
 
     def budget(self, team: str, currency: str) -> int | None:
         """Return the team's monthly budget in ``currency`` (None: no budget set, nothing to exceed)."""
@@ -149,13 +177,14 @@ class Policy:
         parts.append(f"goodwill at most {self.order_share_bp} bp of the order value (never below the floor)")
         parts.append(f"review after {self.abuse_max_unverified} unverified claims in {self.abuse_window.days} days")
         parts.append(f"{len(self.statutory)} statutory rule(s)")
+        parts.append(f"playbooks: {', '.join(self.playbooks) or 'none'}")
         return "; ".join(parts)
 
 
 _TOP = frozenset(
     {
         "version", "currencies", "remedies", "alternatives", "goodwill", "caps", "request", "reimbursement",
-        "statutory", "abuse", "budget",
+        "statutory", "abuse", "budget", "playbooks",
     }
 )  # fmt: skip
 _GOODWILL_INTS = (
@@ -165,6 +194,9 @@ _GOODWILL_INTS = (
 _CATEGORY = {c.value: c for c in Category}
 _KIND = {k.value: k for k in RemedyKind}
 _COST = {k.value: k for k in CostKind}
+_PLAYBOOK_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+# The law's amount is its own line and the apology is always given: a playbook prices neither.
+_PLAYBOOK_KINDS = frozenset(RemedyKind) - {RemedyKind.STATUTORY_COMPENSATION, RemedyKind.APOLOGY_NOTE}
 
 
 class _Reader(PolicyReader):
@@ -242,6 +274,7 @@ def load_policy(text: str) -> Policy:
     abuse_days = r.integer(abuse, "window_days", "abuse.window_days", None, minimum=1)
     abuse_max = r.integer(abuse, "max_unverified_claims", "abuse.max_unverified_claims", None, minimum=0)
     budget_default, budget_by_team = _budget(r, r.table(data, "budget", "budget", required=False))
+    playbooks = _playbooks(r, r.table(data, "playbooks", "playbooks", required=False))
     r.raise_if_bad(PolicyError)
     return Policy(
         version=version,
@@ -261,6 +294,7 @@ def load_policy(text: str) -> Policy:
         abuse_max_unverified=abuse_max,
         budget_default=MappingProxyType(budget_default),
         budget_by_team=MappingProxyType(budget_by_team),
+        playbooks=MappingProxyType(playbooks),
     )
 
 
@@ -450,3 +484,50 @@ def _optional_amounts(r: _Reader, table: Mapping[str, Any], path: str) -> dict[s
     # Budgets may name a subset of the currencies: no budget in a currency means nothing to exceed.
     r.only(table, frozenset(r.currencies), path)
     return {cur: r.integer(table, cur, f"{path}.{cur}", None, minimum=0) for cur in r.currencies if cur in table}
+
+
+def _playbooks(r: _Reader, table: Mapping[str, Any]) -> dict[str, Playbook]:
+    result = {}
+    for playbook_id, item in table.items():
+        path = f"playbooks.{playbook_id}"
+        # The id is part of every line's rule id and of the declaration escalation receives: keep it plain.
+        if not _PLAYBOOK_ID.match(playbook_id):
+            r.bad(path, "playbook ids are lower-case snake_case (a letter, then letters, digits or _)")
+        if not isinstance(item, dict):
+            r.bad(path, "must be a table")
+            continue
+        r.only(item, frozenset({"explanation", "lines"}), path)
+        explanation = r.text(item, "explanation", f"{path}.explanation") if "explanation" in item else ""
+        lines = item.get("lines")
+        if not isinstance(lines, list) or not lines:
+            r.bad(f"{path}.lines", "is required: a non-empty list of {kind, explanation, amount} lines")
+            lines = []
+        parsed = tuple(_playbook_line(r, line, f"{path}.lines[{i}]") for i, line in enumerate(lines))
+        result[playbook_id] = Playbook(playbook_id, tuple(line for line in parsed if line is not None), explanation)
+    return result
+
+
+def _playbook_line(r: _Reader, item: Any, path: str) -> PlaybookLine | None:
+    if not isinstance(item, dict):
+        r.bad(path, "must be a table")
+        return None
+    r.only(item, frozenset({"kind", "cost_kind", "explanation", "amount"}), path)
+    kind = r.member(item.get("kind"), RemedyKind, f"{path}.kind", RemedyKind.VOUCHER)
+    if kind not in _PLAYBOOK_KINDS:
+        r.bad(
+            f"{path}.kind", f"{kind.value} is not a playbook kind (the law's amount and the apology are always added)"
+        )
+    cost_kind = None
+    if kind is RemedyKind.REIMBURSEMENT:
+        # A reimbursement is deducted per cost kind on a re-quote: it must say which cost it repays.
+        cost_kind = r.member(item.get("cost_kind"), CostKind, f"{path}.cost_kind", CostKind.OTHER)
+    elif "cost_kind" in item:
+        r.bad(f"{path}.cost_kind", "only a reimbursement has a cost kind")
+    amount = r.table(item, "amount", f"{path}.amount", required=True)
+    amounts = r.currency_amounts(amount, f"{path}.amount", minimum=1) if amount else {}
+    return PlaybookLine(
+        kind=kind,
+        amounts=MappingProxyType(amounts),
+        explanation=r.text(item, "explanation", f"{path}.explanation"),
+        cost_kind=cost_kind,
+    )

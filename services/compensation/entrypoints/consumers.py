@@ -21,7 +21,7 @@ from services.compensation.service_layer.handlers import Deps
 
 
 def subscriptions(deps: Deps) -> list[Subscription]:
-    """Return compensation's subscriptions: cases to price, the recovery's failures, and authorised spend."""
+    """Return compensation's subscriptions: cases to price, the recovery's failures, declared incidents and spend."""
 
     async def cases_opened(uow: UnitOfWork, records: Sequence[Incoming]) -> Rejections:
         converted, refused = convert(records, lambda i: wire.open_command(i.message, at=i.event.time))
@@ -41,6 +41,11 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         command = wire.reopen_command(incoming.message, at=incoming.event.time, ce_id=incoming.event.id)
         await handlers.record_reopening(conn, command, deps=deps)
 
+    async def incident_declared(conn: asyncpg.Connection, incoming: Incoming) -> None:
+        await handlers.apply_playbook(
+            conn, wire.declaration_command(incoming.message, at=incoming.event.time), deps=deps
+        )
+
     async def offers_authorized(uow: UnitOfWork, records: Sequence[Incoming]) -> Rejections:
         converted, refused = convert(records, lambda i: wire.authorization_command(i.message, at=i.event.time))
         invalid = await handlers.record_authorizations(uow, [command for _, command in converted], deps=deps)
@@ -52,6 +57,7 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         ("recovery.sla-breached.v1", events_pb2.SlaBreached, each(sla_breached)),
         ("recovery.customer-countered.v1", events_pb2.CustomerCountered, each(customer_countered)),
         ("recovery.case-reopened.v1", events_pb2.CaseReopened, each(case_reopened)),
+        ("recovery.incident-declared.v1", events_pb2.IncidentDeclared, each(incident_declared)),
         ("recovery.offer-authorized.v1", events_pb2.OfferAuthorized, offers_authorized),
     )
     return [

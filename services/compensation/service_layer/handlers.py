@@ -89,6 +89,27 @@ async def _inputs(
     return history, spent, granted
 
 
+async def _with_playbook(conn: asyncpg.Connection, facts: CaseFacts) -> CaseFacts:
+    """Return ``facts`` with the playbook their incident was declared with (unchanged when it was not)."""
+    if not facts.incident_id:
+        return facts
+    playbooks = await repository.playbooks_of(conn, [facts.incident_id])
+    return replace(facts, playbook_id=playbooks.get(facts.incident_id, facts.playbook_id))
+
+
+async def _compute(conn: asyncpg.Connection, facts: CaseFacts, *, deps: Deps) -> repository.NewOffer:
+    """Return the offer on ``facts`` now, with everything it is computed from (nothing stored yet)."""
+    loaded = await deps.policies.save_current(conn)
+    now = deps.clock()
+    facts = await _with_playbook(conn, facts)
+    # The full entitlement, less what the case's authorisations already granted: a re-quote pays the difference.
+    history, spent, granted = await _inputs(conn, facts, loaded.policy, now)
+    offer = compute_offer(
+        facts=facts, history=history, policy=loaded.policy, now=now, team_spent_minor=spent, granted=granted
+    )
+    return repository.NewOffer(offer, facts, history, spent, granted)
+
+
 async def _propose(
     conn: asyncpg.Connection,
     facts: CaseFacts,
@@ -97,13 +118,19 @@ async def _propose(
     reason: RequoteReason | None = None,
     detail: str = "",
 ) -> Offer:
-    loaded = await deps.policies.save_current(conn)
-    now = deps.clock()
-    # The full entitlement, less what the case's authorisations already granted: a re-quote pays the difference.
-    history, spent, granted = await _inputs(conn, facts, loaded.policy, now)
-    offer = compute_offer(
-        facts=facts, history=history, policy=loaded.policy, now=now, team_spent_minor=spent, granted=granted
-    )
+    return await _store(conn, await _compute(conn, facts, deps=deps), deps=deps, reason=reason, detail=detail)
+
+
+async def _store(
+    conn: asyncpg.Connection,
+    computed: repository.NewOffer,
+    *,
+    deps: Deps,
+    reason: RequoteReason | None = None,
+    detail: str = "",
+) -> Offer:
+    """Store a computed offer as the case's next version, superseding the current one, and stage its event."""
+    offer, facts = computed.offer, computed.facts
     previous = await repository.current_offer(conn, facts.case_id)
     version = previous.version + 1 if previous else 1
     offer = replace(
@@ -117,7 +144,7 @@ async def _propose(
     if previous is not None:
         # First retire the current offer: the partial unique index allows one current offer per case.
         await repository.supersede(conn, offer_id=previous.offer_id, by=offer.offer_id)
-    await repository.insert_offers(conn, [repository.NewOffer(offer, facts, history, spent, granted)])
+    await repository.insert_offers(conn, [replace(computed, offer=offer)])
     event = OfferProposed(offer=offer)
     await outbox.stage(
         conn,
@@ -152,7 +179,9 @@ async def open_cases(uow: UnitOfWork, batch: Sequence[commands.QuoteFirstOffer],
     A fixed number of round trips whatever the batch size: the customers' recent cases (abuse guard), their
     cases on the same references already compensated (repeat guard), the breaches and reopenings counted before
     the case arrived, the teams' spend, then one insert of the cases, one of the offers, and the offer-proposed
-    events staged together. A first offer has nothing granted before it.
+    events staged together. A batch with cases of incidents takes two more: a lock on those incidents (against a
+    declaration committing beside it unseen) and their playbooks, which a case of a declared incident is offered.
+    A first offer has nothing granted before it.
     """
     if not batch:
         return []
@@ -161,6 +190,14 @@ async def open_cases(uow: UnitOfWork, batch: Sequence[commands.QuoteFirstOffer],
     first: dict[str, commands.QuoteFirstOffer] = {}
     for command in batch:
         first.setdefault(command.facts.case_id, command)  # a case opened twice in one batch: the first counts
+    incidents = {c.facts.incident_id for c in first.values() if c.facts.incident_id}
+    if incidents:
+        await repository.lock_incidents(uow.conn, incidents)
+        playbooks = await repository.playbooks_of(uow.conn, incidents)
+        first = {
+            case_id: replace(c, facts=replace(c.facts, playbook_id=playbooks.get(c.facts.incident_id, "")))
+            for case_id, c in first.items()
+        }
     since = now - policy.abuse_window
     recent = await repository.recent_cases(uow.conn, [c.facts.customer_id for c in first.values()], since=since)
     compensated = await repository.compensated_references(
@@ -259,6 +296,9 @@ async def amend_case(conn: asyncpg.Connection, command: commands.RequoteAmendedC
         failure_at=min(stored.facts.failure_at, command.facts.failure_at),
         owning_team=stored.facts.owning_team,
         reference=command.facts.reference or stored.facts.reference,
+        # An amendment does not carry the incident: the case stays in the one it was opened in.
+        incident_id=stored.facts.incident_id,
+        playbook_id=stored.facts.playbook_id,
         sla_breaches=stored.facts.sla_breaches,
         reopen_count=stored.facts.reopen_count,
     )
@@ -333,6 +373,44 @@ async def record_reopening(
         return None
     detail = f"case reopened: {command.reason or 'no reason given'}"
     return await _propose(conn, stored.facts, deps=deps, reason=RequoteReason.CASE_REOPENED, detail=detail)
+
+
+async def apply_playbook(conn: asyncpg.Connection, command: commands.ApplyPlaybook, *, deps: Deps) -> list[Offer]:
+    """Record an incident's declaration once and offer its known cases the playbook; returns the offers proposed.
+
+    A redelivered declaration is a counted duplicate. The re-quotes run in this one transaction, case by case, each
+    case locked like any re-quote (declarations are rare, so a set-based path is not worth it). A case the normal
+    rules give more keeps its current offer; its stored facts name the playbook, so later re-quotes weigh it. Cases
+    opened after the declaration get the playbook with their first offer (``open_cases``).
+    """
+    await repository.lock_incidents(conn, [command.incident_id])
+    new = await repository.record_playbook(
+        conn,
+        incident_id=command.incident_id,
+        playbook_id=command.playbook_id,
+        declared_by=command.declared_by,
+        declared_at=command.declared_at,
+        recorded_at=deps.clock(),
+    )
+    if not new:
+        deps.metrics.duplicates.labels(kind="incident_declared").inc()
+        return []
+    by = command.declared_by or "(unknown)"
+    detail = f"incident {command.incident_id} declared with playbook {command.playbook_id} by {by}"
+    proposed = []
+    for case_id in await repository.cases_of_incident(conn, command.incident_id):
+        stored = await repository.lock_case(conn, case_id)
+        if stored is None:
+            continue  # listed in this transaction, and cases are never deleted: cannot happen
+        facts = replace(stored.facts, playbook_id=command.playbook_id)
+        await repository.update_case(
+            conn, facts, revision=stored.revision, unverified=unverified_claims(facts), at=command.declared_at
+        )
+        computed = await _compute(conn, facts, deps=deps)
+        if not computed.offer.playbook_id:
+            continue  # the case needs more than the playbook: its offer stands
+        proposed.append(await _store(conn, computed, deps=deps, reason=RequoteReason.INCIDENT_DECLARED, detail=detail))
+    return proposed
 
 
 def authorization_violations(command: commands.RecordAuthorization) -> list[FieldViolation]:
@@ -446,6 +524,7 @@ async def quote(
     assert facts is not None
     if request is not None:
         facts = replace(facts, customer_request=request)
+    facts = await _with_playbook(conn, facts)
     policy = await _policy(conn, policy_version, deps)
     now = deps.clock()
     history, spent, granted = await _inputs(conn, facts, policy, now)

@@ -42,8 +42,13 @@ class EscalationMetrics:
         )
         self.authorizations = Counter(
             "recovery_escalation_authorizations_total",
-            "Offers authorised, by tier (owner, approver, system).",
+            "Offers authorised, by tier (owner, approver, system, playbook).",
             ["tier"],
+            registry=registry,
+        )
+        self.incidents_declared = Counter(
+            "recovery_escalation_incidents_declared_total",
+            "Incidents declared with a playbook whose offers the declarer pre-approves.",
             registry=registry,
         )
         self.approvals_requested = Counter(

@@ -21,6 +21,7 @@ from services.escalation.domain.model import (
     CaseState,
     ClockState,
     CustomerDecision,
+    Declaration,
     Delegation,
     Offer,
     OfferLine,
@@ -252,6 +253,7 @@ class IncidentSummary:
     without_offer: int
     authorized_total: dict[str, int]  # per currency, minor units
     awaiting_approval: int = 0  # cases with a request in flight, queued ones included
+    playbook_authorized: int = 0  # cases an authorisation pre-approved by the incident's declaration covered
 
 
 async def incident_summary(conn: asyncpg.Connection, incident_id: str) -> IncidentSummary:
@@ -278,8 +280,10 @@ async def incident_summaries(conn: asyncpg.Connection, incident_ids: Sequence[st
         ids,
     )
     totals = await conn.fetch(
-        """SELECT c.incident_id, a.currency, sum(a.amount_minor)::bigint AS total FROM authorizations a
-           JOIN cases c USING (case_id) WHERE c.incident_id = ANY($1::text[]) GROUP BY c.incident_id, a.currency""",
+        """SELECT c.incident_id, a.currency, sum(a.amount_minor)::bigint AS total,
+                  count(DISTINCT a.case_id) FILTER (WHERE a.tier = 'playbook') AS playbook
+           FROM authorizations a JOIN cases c USING (case_id)
+           WHERE c.incident_id = ANY($1::text[]) GROUP BY c.incident_id, a.currency""",
         ids,
     )
     distinct = {r["incident_id"]: r["n"] for r in customers}
@@ -294,8 +298,69 @@ async def incident_summaries(conn: asyncpg.Connection, incident_ids: Sequence[st
             without_offer=sum(r["without_offer"] for r in mine),
             authorized_total={r["currency"]: r["total"] for r in totals if r["incident_id"] == incident_id},
             awaiting_approval=sum(r["awaiting"] for r in mine),
+            playbook_authorized=sum(r["playbook"] for r in totals if r["incident_id"] == incident_id),
         )
     return summaries
+
+
+def _declaration(row: asyncpg.Record) -> Declaration:
+    return Declaration(
+        incident_id=row["incident_id"],
+        playbook_id=row["playbook_id"],
+        declared_by=row["declared_by"],
+        declared_by_role=row["declared_by_role"],
+        declared_by_team=row["declared_by_team"],
+        reason=row["reason"],
+        limits_policy_version=row["limits_policy_version"],
+        declared_at=row["declared_at"],
+        authorized_base_minor=row["authorized_base_minor"],
+    )
+
+
+async def insert_declaration(conn: asyncpg.Connection, declaration: Declaration) -> bool:
+    """Store an incident's declaration; False when the incident is already declared (the first one stands)."""
+    d = declaration
+    status = await conn.execute(
+        """INSERT INTO incident_declarations (incident_id, playbook_id, declared_by, declared_by_role,
+                                              declared_by_team, reason, limits_policy_version, declared_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (incident_id) DO NOTHING""",
+        d.incident_id,
+        d.playbook_id,
+        d.declared_by,
+        d.declared_by_role,
+        d.declared_by_team,
+        d.reason,
+        d.limits_policy_version,
+        d.declared_at,
+    )
+    return status.endswith(" 1")
+
+
+async def declarations_of(
+    conn: asyncpg.Connection, incident_ids: Iterable[str], *, lock: bool = False
+) -> dict[str, Declaration]:
+    """Return the declarations of the declared incidents among ``incident_ids``, in one statement; ``lock``
+    takes their rows FOR UPDATE (in id order), so two batches never both spend the same room."""
+    ids = sorted({i for i in incident_ids if i})
+    if not ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT * FROM incident_declarations WHERE incident_id = ANY($1::text[]) ORDER BY incident_id"
+        + (" FOR UPDATE" if lock else ""),
+        ids,
+    )
+    return {row["incident_id"]: _declaration(row) for row in rows}
+
+
+async def add_declared_spend(conn: asyncpg.Connection, spent: dict[str, int]) -> None:
+    """Add what each declaration pre-approved in this transaction (base currency), in one statement."""
+    if spent:
+        await conn.execute(
+            """UPDATE incident_declarations d SET authorized_base_minor = d.authorized_base_minor + s.amount
+               FROM unnest($1::text[], $2::bigint[]) AS s(incident_id, amount) WHERE d.incident_id = s.incident_id""",
+            list(spent),
+            list(spent.values()),
+        )
 
 
 async def incidents_changed(conn: asyncpg.Connection, *, limit: int) -> dict[str, int]:

@@ -38,6 +38,7 @@ from services.escalation.domain.model import (
     CaseState,
     ClockState,
     CustomerDecision,
+    Declaration,
     Limits,
     Offer,
     OfferLine,
@@ -153,6 +154,8 @@ def offer_from_event(m: events_pb2.OfferProposed, *, at: datetime) -> ReceiveOff
         lines=_lines(m),
         needs_review=m.needs_review,
         budget_exceeded=m.budget_exceeded,
+        playbook_id=m.playbook_id,
+        policy_version=m.policy_version,
     )
     return ReceiveOffer(
         case_id=m.case_id, customer_id=m.customer_id, offer=offer, proposed_at=time_from_proto(m, "proposed_at") or at
@@ -422,6 +425,7 @@ def case_resolved(
         customer_decision=enum_to_proto(common_pb2.CustomerDecision, decision),
         offer_id=case.current_offer_id,
         resolution_number=case.resolution_count,
+        incident_id=case.incident_id,
     )
     set_optional(m, "root_cause_area", root_cause_area)
     set_optional(m, "compensation_total", money_to_proto(compensation))
@@ -640,9 +644,42 @@ def authority_to_proto(room: authority.Room, rate: Rate, *, employee_id: str, po
     return m
 
 
-def incident_to_proto(incident_id: str, summary) -> pb.GetIncidentResponse:
-    """Return the GetIncident response of an incident's summary."""
+def declaration_to_proto(d: Declaration, *, limits: Limits) -> pb.IncidentDeclaration:
+    """Return the wire declaration, with the per-case limit it pre-approves (the declarer's, base currency)."""
+    return pb.IncidentDeclaration(
+        incident_id=d.incident_id,
+        playbook_id=d.playbook_id,
+        declared_by=d.declared_by,
+        declared_by_role=d.declared_by_role,
+        reason=d.reason,
+        per_case_limit=common_pb2.Money(amount_minor=limits.per_case, currency=limits.currency),
+        limits_policy_version=d.limits_policy_version,
+        declared_at=time_to_proto(d.declared_at),
+    )
+
+
+def incident_declared(d: Declaration, *, limits: Limits) -> events_pb2.IncidentDeclared:
+    """Return the IncidentDeclared event of a declaration."""
+    return events_pb2.IncidentDeclared(
+        customer_id=incident_key(d.incident_id),
+        incident_id=d.incident_id,
+        playbook_id=d.playbook_id,
+        declared_by=d.declared_by,
+        declared_by_role=d.declared_by_role,
+        reason=d.reason,
+        per_case_limit=common_pb2.Money(amount_minor=limits.per_case, currency=limits.currency),
+        limits_policy_version=d.limits_policy_version,
+        declared_at=time_to_proto(d.declared_at),
+    )
+
+
+def incident_to_proto(
+    incident_id: str, summary, declaration: pb.IncidentDeclaration | None = None
+) -> pb.GetIncidentResponse:
+    """Return the GetIncident response of an incident's summary (and its declaration, once declared)."""
     return pb.GetIncidentResponse(
+        declaration=declaration,
+        playbook_authorized=summary.playbook_authorized,
         incident_id=incident_id,
         cases=summary.cases,
         customers=summary.customers,

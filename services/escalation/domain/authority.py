@@ -20,6 +20,7 @@ from services.escalation.domain.model import (
     ApprovalReason,
     Case,
     CaseState,
+    Declaration,
     Delegation,
     Limits,
     Offer,
@@ -297,6 +298,44 @@ def system_may_authorise(policy: Policy, *, system_detected: bool, offer: Offer)
     if rate is None or rate.to_base(offer.total.amount_minor) > automation.limit:
         return False
     return all(line.kind in automation.remedies for line in offer.lines)
+
+
+def playbook_limits(policy: Policy, declaration: Declaration | None, offer: Offer) -> Limits | None:
+    """Return the declarer's limits (base currency) when the incident's declaration pre-approves ``offer``; None
+    when the offer follows the normal path.
+
+    Pre-approved: the offer is the declared playbook (compensation made it so), no abuse guard asks for a
+    review, and the declarer's per-case and per-remedy limits cover it with the incident's total so far within
+    their monthly limit. A team budget flag does not stop it: the declarer decided the incident's spend ahead.
+    """
+    if declaration is None or not offer.playbook_id or offer.playbook_id != declaration.playbook_id:
+        return None
+    limits = policy.limits_for(employee_id=declaration.declared_by, role=declaration.declared_by_role)
+    rate = policy.rate_for(offer.total.currency)
+    if limits is None or rate is None or offer.needs_review:
+        return None
+    local, _ = in_currency(policy, limits, Usage(), offer.total.currency)
+    if local is None or case_shortfalls(local, offer.total, offer.lines):
+        return None
+    if declaration.authorized_base_minor + rate.to_base(offer.total.amount_minor) > limits.per_month:
+        return None
+    return limits
+
+
+def check_may_declare(policy: Policy, *, by: Actor, playbook_id: str) -> Limits:
+    """Return the limits ``by`` would pre-approve an incident's playbook offers with; raises when they may not."""
+    if by.role not in policy.declarer_roles:
+        allowed = ", ".join(sorted(policy.declarer_roles)) or "none"
+        raise Forbidden(f"role {by.role!r} may not declare an incident; declarer roles: {allowed}")
+    if not playbook_id:
+        raise InvalidCommand.of(FieldViolation("playbook_id", "required"))
+    if playbook_id not in policy.playbooks:
+        known = ", ".join(sorted(policy.playbooks)) or "none"
+        raise InvalidCommand.of(FieldViolation("playbook_id", f"unknown playbook {playbook_id!r}; one of {known}"))
+    limits = policy.limits_for(employee_id=by.employee_id, role=by.role)
+    if limits is None:
+        raise Forbidden(f"role {by.role!r} has no empowerment limits to pre-approve with")
+    return limits
 
 
 def reviewed_while_queued(case: Case, offer: Offer) -> bool:

@@ -114,6 +114,29 @@ class Offer:
     needs_review: bool = False
     budget_exceeded: bool = False
     status: OfferStatus = OfferStatus.PROPOSED
+    # The declared incident's playbook this offer is (compensation sets it); empty for a normal offer.
+    playbook_id: str = ""
+    # Compensation's policy version the offer was computed under (the playbook's version when it is one).
+    policy_version: str = ""
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A disruption declared with a playbook: its offers are pre-approved within the declarer's limits.
+
+    The declarer's per-case and per-remedy limits bound each case; their monthly limit bounds the whole
+    incident (``authorized_base_minor`` is what the declaration has authorised so far, in the base currency).
+    """
+
+    incident_id: str
+    playbook_id: str
+    declared_by: str
+    declared_by_role: str
+    declared_by_team: str
+    reason: str
+    limits_policy_version: str
+    declared_at: datetime
+    authorized_base_minor: int = 0
 
 
 @dataclass(frozen=True)

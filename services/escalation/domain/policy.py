@@ -19,6 +19,9 @@ Layout (see ``services/escalation/policy.toml``)::
     [sla.<acknowledge|resolve>.<recoverable|at_risk>]   <severity> = "8h" for every severity
     [calendar]                               timezone, holidays = ["YYYY-MM-DD"], [calendar.hours] mon..sun
     [team_calendars.<team>]                  the same shape as [calendar], for one team
+    [incidents]                              declarer_roles = ["team_lead", ...]: tiers that may declare an
+                                             incident; playbooks = ["cancelled_flight", ...]: compensation's
+                                             playbooks a declaration may name (none: nobody declares)
 
 Durations are "<n>s", "<n>m" or "<n>h" of business time. Opening periods are "HH:MM-HH:MM" ("24:00" ends
 the day), ordered and not overlapping.
@@ -77,6 +80,9 @@ class Policy:
     # One unit of each currency in base (``currency``) units, and the version of that table.
     rates: Mapping[str, Fraction] = field(default_factory=dict)
     rates_version: str = ""
+    # Who may declare an incident with a playbook (Plan B), and which playbooks exist to declare.
+    declarer_roles: frozenset[str] = frozenset()
+    playbooks: frozenset[str] = frozenset()
 
     @property
     def currencies(self) -> frozenset[str]:
@@ -160,6 +166,7 @@ def load_policy(text: str) -> Policy:
                 "calendar",
                 "team_calendars",
                 "rates",
+                "incidents",
             }
         ),
         "",
@@ -202,6 +209,7 @@ def load_policy(text: str) -> Policy:
         limit=r.integer(automation_table, "limit", "automation.limit", 0, minimum=0),
         remedies=frozenset(_kind_list(r, automation_table.get("remedies", []), "automation.remedies")),
     )
+    declarer_roles, playbooks = _incidents(r, r.table(data, "incidents", "incidents", required=False), tiers)
     sla = _sla(r, r.table(data, "sla", "sla", required=True))
     calendar = _calendar(r, r.table(data, "calendar", "calendar", required=True), "calendar")
     team_calendars = {}
@@ -235,6 +243,8 @@ def load_policy(text: str) -> Policy:
         warn_share_bp=warn_share,
         rates=rates,
         rates_version=rates_version,
+        declarer_roles=declarer_roles,
+        playbooks=playbooks,
         **policy_values,
     )
 
@@ -258,6 +268,23 @@ def _rates(r: PolicyReader, table: Mapping[str, Any], base: str) -> tuple[dict[s
         else:
             rates[code] = value
     return rates, version
+
+
+def _incidents(
+    r: PolicyReader, table: Mapping[str, Any], tiers: tuple[str, ...]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The incidents table: the tiers that may declare, and the playbooks a declaration may name."""
+    r.only(table, frozenset({"declarer_roles", "playbooks"}), "incidents")
+    names = {}
+    for key in ("declarer_roles", "playbooks"):
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            r.bad(f"incidents.{key}", f"must be a list of non-empty names, got {value!r}")
+            value = []
+        names[key] = frozenset(value)
+    for role in sorted(names["declarer_roles"] - set(tiers)):
+        r.bad("incidents.declarer_roles", f"{role!r} is not a tier; one of {', '.join(tiers)}")
+    return names["declarer_roles"], names["playbooks"]
 
 
 def _decimal_text(value: Fraction) -> str:

@@ -26,7 +26,7 @@ from services.escalation.adapters import wire
 from services.escalation.domain import access, authority
 from services.escalation.domain.access import SUPERVISORS
 from services.escalation.domain.model import Actor, Case
-from services.escalation.service_layer import approvals, casework
+from services.escalation.service_layer import approvals, casework, incidents
 from services.escalation.service_layer.steps import Deps
 
 SERVICE = pb.DESCRIPTOR.services_by_name["CaseService"].full_name
@@ -257,7 +257,27 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         _required(incident_id=request.incident_id)
         async with self._db.transaction() as conn:
             summary = await repo.incident_summary(conn, request.incident_id)
-        return wire.incident_to_proto(request.incident_id, summary)
+            declared = (await repo.declarations_of(conn, [request.incident_id])).get(request.incident_id)
+        declaration = None
+        if declared is not None:
+            limits = self._deps.policy().limits_for(employee_id=declared.declared_by, role=declared.declared_by_role)
+            if limits is not None:
+                declaration = wire.declaration_to_proto(declared, limits=limits)
+        return wire.incident_to_proto(request.incident_id, summary, declaration)
+
+    async def DeclareIncident(self, request: pb.DeclareIncidentRequest, context) -> pb.DeclareIncidentResponse:
+        async def work(conn, actor):
+            declaration, limits = await incidents.declare_incident(
+                conn,
+                incident_id=request.incident_id,
+                playbook_id=request.playbook_id,
+                reason=request.reason,
+                by=actor,
+                deps=self._deps,
+            )
+            return pb.DeclareIncidentResponse(declaration=wire.declaration_to_proto(declaration, limits=limits))
+
+        return await self._idempotent("DeclareIncident", request, pb.DeclareIncidentResponse, work)
 
     # ---------------------------------------------------------------------------------------- mutations
 

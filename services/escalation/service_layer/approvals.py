@@ -34,8 +34,11 @@ from services.escalation.domain.model import (
     AuthorizationTier,
     Case,
     CaseAction,
+    Declaration,
     Delegation,
     Limits,
+    Offer,
+    OfferLine,
     OfferStatus,
     SlaClock,
     Usage,
@@ -335,6 +338,7 @@ async def decide_approval(
     )
     offer_record = await steps.load_offer(conn, approval.offer_id)
     asked = wire.lines_with(offer_record.offer.lines, approval.line_minor)  # the remainder, line by line
+    lines = asked
     if amount is not None:
         lines = authority.reduce_lines(asked, amount)  # goodwill only: statutory and costs are never cut
         converted, usage_there = authority.in_currency(policy, used.limits, usage, amount.currency)
@@ -347,14 +351,101 @@ async def decide_approval(
             deps.metrics.limit_refusals.labels(kind="approver").inc()
             raise
         await steps.book_usage(conn, deps, used.employee_id, amount, now)
+    return await _settle(
+        conn,
+        deps,
+        before=before,
+        after=transition.case,
+        approval=approval,
+        offer_record=offer_record,
+        decision=decision,
+        amount=amount,
+        lines=lines,
+        by=by,
+        tier=AuthorizationTier.APPROVER,
+        authority_employee_id=used.employee_id,
+        limits_proto=limits_proto,
+        reason=reason,
+        detail=f"{decision.value}" + (f" by delegation from {used.delegated_by}" if used.delegated_by else ""),
+        now=now,
+    )
+
+
+async def decide_by_declaration(
+    conn: asyncpg.Connection,
+    deps: steps.Deps,
+    *,
+    case: Case,
+    offer: Offer,
+    declaration: Declaration,
+    limits: Limits,
+    now: datetime,
+) -> Case:
+    """Approve the case's pending approval, which follows its playbook re-quote ``offer``, on the declaration's
+    pre-approval (the system applies the declarer's authority): a request made before the incident was declared
+    does not keep its customer waiting for a decision the declarer already took. Returns the case."""
+    approval = await repo.get_approval(conn, case.pending_approval_id, lock=True)
+    if approval is None:
+        raise NotFound(f"approval {case.pending_approval_id} of case {case.case_id} not found")
+    system = Actor.system()
+    after = lifecycle.apply(case, c.DecideApproval(by=system, approved=True), now).case
+    offer_record = await steps.load_offer(conn, approval.offer_id)
+    await _settle(
+        conn,
+        deps,
+        before=case,
+        after=after,
+        approval=approval,
+        offer_record=offer_record,
+        decision=ApprovalDecision.APPROVE,
+        amount=approval.amount,
+        lines=wire.lines_with(offer_record.offer.lines, approval.line_minor),
+        by=system,
+        tier=AuthorizationTier.PLAYBOOK,
+        authority_employee_id=declaration.declared_by,
+        limits_proto=steps.playbook_limits_proto(deps, declaration, limits),
+        reason=steps.playbook_reason(declaration, offer),
+        detail="approve: pre-approved by the incident's declaration",
+        now=now,
+    )
+    spent = steps.rate(deps, approval.amount.currency).to_base(approval.amount.amount_minor)
+    await repo.add_declared_spend(conn, {declaration.incident_id: spent})
+    return after
+
+
+async def _settle(
+    conn: asyncpg.Connection,
+    deps: steps.Deps,
+    *,
+    before: Case,
+    after: Case,
+    approval: Approval,
+    offer_record: repo.OfferRecord,
+    decision: ApprovalDecision,
+    amount: Money | None,
+    lines: tuple[OfferLine, ...],
+    by: Actor,
+    tier: AuthorizationTier,
+    authority_employee_id: str,
+    limits_proto,
+    reason: str,
+    detail: str,
+    now: datetime,
+) -> Approval:
+    """Record a decided approval: the authorisation of what was approved (or the offer's status when nothing
+    was), the decision, its timers stopped, the case saved, ApprovalDecided staged and audited."""
+    approval_id = approval.approval_id
+    # A rejected remainder leaves the owner's share authorised: the case goes on to the customer either way.
+    has_share = bool(approval.owner_share and approval.owner_share.amount_minor)
+    if amount is not None:
         await steps.record_authorization(
             conn,
             deps,
             case=before,
             offer_record=offer_record,
             by=by,
-            tier=AuthorizationTier.APPROVER,
-            authority_employee_id=used.employee_id,
+            tier=tier,
+            authority_employee_id=authority_employee_id,
             limits=limits_proto,
             amount=amount,
             lines=lines,
@@ -378,7 +469,7 @@ async def decide_approval(
     )
     await repo.decide_approval(conn, decided)
     await repo.set_timers(conn, before.case_id, SlaClock.APPROVAL, [])
-    await repo.save_case(conn, transition.case, now=now)
+    await repo.save_case(conn, after, now=now)
     await steps.stage_event(
         conn,
         steps.APPROVAL_DECIDED,
@@ -391,7 +482,7 @@ async def decide_approval(
         conn,
         deps,
         before=before,
-        after=transition.case,
+        after=after,
         action=CaseAction.APPROVAL_DECIDED,
         actor=by,
         at=now,
@@ -401,7 +492,7 @@ async def decide_approval(
         reason=reason,
         limits=wire.limits_json(limits_proto),
         rate=wire.rate_json(steps.rate(deps, approval.amount.currency)),
-        detail=f"{decision.value}" + (f" by delegation from {used.delegated_by}" if used.delegated_by else ""),
+        detail=detail,
     )
     deps.metrics.approval_decisions.labels(outcome=decision.value).inc()
     return decided

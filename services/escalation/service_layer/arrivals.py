@@ -31,11 +31,13 @@ from services.escalation.domain.model import (
     Case,
     CaseAction,
     CaseState,
+    Declaration,
+    Limits,
     OfferStatus,
     SlaClock,
     Usage,
 )
-from services.escalation.service_layer import steps
+from services.escalation.service_layer import approvals, steps
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +203,21 @@ async def receive_offer(conn: asyncpg.Connection, command: c.ReceiveOffer, *, me
         approval_id=before.pending_approval_id if follows else "",
         detail=f"version {offer.version}" + ("; the pending approval follows it" if follows else ""),
     )
-    if follows:
-        return  # the approver decides it: nobody authorises it at once
     policy = deps.policy()
-    if authority.system_may_authorise(policy, system_detected=after.system_detected, offer=offer):
+    declaration = await _declaration_of(conn, after, offer)
+    pre_approved = authority.playbook_limits(policy, declaration, offer)
+    if follows:
+        if declaration is not None and pre_approved is not None:
+            # Asked before the incident was declared: the declarer's pre-approval decides it now.
+            await approvals.decide_by_declaration(
+                conn, deps, case=after, offer=offer, declaration=declaration, limits=pre_approved, now=now
+            )
+        return  # otherwise the approver decides it: nobody authorises it at once
+    if declaration is not None and pre_approved is not None:
+        await steps.playbook_authorize(
+            conn, deps, case=after, offer=offer, declaration=declaration, limits=pre_approved, now=now
+        )
+    elif authority.system_may_authorise(policy, system_detected=after.system_detected, offer=offer):
         await steps.system_authorize(conn, deps, case=after, offer_id=offer.offer_id, now=now)
     elif authority.reviewed_while_queued(after, offer):
         review = steps.review(deps, case=after, offer=offer, message=message, now=now)
@@ -215,6 +228,13 @@ async def receive_offer(conn: asyncpg.Connection, command: c.ReceiveOffer, *, me
         steps.count_reviews(deps, [review])()
     else:
         await steps.owner_authorize_at_once(conn, deps, case=after, now=now)
+
+
+async def _declaration_of(conn: asyncpg.Connection, case: Case, offer) -> Declaration | None:
+    """The case's incident declaration, locked, when the offer is a playbook one (no statement otherwise)."""
+    if not (offer.playbook_id and case.incident_id):
+        return None
+    return (await repo.declarations_of(conn, [case.incident_id], lock=True)).get(case.incident_id)
 
 
 async def _follow_requote(conn, deps: steps.Deps, *, case: Case, message: bytes, offer, now) -> None:
@@ -284,10 +304,20 @@ async def receive_offers(uow: UnitOfWork, batch: Sequence[tuple[c.ReceiveOffer, 
         now=now,
     )
     arrived = [(command, message) for command, message in batch if command.case_id in records]
+    # Declared incidents' playbook offers are pre-approved: their declarations, locked (none: no statement).
+    declarations = await repo.declarations_of(
+        conn,
+        (records[cmd.case_id].case.incident_id for cmd, _ in arrived if cmd.offer.playbook_id),
+        lock=True,
+    )
+    # Planned in record order as the set will spend it: what the plan sends one by one re-checks on its own.
+    planned, room = _DeclaredRoom(policy, declarations), _DeclaredRoom(policy, declarations)
     per_case = Counter(command.case_id for command, _ in arrived)
     first, rest = [], []
     for command, message in arrived:
-        simple = per_case[command.case_id] == 1 and _first_offer(records[command.case_id].case, command, policy)
+        case = records[command.case_id].case
+        pre_approved = planned.take(case, command.offer) is not None
+        simple = per_case[command.case_id] == 1 and _first_offer(case, command, policy, pre_approved)
         (first if simple else rest).append((command, message))
     inserted = await repo.insert_offers(conn, [(cmd.case_id, cmd.offer, msg, cmd.proposed_at) for cmd, msg in first])
     highest = await repo.highest_offer_versions(conn, (cmd.case_id for cmd, _ in first))
@@ -325,7 +355,23 @@ async def receive_offers(uow: UnitOfWork, batch: Sequence[tuple[c.ReceiveOffer, 
             )
         )
         final = after
-        if authority.system_may_authorise(policy, system_detected=after.system_detected, offer=offer):
+
+        whole = None
+        pre_approved = room.take(after, offer)
+        if pre_approved is not None:
+            declaration, declarer_limits = pre_approved
+            playbook_limits = steps.playbook_limits_proto(deps, declaration, declarer_limits)
+            whole = (
+                AuthorizationTier.PLAYBOOK,
+                declaration.declared_by,
+                playbook_limits,
+                wire.limits_json(playbook_limits),
+                steps.playbook_reason(declaration, offer),
+            )
+        elif authority.system_may_authorise(policy, system_detected=after.system_detected, offer=offer):
+            whole = (AuthorizationTier.SYSTEM, "", limits, limits_json, steps.SYSTEM_REASON)
+        if whole is not None:
+            tier, authority_id, used_limits, used_json, reason = whole
             final = lifecycle.apply(after, c.AuthorizeOffer(by=system), now).case
             grant, record = steps.authorization(
                 deps,
@@ -333,9 +379,9 @@ async def receive_offers(uow: UnitOfWork, batch: Sequence[tuple[c.ReceiveOffer, 
                 offer=offer,
                 message=message,
                 by=system,
-                tier=AuthorizationTier.SYSTEM,
-                authority_employee_id="",
-                limits=limits,
+                tier=tier,
+                authority_employee_id=authority_id,
+                limits=used_limits,
                 amount=offer.total,
                 lines=offer.lines,
                 approval_id="",
@@ -354,9 +400,9 @@ async def receive_offers(uow: UnitOfWork, batch: Sequence[tuple[c.ReceiveOffer, 
                     at=now,
                     amount=offer.total,
                     offer_id=offer.offer_id,
-                    limits=limits_json,
+                    limits=used_json,
                     rate=wire.rate_json(steps.rate(deps, offer.total.currency)),
-                    reason=steps.SYSTEM_REASON,
+                    reason=reason,
                 )
             )
         elif authority.reviewed_while_queued(after, offer):
@@ -370,12 +416,17 @@ async def receive_offers(uow: UnitOfWork, batch: Sequence[tuple[c.ReceiveOffer, 
     if len(await repo.insert_authorizations(conn, grants)) != len(grants):
         raise Conflict("an offer of this batch is already authorised")  # cannot be for a first offer: isolate it
     await repo.set_offer_statuses(conn, [(g.offer_id, OfferStatus.AUTHORIZED) for g in grants])
+    await repo.add_declared_spend(conn, room.spent)
     await steps.save_reviews(conn, deps, reviews)
     await repo.append_audits(conn, audits)
-    if authorised := len(grants):
-        uow.after_commit(
-            lambda: deps.metrics.authorizations.labels(tier=AuthorizationTier.SYSTEM.value).inc(authorised)
-        )
+    if grants:
+        tiers = Counter(g.tier for g in grants)
+
+        def count_grants() -> None:
+            for tier, n in tiers.items():
+                deps.metrics.authorizations.labels(tier=tier).inc(n)
+
+        uow.after_commit(count_grants)
     if reviews:
         uow.after_commit(steps.count_reviews(deps, reviews))
     await uow.flush()  # the set's events before the one-by-one ones, in the order they were decided
@@ -383,13 +434,42 @@ async def receive_offers(uow: UnitOfWork, batch: Sequence[tuple[c.ReceiveOffer, 
         await receive_offer(conn, command, message=message, deps=deps)
 
 
-def _first_offer(case: Case, command: c.ReceiveOffer, policy) -> bool:
-    """True when the offer is the case's first and nobody but the system could authorise it at once."""
+def _first_offer(case: Case, command: c.ReceiveOffer, policy, pre_approved: bool) -> bool:
+    """True when the offer is the case's first and nobody but the system (on its own authority or a declared
+    incident's) could authorise it at once."""
     if case.current_offer_id or case.state in (CaseState.RESOLVED, CaseState.WAITING_ON_CUSTOMER):
         return False
     system = authority.system_may_authorise(policy, system_detected=case.system_detected, offer=command.offer)
     owner_may_grant = bool(case.owner_employee_id and case.owner_role)
-    return system or not owner_may_grant
+    return pre_approved or system or not owner_may_grant
+
+
+class _DeclaredRoom:
+    """What the declarations of a batch's incidents still pre-approve, as the batch spends it in record order."""
+
+    def __init__(self, policy, declarations: dict[str, Declaration]) -> None:
+        self._policy = policy
+        self._declarations = declarations
+        self.spent: dict[str, int] = {}  # per incident, base minor units authorised in this batch
+
+    def _limits(self, case: Case, offer) -> tuple[Declaration, Limits] | None:
+        declaration = self._declarations.get(case.incident_id)
+        if declaration is None:
+            return None
+        so_far = replace(
+            declaration,
+            authorized_base_minor=declaration.authorized_base_minor + self.spent.get(case.incident_id, 0),
+        )
+        limits = authority.playbook_limits(self._policy, so_far, offer)
+        return None if limits is None else (declaration, limits)
+
+    def take(self, case: Case, offer) -> tuple[Declaration, Limits] | None:
+        """Return the declaration and the declarer's limits when they pre-approve the offer, spending its room."""
+        found = self._limits(case, offer)
+        if found is not None:
+            rate = self._policy.rate_for(offer.total.currency)
+            self.spent[case.incident_id] = self.spent.get(case.incident_id, 0) + rate.to_base(offer.total.amount_minor)
+        return found
 
 
 async def request_reopen(conn: asyncpg.Connection, command: c.RequestReopen, *, deps: steps.Deps) -> None:

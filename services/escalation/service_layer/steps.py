@@ -42,6 +42,7 @@ from services.escalation.domain.model import (
     CaseAction,
     CaseState,
     ClockState,
+    Declaration,
     Limits,
     Offer,
     OfferLine,
@@ -342,8 +343,10 @@ async def authorize_whole_offer(
     limits: common_pb2.AuthorityLimits,
     reason: str,
     now: datetime,
+    authority_employee_id: str | None = None,
 ) -> Case:
-    """Authorise the whole offer by one authority (the owner's or the system's), save and audit; returns the case."""
+    """Authorise the whole offer by one authority (the owner's, the system's, or a declaration's), save and audit;
+    returns the case. The authority is ``by``'s own unless another employee's limits are used."""
     transition = lifecycle.apply(case, c.AuthorizeOffer(by=by), now)
     offer = offer_record.offer
     await record_authorization(
@@ -353,7 +356,7 @@ async def authorize_whole_offer(
         offer_record=offer_record,
         by=by,
         tier=tier,
-        authority_employee_id=by.employee_id,
+        authority_employee_id=by.employee_id if authority_employee_id is None else authority_employee_id,
         limits=limits,
         amount=offer.total,
         lines=offer.lines,
@@ -378,6 +381,46 @@ async def authorize_whole_offer(
 
 
 SYSTEM_REASON = "automatic recovery: system-detected failure within the automation limit"
+
+
+def playbook_reason(declaration: Declaration, offer: Offer) -> str:
+    """The audit reason of a pre-approved playbook offer: the declaration, the playbook and its version, whose
+    authority."""
+    d = declaration
+    return (
+        f"pre-approved by the declaration of incident {d.incident_id}: playbook {offer.playbook_id} of compensation "
+        f"policy {offer.policy_version or '(unknown)'}, declared by {d.declared_by} ({d.declared_by_role}) at "
+        f"{d.declared_at:%Y-%m-%d %H:%M} UTC under empowerment policy {d.limits_policy_version}: {d.reason}"
+    )
+
+
+def playbook_limits_proto(deps: Deps, declaration: Declaration, limits: Limits) -> common_pb2.AuthorityLimits:
+    """The declarer's limits a playbook authorisation used, as recorded on it."""
+    return wire.limits_to_proto(
+        limits, employee_id=declaration.declared_by, usage=Usage(), policy_version=deps.policy().version
+    )
+
+
+async def playbook_authorize(
+    conn, deps: Deps, *, case: Case, offer: Offer, declaration: Declaration, limits: Limits, now: datetime
+) -> Case:
+    """Authorise the whole playbook offer under the declaration (the system applies the declarer's
+    pre-approval) and count it against the incident's room; returns the case."""
+    authorised = await authorize_whole_offer(
+        conn,
+        deps,
+        case=case,
+        offer_record=await load_offer(conn, offer.offer_id),
+        by=Actor.system(),
+        tier=AuthorizationTier.PLAYBOOK,
+        limits=playbook_limits_proto(deps, declaration, limits),
+        reason=playbook_reason(declaration, offer),
+        now=now,
+        authority_employee_id=declaration.declared_by,
+    )
+    spent = rate(deps, offer.total.currency).to_base(offer.total.amount_minor)
+    await repo.add_declared_spend(conn, {declaration.incident_id: spent})
+    return authorised
 
 
 def system_limits(deps: Deps) -> common_pb2.AuthorityLimits:

@@ -37,7 +37,7 @@ async def test_a_case_opened_gives_exactly_one_current_offer(stack, compensation
     offer = events_pb2.OfferProposed.FromString(records[0].value)
     headers = dict(records[0].headers)
     assert headers["ce_id"].decode() == f"offer-proposed:{offer.offer_id}"
-    assert (offer.case_id, offer.version, offer.policy_version) == (case, 1, "2026.1")
+    assert (offer.case_id, offer.version, offer.policy_version) == (case, 1, "2026.2")
     assert offer.requote_reason == common_pb2.REQUOTE_REASON_UNSPECIFIED and not offer.supersedes_offer_id
     assert offer.total == eur(1500)
     kinds = [line.kind for line in offer.line_items]

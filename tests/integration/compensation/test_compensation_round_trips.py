@@ -115,6 +115,31 @@ async def test_opening_cases_and_recording_authorisations_take_as_many_statement
     assert len(spent) == 10 and {row["part"] for row in spent} == {"whole"}
 
 
+async def test_a_batch_with_cases_of_incidents_takes_two_statements_more_whatever_its_size(db, deps):
+    # The incident lock and the playbooks; a batch without incidents takes neither.
+    declared, undeclared = new_id("incident"), new_id("incident")
+    async with db.transaction() as conn:
+        await repository.record_playbook(
+            conn, incident_id=declared, playbook_id="cancelled_flight", declared_by="e-90", declared_at=now(),
+            recorded_at=now(),
+        )  # fmt: skip
+
+    def of(incident: str) -> commands.QuoteFirstOffer:
+        command = opening(new_id("cust"), "")
+        return replace(command, facts=replace(command.facts, incident_id=incident))
+
+    plain, _ = await _counted(db, handlers.open_cases, [opening(new_id("cust"), "")], deps)
+    one, (single,) = await _counted(db, handlers.open_cases, [of(declared)], deps)
+    batch = [of(declared if i % 2 == 0 else undeclared) for i in range(30)]
+    many, offers = await _counted(db, handlers.open_cases, batch, deps)
+    assert one == many == plain + 2
+    assert single.playbook_id == "cancelled_flight"
+    assert [o.playbook_id for o in offers] == ["cancelled_flight", ""] * 15
+    async with db.transaction() as conn:
+        cases = await repository.cases_of_incident(conn, declared)
+    assert cases[0] == single.case_id and set(cases[1:]) == {o.case_id for o in offers[::2]}
+
+
 async def test_an_offers_owner_share_and_remainder_are_two_rows_of_one_batch(db, deps):
     _, (offer,) = await _counted(db, handlers.open_cases, [opening(new_id("cust"), "")], deps)
     voucher = LineItem(RemedyKind.VOUCHER, Money(1000, "EUR"), "r", "i", "c")

@@ -204,7 +204,7 @@ async def test_an_owner_whose_role_was_not_known_authorises_with_their_own_call(
     assert authorized.tier == common_pb2.AUTHORIZATION_TIER_OWNER
     assert authorized.limits.per_case_limit.amount_minor == 5000
     assert authorized.limits.used_today.amount_minor == 0
-    assert authorized.limits_policy_version == "2026-12-02.1"
+    assert authorized.limits_policy_version == "2026-12-02.2"
     entry = first.case.decision_history[-1]
     assert (entry.action, entry.actor.employee_id, entry.amount.amount_minor) == (
         pb.CASE_ACTION_OFFER_AUTHORIZED,
@@ -543,7 +543,7 @@ async def test_the_runtime_role_cannot_change_the_audit_trail(escalation, publis
             1000,
         )
         assert json.loads(authorised["limits"])["perCaseLimit"]["amountMinor"] == "5000"
-        assert authorised["policy_version"] == "2026-12-02.1"
+        assert authorised["policy_version"] == "2026-12-02.2"
 
         async def as_runtime(sql: str, *args):
             async with conn.transaction():
