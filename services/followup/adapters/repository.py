@@ -61,15 +61,15 @@ async def save_case(conn: asyncpg.Connection, case: ResolvedCase) -> bool:
     row = await conn.fetchval(
         """INSERT INTO cases (case_id, customer_id, status, owner_employee_id, team, severity, outlook, category,
                               customer_timezone, channel, root_component, root_team, area_key, resolution_number,
-                              resolved_at)
-           VALUES ($1, $2, 'resolved', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                              resolved_at, incident_id)
+           VALUES ($1, $2, 'resolved', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
            ON CONFLICT (case_id) DO UPDATE SET
                status = 'resolved', owner_employee_id = EXCLUDED.owner_employee_id, team = EXCLUDED.team,
                severity = EXCLUDED.severity, outlook = EXCLUDED.outlook, category = EXCLUDED.category,
                customer_timezone = EXCLUDED.customer_timezone, channel = EXCLUDED.channel,
                root_component = EXCLUDED.root_component, root_team = EXCLUDED.root_team,
                area_key = EXCLUDED.area_key, resolution_number = EXCLUDED.resolution_number,
-               resolved_at = EXCLUDED.resolved_at, updated_at = now()
+               resolved_at = EXCLUDED.resolved_at, incident_id = EXCLUDED.incident_id, updated_at = now()
            WHERE cases.resolution_number <= EXCLUDED.resolution_number
            RETURNING true""",
         case.case_id,
@@ -86,6 +86,7 @@ async def save_case(conn: asyncpg.Connection, case: ResolvedCase) -> bool:
         case.area_key,
         case.resolution_number,
         case.resolved_at,
+        case.incident_id,
     )
     return bool(row)
 
@@ -105,6 +106,7 @@ def _case(row: asyncpg.Record) -> ResolvedCase:
         root_component=row["root_component"],
         root_team=row["root_team"],
         resolution_number=row["resolution_number"],
+        incident_id=row["incident_id"],
     )
 
 
@@ -126,16 +128,18 @@ async def set_case_status(conn: asyncpg.Connection, case_id: str, status: CaseSt
 
 
 async def cases_for_action(
-    conn: asyncpg.Connection, *, area_key: str | None, related_case_ids: Sequence[str]
+    conn: asyncpg.Connection, *, area_key: str | None, related_case_ids: Sequence[str], incident_id: str = ""
 ) -> list[ResolvedCase]:
-    """Return one case per customer (their latest) whose root cause is the area or that the action names."""
+    """Return one case per customer (their latest) whose root cause is the area, that the action names, or that
+    was part of its incident."""
     rows = await conn.fetch(
         """SELECT DISTINCT ON (customer_id) *
            FROM cases
-           WHERE (area_key = $1) OR case_id = ANY($2::text[])
+           WHERE (area_key = $1) OR case_id = ANY($2::text[]) OR ($3 <> '' AND incident_id = $3)
            ORDER BY customer_id, resolved_at DESC, case_id""",
         area_key,
         list(related_case_ids),
+        incident_id,
     )
     return [_case(row) for row in rows]
 

@@ -53,6 +53,7 @@ def resolved_case_from_event(message: events_pb2.CaseResolved, *, at: datetime) 
         root_component=area.component,
         root_team=area.team,
         resolution_number=max(message.resolution_number, 1),
+        incident_id=message.incident_id,
     )
 
 
@@ -105,6 +106,7 @@ def action_from_event(message: events_pb2.CorrectiveActionCompleted, *, at: date
         description=message.description,
         related_case_ids=tuple(message.related_case_ids),
         completed_at=time_from_proto(message, "completed_at") or at,
+        incident_id=message.incident_id,
     )
 
 

@@ -44,13 +44,15 @@ class RecordFeedback:
 
 @dataclass(frozen=True)
 class NotifyCorrectiveAction:
-    """A root cause was fixed: every customer whose resolved case pointed at the area hears it, once."""
+    """A root cause was fixed: every customer whose resolved case pointed at the area, is named, or was part of
+    the incident hears it, once."""
 
     action_id: str
     area_key: str | None
     description: str
     related_case_ids: tuple[str, ...]
     completed_at: datetime
+    incident_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ class ResolvedCase:
     root_component: str
     root_team: str
     resolution_number: int
+    incident_id: str = ""  # the disruption the case was part of (a corrective action may name it)
 
     @property
     def area_key(self) -> str | None:

@@ -141,9 +141,10 @@ async def schedule_followups(conn: asyncpg.Connection, command: ScheduleFollowup
 
 
 async def notify_corrective_action(conn: asyncpg.Connection, command: NotifyCorrectiveAction, *, deps: Deps) -> int:
-    """Schedule one notice per customer whose case pointed at the fixed area (or is named); returns how many new."""
+    """Schedule one notice per customer whose case pointed at the fixed area (or is named, or was part of the
+    named incident); returns how many new."""
     cases = await repository.cases_for_action(
-        conn, area_key=command.area_key, related_case_ids=command.related_case_ids
+        conn, area_key=command.area_key, related_case_ids=command.related_case_ids, incident_id=command.incident_id
     )
     policy = deps.policy()
     now = deps.clock()

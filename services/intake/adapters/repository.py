@@ -300,8 +300,8 @@ class FailureStore:
             # Queued for hot-spot counting in the transaction that accepts them (an insert: no shared row to lock).
             await self._conn.executemany(
                 """INSERT INTO hotspot_queue (failure_id, occurred_at, received_at, category, component, release, team,
-                                              employee_id)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                                              employee_id, incident_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
                 [
                     (
                         failure_id,
@@ -312,6 +312,7 @@ class FailureStore:
                         report.area.release,
                         report.area.team,
                         report.area.employee_id,
+                        report.incident_id,
                     )
                     for failure_id, _, report, received_at, _ in failures
                 ],
@@ -483,6 +484,7 @@ async def claim_hotspot_queue(conn: asyncpg.Connection, *, limit: int) -> list[t
                 occurred_at=r["occurred_at"],
                 category=Category(r["category"]),
                 area=Area(component=r["component"], release=r["release"], team=r["team"], employee_id=r["employee_id"]),
+                incident_id=r["incident_id"],
             ),
             r["received_at"],
         )

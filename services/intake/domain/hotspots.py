@@ -1,7 +1,7 @@
 """Hot spots: where failures cluster. Pure counting rules; the store keeps the counts.
 
 Each failure counts once in every dimension it has a value for (category, component, release, team,
-employee, hour of day), in the window its occurrence time falls in. A window is hot when its count
+employee, hour of day, incident), in the window its occurrence time falls in. A window is hot when its count
 reaches the policy minimum and exceeds the average of the trailing baseline windows by the policy factor.
 """
 
@@ -25,6 +25,7 @@ class Occurrence:
     occurred_at: datetime
     category: Category
     area: Area
+    incident_id: str = ""  # the disruption it is part of: an incident growing fast is a hot spot too
 
 
 @dataclass(frozen=True, order=True)
@@ -46,6 +47,7 @@ def dimension_values(occurrence: Occurrence) -> tuple[tuple[HotspotDimension, st
         (HotspotDimension.TEAM, area.team),
         (HotspotDimension.EMPLOYEE, area.employee_id),
         (HotspotDimension.HOUR_OF_DAY, str(occurrence.occurred_at.astimezone(UTC).hour)),
+        (HotspotDimension.INCIDENT, occurrence.incident_id),
     )
     return tuple((dimension, value) for dimension, value in pairs if value)
 

@@ -195,6 +195,48 @@ async def test_a_corrective_action_reaches_every_linked_customer_once(followup, 
         assert message.corrective_action_description == expected.description
 
 
+async def test_a_corrective_action_naming_an_incident_reaches_every_customer_of_it(followup, publisher):
+    incident = new_id("flight-LO281")
+    stranded = [new_id("cust") for _ in range(3)]
+    elsewhere = new_id("cust")
+    cases = [resolved(customer, incident_id=incident) for customer in stranded]
+    cases.append(resolved(elsewhere, root_cause_area=common_pb2.Area(component=new_id("other"))))
+    for case in cases:
+        await publish(publisher, RESOLVED, case)
+    for case in cases:
+        await eventually(lambda case=case: followups_of(followup, case.case_id))
+    action = events_pb2.CorrectiveActionCompleted(
+        customer_id=f"incident:{incident}",
+        action_id=new_id("act"),
+        incident_id=incident,  # no area: the incident is what was put right
+        description="we added a spare aircraft to the morning rotation",
+        completed_at=time_to_proto(now()),
+    )
+    await publish(publisher, ACTIONS, action, source="flight-operations")
+
+    async def all_sent():
+        found = await rows(
+            followup.settings,
+            "SELECT status FROM {schema}.followups WHERE kind = 'corrective_action_notice' AND customer_id = ANY($1)",
+            stranded,
+        )
+        return len(found) == 3 and all(r["status"] == "sent" for r in found)
+
+    await eventually(all_sent, timeout=40)
+    got = await read_events(
+        followup.settings.kafka_bootstrap_servers, DUE, events_pb2.FollowupDue, keys=stranded, count=3, settle=1.0
+    )
+    notices = [m for _, m in got if m.kind == NOTICE]
+    assert sorted(m.customer_id for m in notices) == sorted(stranded)
+    assert {m.action_id for m in notices} == {action.action_id}
+    later = await rows(
+        followup.settings,
+        "SELECT 1 FROM {schema}.followups WHERE kind = 'corrective_action_notice' AND customer_id = $1",
+        elsewhere,
+    )
+    assert later == [], "a customer outside the incident hears nothing of it"
+
+
 async def test_a_new_policy_version_applies_without_restart_and_a_bad_one_is_refused(followup, publisher):
     path = Path(followup.settings.policy_path)
     original = read(path)

@@ -139,7 +139,7 @@ async def test_rows_recorded_before_the_migration_become_an_authorisation_each_u
             )
         copy_migrations(before)
         applied = await migrations.migrate(settings.database_url, schema=settings.schema, service_migrations=before)
-        assert applied == [f"{settings.schema}:0002_compensations_per_authorization.sql"]
+        assert applied[0] == f"{settings.schema}:0002_compensations_per_authorization.sql"  # then any later ones
 
         # The old row is the case's first authorisation; a later one adds to it, and the old one redelivered does not.
         [requote] = split_and_requoted(customer, "case-1")[2:]

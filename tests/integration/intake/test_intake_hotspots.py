@@ -66,3 +66,19 @@ async def test_a_burst_is_a_hot_spot_once_and_steady_traffic_is_not(intake, publ
 
 async def _counted(intake, component: str, expected: int) -> bool:
     return metric(intake, "recovery_intake_area_failures_total", dimension="component", value=component) == expected
+
+
+async def test_a_fast_growing_incident_is_a_hot_spot_of_its_own(intake, publisher):
+    incident = new_id("flight-LO281")
+    at = time_to_proto(now() - timedelta(minutes=1))
+    for _ in range(6):
+        await publish(publisher, FAILURES, failure(new_id("cust"), occurred_at=at, incident_id=incident))
+    [hot] = await read_events(
+        intake.settings.kafka_bootstrap_servers,
+        HOTSPOTS,
+        events_pb2.HotspotDetected,
+        key=f"hotspot:incident:{incident}",
+        count=1,
+    )
+    assert (hot.dimension, hot.value) == (common_pb2.HOTSPOT_DIMENSION_INCIDENT, incident)
+    assert hot.count >= 5

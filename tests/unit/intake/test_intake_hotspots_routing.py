@@ -40,6 +40,13 @@ def test_a_failure_counts_in_every_dimension_it_has_a_value_for():
     )
 
 
+def test_a_failure_of_an_incident_counts_for_the_incident_too():
+    incident = Occurrence(occurred_at=NOW, category=Category.CANCELLATION, area=Area(), incident_id="flight-LO281")
+    assert (HotspotDimension.INCIDENT, "flight-LO281") in dimension_values(incident)
+    counted = tally([incident, incident], POLICY)
+    assert counted[WindowKey("incident", "flight-LO281", window_start(NOW, timedelta(hours=1)))] == 2
+
+
 def test_hour_of_day_is_the_utc_hour():
     at = datetime(2025, 6, 1, 23, 30, tzinfo=UTC) + timedelta(hours=2)  # 01:30 UTC next day
     assert (HotspotDimension.HOUR_OF_DAY, "1") in dimension_values(occurrence(at=at))
