@@ -194,3 +194,29 @@ async def test_a_new_system_publishes_without_a_contract_change(intake):
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await stub.FindFailure(intake_pb2.FindFailureRequest(source_event_id="never-sent"), metadata=staff)
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_cancelled_flight_of_200_passengers_from_librdkafka_opens_200_cases_of_one_incident(intake):
+    bootstrap = intake.settings.kafka_bootstrap_servers
+    incident = new_id("flight-LO281")
+    passengers = [new_id("cust") for _ in range(200)]
+
+    def cancelled(customer: str) -> bytes:
+        report = failure(
+            customer, source_event_id=new_id("ops"), category=common_pb2.CATEGORY_CANCELLATION, incident_id=incident
+        )
+        return json.dumps(json_format.MessageToDict(report)).encode()
+
+    records = [
+        (c, cancelled(c), binary_headers(new_id("ce"), "flight-operations", "application/json")) for c in passengers
+    ]
+    await asyncio.to_thread(produce, bootstrap, records)
+    opened = await asyncio.to_thread(consume, bootstrap, OPENED, set(passengers), 200, 120)
+    events = [events_pb2.CaseOpened.FromString(m.value()) for m in opened]
+    assert sorted(e.customer_id for e in events) == sorted(passengers)
+    assert {e.incident_id for e in events} == {incident}
+    assert len({e.case_id for e in events}) == 200, "one case per passenger, tied together by the incident"
+    [hot] = await asyncio.to_thread(
+        consume, bootstrap, "recovery.hotspot-detected.v1", {f"hotspot:incident:{incident}"}, 1
+    )
+    assert events_pb2.HotspotDetected.FromString(hot.value()).dimension == common_pb2.HOTSPOT_DIMENSION_INCIDENT
