@@ -19,7 +19,7 @@ from services.common.money import Money
 from services.intake.adapters import wire
 from services.intake.domain.acceptance import Amended, CustomerState, Granted, KnownCase, KnownFailure, Opened
 from services.intake.domain.commands import RecordCompensation
-from services.intake.domain.events import CaseOpened
+from services.intake.domain.events import CaseAmended, CaseOpened
 from services.intake.domain.hotspots import Occurrence, WindowKey
 from services.intake.domain.model import (
     Area,
@@ -149,174 +149,187 @@ class FailureStore:
     ) -> dict[str, CustomerState]:
         """Return what intake knows of each customer: recent cases and failures, the unresolved cases under
         ``references`` and the ``related`` cases (which reports may join, with their failures' reports),
-        compensation received and the last satisfaction answer. Five queries, whatever the number of customers.
+        compensation received and the last satisfaction answer. One statement, whatever the number of customers:
+        each kind of row in its own branch of one result, told apart by ``kind``.
         """
         customers = sorted(set(customer_ids))
         states = {c: CustomerState(customer_id=c) for c in customers}
         references = sorted(set(references) - {""})
         related = sorted(set(related) - {""})
-        case_rows = await self._conn.fetch(
-            """SELECT case_id, customer_id, reference, status, first_failure_at, opened_at, revision FROM cases
-               WHERE customer_id = ANY($1::text[])
-                 AND (opened_at >= $2 OR (status <> 'resolved' AND reference = ANY($3::text[]))
-                      OR case_id = ANY($4::text[]))""",
+        rows = await self._conn.fetch(
+            """WITH known AS (
+                   SELECT case_id, customer_id, reference, status, first_failure_at, opened_at, revision,
+                          case_id = ANY($4::text[]) OR (status <> 'resolved' AND reference = ANY($3::text[]))
+                              AS joinable
+                   FROM cases
+                   WHERE customer_id = ANY($1::text[])
+                     AND (opened_at >= $2 OR (status <> 'resolved' AND reference = ANY($3::text[]))
+                          OR case_id = ANY($4::text[]))
+               )
+               SELECT 'case' AS kind, case_id, customer_id, reference, status, first_failure_at, opened_at, revision,
+                      NULL::text AS failure_id, NULL::timestamptz AS occurred_at, NULL::timestamptz AS received_at,
+                      NULL::bytea AS report, NULL::bigint AS amount_minor, NULL::text AS currency,
+                      NULL::integer AS score, NULL::boolean AS satisfied
+               FROM known
+               UNION ALL
+               -- Recent failures, and every failure of a case a report may join (with its report, to merge into).
+               SELECT 'failure', f.case_id, f.customer_id, NULL, NULL, NULL, NULL, NULL, f.failure_id, f.occurred_at,
+                      f.received_at, CASE WHEN j.case_id IS NOT NULL THEN f.report END, NULL, NULL, NULL, NULL
+               FROM failures f LEFT JOIN known j ON j.case_id = f.case_id AND j.joinable
+               WHERE (f.customer_id = ANY($1::text[]) AND f.occurred_at >= $5)
+                  OR f.case_id IN (SELECT case_id FROM known WHERE joinable)
+               UNION ALL
+               -- A case's authorisations add up (a split offer's two parts, a re-quote's difference): one sum per
+               -- case and currency, dated by its latest authorisation in the window.
+               SELECT 'granted', case_id, customer_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                      max(authorized_at), NULL, sum(amount_minor)::bigint, currency, NULL, NULL
+               FROM compensations WHERE customer_id = ANY($1::text[]) AND authorized_at >= $2
+               GROUP BY customer_id, case_id, currency
+               UNION ALL
+               SELECT * FROM (
+                   SELECT DISTINCT ON (customer_id) 'answer', NULL::text, customer_id, NULL::text, NULL::text,
+                          NULL::timestamptz, NULL::timestamptz, NULL::integer, NULL::text, NULL::timestamptz,
+                          received_at, NULL::bytea, NULL::bigint, NULL::text, score, satisfied
+                   FROM satisfaction WHERE customer_id = ANY($1::text[]) ORDER BY customer_id, received_at DESC
+               ) AS last_answers""",
             customers,
             now - case_lookback,
             references,
             related,
-        )
-        joinable: list[str] = []
-        for r in case_rows:
-            case = KnownCase(
-                case_id=r["case_id"],
-                customer_id=r["customer_id"],
-                reference=r["reference"],
-                resolved=r["status"] == "resolved",
-                first_failure_at=r["first_failure_at"],
-                opened_at=r["opened_at"],
-                revision=r["revision"],
-            )
-            states[case.customer_id].cases[case.case_id] = case
-            if case.case_id in related or (not case.resolved and case.reference in references):
-                joinable.append(case.case_id)
-        for r in await self._conn.fetch(
-            """SELECT failure_id, case_id, customer_id, occurred_at, received_at FROM failures
-               WHERE customer_id = ANY($1::text[]) AND occurred_at >= $2""",
-            customers,
             now - failure_lookback,
-        ):
-            states[r["customer_id"]].failures[r["failure_id"]] = KnownFailure(
-                r["failure_id"], r["case_id"], r["customer_id"], r["occurred_at"], r["received_at"]
-            )
-        if joinable:
-            for r in await self._conn.fetch("SELECT * FROM failures WHERE case_id = ANY($1::text[])", joinable):
-                states[r["customer_id"]].failures[r["failure_id"]] = KnownFailure(
-                    r["failure_id"],
-                    r["case_id"],
-                    r["customer_id"],
-                    r["occurred_at"],
-                    r["received_at"],
-                    _report(r["report"]),
-                )
-        # A case's authorisations add up (a split offer's two parts, a re-quote's difference): one sum per case and
-        # currency, dated by its latest authorisation in the window.
-        for r in await self._conn.fetch(
-            """SELECT case_id, customer_id, sum(amount_minor)::bigint AS amount_minor, currency,
-                      max(authorized_at) AS authorized_at
-               FROM compensations WHERE customer_id = ANY($1::text[]) AND authorized_at >= $2
-               GROUP BY customer_id, case_id, currency""",
-            customers,
-            now - case_lookback,
-        ):
-            states[r["customer_id"]].granted.append(
-                Granted(r["case_id"], Money(r["amount_minor"], r["currency"]), r["authorized_at"])
-            )
-        for r in await self._conn.fetch(
-            """SELECT DISTINCT ON (customer_id) customer_id, score, satisfied, received_at FROM satisfaction
-               WHERE customer_id = ANY($1::text[]) ORDER BY customer_id, received_at DESC""",
-            customers,
-        ):
-            states[r["customer_id"]].last_satisfaction = _answer(r)
+        )
+        for r in rows:
+            state = states[r["customer_id"]]
+            match r["kind"]:
+                case "case":
+                    state.cases[r["case_id"]] = KnownCase(
+                        case_id=r["case_id"],
+                        customer_id=r["customer_id"],
+                        reference=r["reference"],
+                        resolved=r["status"] == "resolved",
+                        first_failure_at=r["first_failure_at"],
+                        opened_at=r["opened_at"],
+                        revision=r["revision"],
+                    )
+                case "failure":
+                    report = _report(r["report"]) if r["report"] is not None else None
+                    state.failures[r["failure_id"]] = KnownFailure(
+                        r["failure_id"], r["case_id"], r["customer_id"], r["occurred_at"], r["received_at"], report
+                    )
+                case "granted":
+                    state.granted.append(
+                        Granted(r["case_id"], Money(r["amount_minor"], r["currency"]), r["received_at"])
+                    )
+                case "answer":
+                    state.last_satisfaction = _answer(r)
         return states
 
     async def save_decisions(self, decisions: Sequence[tuple[Opened | Amended, Message]]) -> None:
-        """Write a batch's new cases, amended cases, failures and hot-spot queue entries: four statements at most.
+        """Write a batch's new cases, amended cases, failures and hot-spot queue entries in one statement.
 
         Each decision comes with its event message, whose classification, history and merged report are what the
-        store keeps (encoded once for both).
+        store keeps (encoded once for both). The failures' foreign key to their case is checked at the end of the
+        statement, after the cases it inserts.
         """
-        opened = [(d.event, m) for d, m in decisions if isinstance(d, Opened)]
-        amended = [(d.event, m) for d, m in decisions if isinstance(d, Amended)]
-        if opened:
-            await self._conn.executemany(
-                """INSERT INTO cases (case_id, customer_id, reference, status, category, severity, outlook,
-                                      owner_employee_id, owning_team, first_failure_at, opened_at, classification,
-                                      history)
-                   VALUES ($1, $2, $3, 'open', $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-                [
-                    (
-                        e.case_id,
-                        e.report.customer_id,
-                        e.report.reference,
-                        e.report.category.value,
-                        e.classification.severity.value,
-                        e.classification.outlook.value,
-                        e.owner_employee_id,
-                        e.owning_team,
-                        e.report.occurred_at,
-                        e.opened_at,
-                        _bytes(m.classification),
-                        _bytes(m.history),
-                    )
-                    for e, m in opened
-                ],
-            )
-        if amended:
-            # In decision order: a case amended twice in one batch ends with its second revision.
-            await self._conn.executemany(
-                """UPDATE cases SET revision = $2, first_failure_at = $3, severity = $4, outlook = $5,
-                                    classification = $6, history = $7
-                   WHERE case_id = $1""",
-                [
-                    (
-                        e.case_id,
-                        e.revision,
-                        e.case_report.occurred_at,
-                        e.classification.severity.value,
-                        e.classification.outlook.value,
-                        _bytes(m.classification),
-                        _bytes(m.history),
-                    )
-                    for e, m in amended
-                ],
-            )
+        if not decisions:
+            return
+        # Each case's row as the batch leaves it: its last amendment wins (in decision order), and a case opened in
+        # this batch is inserted with its amendments already in it (an UPDATE does not see a sibling's insert).
+        opened = {d.event.case_id: (d.event, d.event, m, m) for d, m in decisions if isinstance(d, Opened)}
+        amended: dict[str, tuple] = {}
+        for d, m in decisions:
+            if isinstance(d, Amended):
+                case_id = d.event.case_id
+                if case_id in opened:
+                    opening, _, opening_message, _ = opened[case_id]
+                    opened[case_id] = (opening, d.event, opening_message, m)
+                else:
+                    amended[case_id] = (d.event, m)
+        rows = list(opened.values())
+        changes = list(amended.values())
         failures = [
             (e.failure_id, e.case_id, e.report, e.opened_at, _bytes(wire.report_to_proto(e.report)))
             if isinstance(e, CaseOpened)
             else (e.failure_id, e.case_id, e.merged_report, e.amended_at, _bytes(m.merged_failure))
             for e, m in ((d.event, m) for d, m in decisions)
         ]
-        if failures:
-            await self._conn.executemany(
-                """INSERT INTO failures (failure_id, case_id, customer_id, source, source_event_id, occurred_at,
+        await self._conn.execute(
+            """WITH opened AS (
+                   INSERT INTO cases (case_id, customer_id, reference, status, category, severity, outlook,
+                                      owner_employee_id, owning_team, first_failure_at, opened_at, classification,
+                                      history, revision)
+                   SELECT case_id, customer_id, reference, 'open', category, severity, outlook, owner_employee_id,
+                          owning_team, first_failure_at, opened_at, classification, history, revision
+                   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                               $8::text[], $9::timestamptz[], $10::timestamptz[], $11::bytea[], $12::bytea[],
+                               $34::int[])
+                        AS n(case_id, customer_id, reference, category, severity, outlook, owner_employee_id,
+                             owning_team, first_failure_at, opened_at, classification, history, revision)
+               ), amended AS (
+                   UPDATE cases c SET revision = a.revision, first_failure_at = a.first_failure_at,
+                                      severity = a.severity, outlook = a.outlook,
+                                      classification = a.classification, history = a.history
+                   FROM unnest($13::text[], $14::int[], $15::timestamptz[], $16::text[], $17::text[], $18::bytea[],
+                               $19::bytea[])
+                        AS a(case_id, revision, first_failure_at, severity, outlook, classification, history)
+                   WHERE c.case_id = a.case_id
+               ), accepted AS (
+                   INSERT INTO failures (failure_id, case_id, customer_id, source, source_event_id, occurred_at,
                                          received_at, report)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-                [
-                    (
-                        failure_id,
-                        case_id,
-                        report.customer_id,
-                        report.source.value,
-                        # The dedupe id: the publisher's event id, prefixed by the publisher when the report
-                        # is known by its publisher only (rules.dedupe_key).
-                        key[1] if (key := dedupe_key(report)) else report.source_event_id,
-                        report.occurred_at,
-                        received_at,
-                        stored,
-                    )
-                    for failure_id, case_id, report, received_at, stored in failures
-                ],
-            )
-            # Queued for hot-spot counting in the transaction that accepts them (an insert: no shared row to lock).
-            await self._conn.executemany(
-                """INSERT INTO hotspot_queue (failure_id, occurred_at, received_at, category, component, release, team,
-                                              employee_id, incident_id)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-                [
-                    (
-                        failure_id,
-                        report.occurred_at,
-                        received_at,
-                        report.category.value,
-                        report.area.component,
-                        report.area.release,
-                        report.area.team,
-                        report.area.employee_id,
-                        report.incident_id,
-                    )
-                    for failure_id, _, report, received_at, _ in failures
-                ],
-            )
+                   SELECT * FROM unnest($20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
+                                        $25::timestamptz[], $26::timestamptz[], $27::bytea[])
+               )
+               -- Queued for hot-spot counting in the transaction that accepts them (no shared row to lock).
+               INSERT INTO hotspot_queue (failure_id, occurred_at, received_at, category, component, release, team,
+                                          employee_id, incident_id)
+               SELECT * FROM unnest($20::text[], $25::timestamptz[], $26::timestamptz[], $28::text[], $29::text[],
+                                    $30::text[], $31::text[], $32::text[], $33::text[])""",
+            [o.case_id for o, _, _, _ in rows],
+            [o.report.customer_id for o, _, _, _ in rows],
+            [o.report.reference for o, _, _, _ in rows],
+            [o.report.category.value for o, _, _, _ in rows],
+            [last.classification.severity.value for _, last, _, _ in rows],
+            [last.classification.outlook.value for _, last, _, _ in rows],
+            [o.owner_employee_id for o, _, _, _ in rows],
+            [o.owning_team for o, _, _, _ in rows],
+            [_first_failure_at(last) for _, last, _, _ in rows],
+            [o.opened_at for o, _, _, _ in rows],
+            [_bytes(m.classification) for _, _, _, m in rows],
+            [_bytes(m.history) for _, _, _, m in rows],
+            [e.case_id for e, _ in changes],
+            [e.revision for e, _ in changes],
+            [e.case_report.occurred_at for e, _ in changes],
+            [e.classification.severity.value for e, _ in changes],
+            [e.classification.outlook.value for e, _ in changes],
+            [_bytes(m.classification) for _, m in changes],
+            [_bytes(m.history) for _, m in changes],
+            [failure_id for failure_id, *_ in failures],
+            [case_id for _, case_id, *_ in failures],
+            [report.customer_id for _, _, report, _, _ in failures],
+            [report.source.value for _, _, report, _, _ in failures],
+            # The dedupe id: the publisher's event id, prefixed by the publisher when the report is known by its
+            # publisher only (rules.dedupe_key).
+            [key[1] if (key := dedupe_key(r)) else r.source_event_id for _, _, r, _, _ in failures],
+            [report.occurred_at for _, _, report, _, _ in failures],
+            [received_at for _, _, _, received_at, _ in failures],
+            [stored for *_, stored in failures],
+            [report.category.value for _, _, report, _, _ in failures],
+            [report.area.component for _, _, report, _, _ in failures],
+            [report.area.release for _, _, report, _, _ in failures],
+            [report.area.team for _, _, report, _, _ in failures],
+            [report.area.employee_id for _, _, report, _, _ in failures],
+            [report.incident_id for _, _, report, _, _ in failures],
+            [_revision(last) for _, last, _, _ in rows],
+        )
+
+
+def _first_failure_at(event: CaseOpened | CaseAmended) -> datetime:
+    """When the case's first failure happened, as of ``event`` (an amendment may bring an earlier one)."""
+    return event.report.occurred_at if isinstance(event, CaseOpened) else event.case_report.occurred_at
+
+
+def _revision(event: CaseOpened | CaseAmended) -> int:
+    return 1 if isinstance(event, CaseOpened) else event.revision
 
 
 # -------------------------------------------------------------------------------------- cases, failures

@@ -54,15 +54,19 @@ class IntakeApi(intake_pb2_grpc.IntakeServiceServicer):
             outcome = await handlers.report_failure(
                 uow, command, deps=self._deps, channel="grpc", reporter=Reporter(team=caller.team, role=caller.role)
             )
-            case = await repository.get_case(conn, outcome.case_id)
-            assert case is not None
             response = intake_pb2.ReportFailureResponse(
-                failure_id=outcome.failure_id,
-                case_id=outcome.case_id,
-                merged=outcome.merged,
-                classification=case.classification,
-                history=case.history,
+                failure_id=outcome.failure_id, case_id=outcome.case_id, merged=outcome.merged
             )
+            if outcome.classification is not None and outcome.history is not None:
+                # What the report just decided is what the case now says: no read back.
+                response.classification.CopyFrom(wire.classification_to_proto(outcome.classification))
+                response.history.CopyFrom(wire.history_to_proto(outcome.history))
+            else:  # a duplicate: the case as it stands
+                case = await repository.get_case(conn, outcome.case_id)
+                if case is None:
+                    raise NotFound(f"case {outcome.case_id} of a duplicate report is unknown")
+                response.classification.CopyFrom(case.classification)
+                response.history.CopyFrom(case.history)
             await idempotency.remember(
                 conn, method=method, request_id=request_id, fingerprint=digest, response=response.SerializeToString()
             )

@@ -32,6 +32,7 @@ from services.intake.domain.events import CaseOpened, HotspotDetected
 from services.intake.domain.hotspots import is_hot_spot, tally
 from services.intake.domain.model import (
     CaseStatus,
+    Classification,
     CustomerHistory,
     FailureReport,
     HotspotDimension,
@@ -68,6 +69,9 @@ class ReportOutcome:
     case_id: str
     merged: bool = False
     duplicate: bool = False
+    # The case's classification and history as this report left them; None for a duplicate (nothing changed).
+    classification: Classification | None = None
+    history: CustomerHistory | None = None
 
 
 # ------------------------------------------------------------------------------------ failure reports
@@ -151,9 +155,20 @@ def _outcome(decision: acceptance.Decision) -> ReportOutcome:
         case acceptance.Duplicate(failure_id=failure_id, case_id=case_id):
             return ReportOutcome(failure_id=failure_id, case_id=case_id, duplicate=True)
         case acceptance.Opened(event=event):
-            return ReportOutcome(failure_id=event.failure_id, case_id=event.case_id)
+            return ReportOutcome(
+                failure_id=event.failure_id,
+                case_id=event.case_id,
+                classification=event.classification,
+                history=event.history,
+            )
         case acceptance.Amended(event=event):
-            return ReportOutcome(failure_id=event.failure_id, case_id=event.case_id, merged=True)
+            return ReportOutcome(
+                failure_id=event.failure_id,
+                case_id=event.case_id,
+                merged=True,
+                classification=event.classification,
+                history=event.history,
+            )
 
 
 def _message(decision: acceptance.Opened | acceptance.Amended) -> Message:
