@@ -644,33 +644,29 @@ def authority_to_proto(room: authority.Room, rate: Rate, *, employee_id: str, po
     return m
 
 
+def _declaration_fields(d: Declaration, limits: Limits) -> dict:
+    """The fields IncidentDeclaration and IncidentDeclared share: the declaration, with the per-case limit it
+    pre-approves (the declarer's, base currency)."""
+    return {
+        "incident_id": d.incident_id,
+        "playbook_id": d.playbook_id,
+        "declared_by": d.declared_by,
+        "declared_by_role": d.declared_by_role,
+        "reason": d.reason,
+        "per_case_limit": common_pb2.Money(amount_minor=limits.per_case, currency=limits.currency),
+        "limits_policy_version": d.limits_policy_version,
+        "declared_at": time_to_proto(d.declared_at),
+    }
+
+
 def declaration_to_proto(d: Declaration, *, limits: Limits) -> pb.IncidentDeclaration:
-    """Return the wire declaration, with the per-case limit it pre-approves (the declarer's, base currency)."""
-    return pb.IncidentDeclaration(
-        incident_id=d.incident_id,
-        playbook_id=d.playbook_id,
-        declared_by=d.declared_by,
-        declared_by_role=d.declared_by_role,
-        reason=d.reason,
-        per_case_limit=common_pb2.Money(amount_minor=limits.per_case, currency=limits.currency),
-        limits_policy_version=d.limits_policy_version,
-        declared_at=time_to_proto(d.declared_at),
-    )
+    """Return the wire declaration (GetIncident, DeclareIncident)."""
+    return pb.IncidentDeclaration(**_declaration_fields(d, limits))
 
 
 def incident_declared(d: Declaration, *, limits: Limits) -> events_pb2.IncidentDeclared:
     """Return the IncidentDeclared event of a declaration."""
-    return events_pb2.IncidentDeclared(
-        customer_id=incident_key(d.incident_id),
-        incident_id=d.incident_id,
-        playbook_id=d.playbook_id,
-        declared_by=d.declared_by,
-        declared_by_role=d.declared_by_role,
-        reason=d.reason,
-        per_case_limit=common_pb2.Money(amount_minor=limits.per_case, currency=limits.currency),
-        limits_policy_version=d.limits_policy_version,
-        declared_at=time_to_proto(d.declared_at),
-    )
+    return events_pb2.IncidentDeclared(customer_id=incident_key(d.incident_id), **_declaration_fields(d, limits))
 
 
 def incident_to_proto(
