@@ -14,10 +14,12 @@ one transaction::
                        response=response.SerializeToString())
     return response
 
-``replay`` takes a transaction-scoped advisory lock on (method, request id), so a retry that arrives
-while the first call is still running waits for it and then returns its response. The same id with
-different parameters raises :class:`IdempotencyConflict` before anything is done. Because the response
-is stored in the transaction of the effect, either both exist or neither does.
+``replay`` claims (method, request id) with one statement: it inserts the request's row without a response,
+or, when the id is known, reads the stored response. A retry that arrives while the first call is still
+running waits on the claimed row until that transaction ends, then returns its response (or, if it rolled
+back, claims the id itself). The same id with different parameters raises :class:`IdempotencyConflict`
+before anything is done. Because the claim and the response are written in the transaction of the effect,
+either all exist or none does.
 """
 
 from __future__ import annotations
@@ -55,34 +57,48 @@ def fingerprint(request: Message) -> bytes:
 async def replay(conn: asyncpg.Connection, *, method: str, request_id: str, fingerprint: bytes) -> bytes | None:
     """Return the stored response of an earlier call with this id, or None when the id is new.
 
-    Runs in the caller's transaction and holds a lock on (method, request id) until it ends. Raises
-    IdempotencyConflict when the id was used with different parameters.
+    Runs in the caller's transaction and claims (method, request id) until it ends: one statement for a new
+    id, two for a retry. Raises IdempotencyConflict when the id was used with different parameters.
     """
     require_request_id(request_id)
     if not conn.is_in_transaction():
         raise RuntimeError("idempotency.replay() must run inside the transaction that does the work")
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))", method, request_id)
+    claimed = await conn.fetchval(
+        """INSERT INTO request_log (method, request_id, fingerprint) VALUES ($1, $2, $3)
+           ON CONFLICT DO NOTHING RETURNING true""",
+        method,
+        request_id,
+        fingerprint,
+    )
+    if claimed:
+        return None
+    # A new statement, so a new snapshot: it sees the row of the transaction the claim waited for.
     row = await conn.fetchrow(
         "SELECT fingerprint, response FROM request_log WHERE method = $1 AND request_id = $2", method, request_id
     )
-    if row is None:
-        return None
-    if bytes(row["fingerprint"]) != fingerprint:
+    if row is not None and bytes(row["fingerprint"]) != fingerprint:
         raise IdempotencyConflict(
             f"request id {request_id!r} was already used for {method} with different parameters; "
             "nothing was done (use a new request id for a new request)"
         )
+    if row is None or row["response"] is None:
+        raise RuntimeError(f"request id {request_id!r} for {method} was committed without a response")
     return bytes(row["response"])
 
 
 async def remember(
     conn: asyncpg.Connection, *, method: str, request_id: str, fingerprint: bytes, response: bytes
 ) -> None:
-    """Store ``response`` for (method, request id) in the caller's transaction, the one that did the work."""
-    await conn.execute(
-        "INSERT INTO request_log (method, request_id, fingerprint, response) VALUES ($1, $2, $3, $4)",
+    """Store ``response`` for the (method, request id) that ``replay`` claimed in this same transaction."""
+    status = await conn.execute(
+        """UPDATE request_log SET response = $4
+           WHERE method = $1 AND request_id = $2 AND fingerprint = $3 AND response IS NULL""",
         method,
         request_id,
         fingerprint,
         response,
     )
+    if status != "UPDATE 1":
+        raise RuntimeError(
+            f"idempotency.remember() for {method} {request_id!r} found no claim: call replay() first, in this transaction"
+        )

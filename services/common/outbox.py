@@ -67,28 +67,49 @@ async def stage(conn: asyncpg.Connection, record: OutgoingRecord) -> None:
 
 
 async def stage_many(conn: asyncpg.Connection, records: Sequence[OutgoingRecord]) -> None:
-    """Write ``records`` to the outbox in the caller's transaction, in order, in two statements whatever their number.
+    """Write ``records`` to the outbox in the caller's transaction, in order, in one statement whatever their number.
 
-    The first statement serialises transactions per key, so outbox ids follow commit order for each key (the
-    locks are taken in one global order, so two transactions sharing keys queue instead of deadlocking; the
-    schema is part of the lock key, since each service's outbox orders only its own rows), and
-    queues a NOTIFY that Postgres delivers on commit: the relay publishes at once instead of at its next poll.
+    Before a row is inserted the statement serialises transactions per key, so outbox ids follow commit order
+    for each key (the locks are taken in one global order, so two transactions sharing keys queue instead of
+    deadlocking; the schema is part of the lock key, since each service's outbox orders only its own rows),
+    and it queues a NOTIFY that Postgres delivers on commit: the relay publishes at once instead of at its
+    next poll. Headers travel as two flat arrays; each record takes its slice of them.
     """
     if not records:
         return
-    keys = sorted({record.key for record in records if record.key is not None})
+    lock_keys = sorted({record.key for record in records if record.key is not None})
+    header_keys: list[str] = []
+    header_values: list[bytes] = []
+    firsts: list[int] = []
+    lasts: list[int] = []
+    for record in records:
+        firsts.append(len(header_keys) + 1)  # Postgres arrays count from 1; an empty slice is [n+1:n]
+        header_keys.extend(k for k, _ in record.headers)
+        header_values.extend(v for _, v in record.headers)
+        lasts.append(len(header_keys))
     await conn.execute(
-        """SELECT pg_notify($2 || ':' || current_schema(), ''),
-                  (SELECT count(pg_advisory_xact_lock(h)) FROM (
-                       SELECT DISTINCT hashtextextended(current_schema() || ':outbox-key:' || encode(k, 'hex'), 0) AS h
-                       FROM unnest($1::bytea[]) AS k ORDER BY h) AS ordered)""",
-        keys,
+        """WITH locked AS MATERIALIZED (
+               SELECT pg_notify($1 || ':' || current_schema(), '') AS notified,
+                      (SELECT count(pg_advisory_xact_lock(h)) FROM (
+                           SELECT DISTINCT hashtextextended(current_schema() || ':outbox-key:' || encode(k, 'hex'), 0) AS h
+                           FROM unnest($2::bytea[]) AS k ORDER BY h) AS ordered) AS locks)
+           INSERT INTO outbox (topic, key, value, header_keys, header_values, ce_id)
+           SELECT r.topic, r.key, r.value, ($9::text[])[r.first:r.last], ($10::bytea[])[r.first:r.last], r.ce_id
+           FROM locked,
+                unnest($3::text[], $4::bytea[], $5::bytea[], $6::int[], $7::int[], $8::text[])
+                    WITH ORDINALITY AS r(topic, key, value, first, last, ce_id, ord)
+           WHERE locked.locks >= 0  -- the locks are taken before any row (and its id) is made
+           ORDER BY r.ord""",
         NOTIFY_CHANNEL,
-    )
-    await conn.executemany(
-        """INSERT INTO outbox (topic, key, value, header_keys, header_values, ce_id)
-           VALUES ($1, $2, $3, $4, $5, $6)""",
-        [(r.topic, r.key, r.value, [k for k, _ in r.headers], [v for _, v in r.headers], r.ce_id) for r in records],
+        lock_keys,
+        [r.topic for r in records],
+        [r.key for r in records],
+        [r.value for r in records],
+        firsts,
+        lasts,
+        [r.ce_id for r in records],
+        header_keys,
+        header_values,
     )
 
 

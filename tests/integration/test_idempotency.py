@@ -81,6 +81,7 @@ async def test_the_same_id_for_another_method_is_a_different_request(db):
     request_id = f"req-{uuid.uuid4().hex}"
     digest = fingerprint(new_request(request_id))
     async with db.transaction() as conn:
+        assert await replay(conn, method=METHOD, request_id=request_id, fingerprint=digest) is None
         await remember(conn, method=METHOD, request_id=request_id, fingerprint=digest, response=b"one")
     async with db.transaction() as conn:
         assert await replay(conn, method="/other.Service/Method", request_id=request_id, fingerprint=b"x") is None
@@ -96,6 +97,14 @@ async def test_the_same_id_with_other_parameters_is_a_conflict_and_changes_nothi
     assert await effect_count(effects) == 1
     rows = await effects.pool.fetch("SELECT response FROM request_log WHERE request_id = $1", request_id)
     assert [intake_pb2.ReportFailureResponse.FromString(r["response"]) for r in rows] == [first]
+
+
+async def test_remember_without_a_claim_in_its_transaction_is_a_programming_error(db):
+    request_id = f"req-{uuid.uuid4().hex}"
+    with pytest.raises(RuntimeError, match="found no claim: call replay"):
+        async with db.transaction() as conn:
+            await remember(conn, method=METHOD, request_id=request_id, fingerprint=b"x", response=b"r")
+    assert await db.pool.fetchval("SELECT count(*) FROM request_log WHERE request_id = $1", request_id) == 0
 
 
 async def test_nothing_is_remembered_when_the_work_rolls_back(effects):
@@ -135,18 +144,18 @@ async def test_two_concurrent_calls_with_one_new_id_do_the_work_once(effects):
             second_pid.append(conn.get_server_pid())
             return await replay(conn, method=METHOD, request_id=request_id, fingerprint=digest)
 
-    async def blocked_on_advisory_lock() -> bool:
+    async def waiting_for_the_first() -> bool:
+        # The second call's claim waits on the first call's claimed row (its transaction's lock).
         if not second_pid:
             return False
         return await effects.pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted)",
-            second_pid[0],
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)", second_pid[0]
         )
 
     first = asyncio.create_task(first_call())
     second = asyncio.create_task(second_call())
     try:
-        await eventually(blocked_on_advisory_lock, timeout=10)
+        await eventually(waiting_for_the_first, timeout=10)
         assert not second.done()
         second_is_waiting.set()
         first_response, second_response = await asyncio.wait_for(asyncio.gather(first, second), timeout=10)

@@ -48,7 +48,11 @@ def sha256(text: str) -> str:
 
 async def test_kit_migrations_are_applied_once_and_recorded_with_checksums(settings, conn):
     schema = settings.schema
-    assert KIT_VERSIONS == ["kit:0001_outbox_inbox.sql", "kit:0002_inbox_by_source.sql"]
+    assert KIT_VERSIONS == [
+        "kit:0001_outbox_inbox.sql",
+        "kit:0002_inbox_by_source.sql",
+        "kit:0003_request_claims.sql",
+    ]
 
     assert await migrations.migrate(settings.database_url, schema=schema) == KIT_VERSIONS
     for table in ("outbox", "inbox", "request_log", "schema_migrations"):
@@ -65,7 +69,7 @@ async def test_inbox_rows_from_before_sources_move_with_no_source_and_still_cove
     first = migrations.discover(("kit", KIT_MIGRATIONS))[:1]
     assert await migrations.apply(conn, schema=schema, migrations=first) == ["kit:0001_outbox_inbox.sql"]
     await conn.execute(f"INSERT INTO {schema}.inbox (consumer, ce_id, topic) VALUES ('intake', 'a1', 't')")
-    assert await migrations.migrate(settings.database_url, schema=schema) == ["kit:0002_inbox_by_source.sql"]
+    assert (await migrations.migrate(settings.database_url, schema=schema))[0] == "kit:0002_inbox_by_source.sql"
     rows = await conn.fetch(f"SELECT consumer, ce_source, ce_id FROM {schema}.inbox")
     assert [tuple(r) for r in rows] == [("intake", "", "a1")]
     await conn.execute(f"SET search_path TO {schema}")

@@ -80,12 +80,12 @@ async def test_report_failure_takes_a_fixed_small_number_of_round_trips(api):
     retried = await statements_of(api, first)
     print(f"\nReportFailure statements: new case {len(opened)}, merge {len(merged)}, retry {len(retried)}")
     print("\n".join(opened))
-    # BEGIN, the request's lock, its stored response, COMMIT.
+    # BEGIN, the request's claim (refused), its stored response, COMMIT.
     assert len(retried) == 4, retried
-    # BEGIN, the request's lock and log, the customer's lock, the failures known by their event ids, all the
-    # customer's state (one statement), every row written (one), the response logged, the outbox (two), COMMIT.
-    assert len(opened) == 11, opened
-    assert len(merged) == 11, merged
+    # BEGIN, the request's claim, the customer's lock, the failures known by their event ids, all the
+    # customer's state (one statement), every row written (one), the response stored, the outbox (one), COMMIT.
+    assert len(opened) == 9, opened
+    assert len(merged) == 9, merged
 
 
 async def test_a_case_opened_and_merged_into_in_one_batch_is_stored_as_the_batch_left_it(api, settings):
@@ -108,4 +108,4 @@ async def test_a_case_opened_and_merged_into_in_one_batch_is_stored_as_the_batch
         await db.close()
     assert merged.merged and merged.case_id == opened.case_id
     assert case.revision == 2 and case.first_failure_at == second.occurred_at
-    assert len(sent) == 8, sent  # the same statements as one report, less the request's idempotency
+    assert len(sent) == 7, sent  # the same statements as one report, less the request's idempotency
