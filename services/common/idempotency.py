@@ -100,5 +100,6 @@ async def remember(
     )
     if status != "UPDATE 1":
         raise RuntimeError(
-            f"idempotency.remember() for {method} {request_id!r} found no claim: call replay() first, in this transaction"
+            f"idempotency.remember() for {method} {request_id!r} found no claim: "
+            "call replay() first, in this transaction"
         )

@@ -91,7 +91,8 @@ async def stage_many(conn: asyncpg.Connection, records: Sequence[OutgoingRecord]
         """WITH locked AS MATERIALIZED (
                SELECT pg_notify($1 || ':' || current_schema(), '') AS notified,
                       (SELECT count(pg_advisory_xact_lock(h)) FROM (
-                           SELECT DISTINCT hashtextextended(current_schema() || ':outbox-key:' || encode(k, 'hex'), 0) AS h
+                           SELECT DISTINCT
+                                  hashtextextended(current_schema() || ':outbox-key:' || encode(k, 'hex'), 0) AS h
                            FROM unnest($2::bytea[]) AS k ORDER BY h) AS ordered) AS locks)
            INSERT INTO outbox (topic, key, value, header_keys, header_values, ce_id)
            SELECT r.topic, r.key, r.value, ($9::text[])[r.first:r.last], ($10::bytea[])[r.first:r.last], r.ce_id
