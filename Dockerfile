@@ -34,6 +34,7 @@ RUN python -m venv /opt/venv \
         googleapis-common-protos \
         prometheus-client \
         "pyjwt[crypto]" \
+        babel \
     && printf '%s\n%s\n' /app /app/gen > /opt/venv/lib/python3.11/site-packages/service_recovery.pth
 
 # The protobuf code is generated here, as `make proto` does locally; grpcio-tools stays in this stage.

@@ -24,6 +24,7 @@ from recovery.followup.v1 import followup_pb2
 
 from services.common import cloudevents
 from services.common.wire import time_to_proto
+from tests.support import frontline
 from tests.support.frontline import (
     AGENT,
     LEAD,
@@ -34,10 +35,8 @@ from tests.support.frontline import (
     authorized,
     eur,
     offered,
-    report,
     resolve,
     scheduled,
-    system_failure,
 )
 from tests.support.outside import Outside, new_id
 from tests.support.system import ACK_DEADLINE_SECONDS, running_system, short_clocks
@@ -58,8 +57,28 @@ PEOPLE = {
 }
 
 
+# The language each customer speaks with us (Lithuanian, Polish, Italian or English): every word they receive
+# from the system is in it. Laura names none: the market's language applies (by her time zone).
+SPEAKS = {"c01": "lt", "c02": "lt", "c03": "pl", "c04": "it", "c05": "it", "c06": "lt", "c07": "lt", "c08": "pl",
+          "c09": "", "c10": "it", "c11": "pl-PL", "c12": "en"}  # fmt: skip
+
+
 def customer(label: str) -> str:
     return f"demo-{label.split()[0]}-{new_id('x')[-6:]}"
+
+
+def speaks(customer_id: str) -> str:
+    return SPEAKS[customer_id.split("-")[1]]
+
+
+async def report(outside: Outside, who, customer_id: str, **fields):
+    """The frontline's report, in the language the customer speaks on the phone."""
+    return await frontline.report(outside, who, customer_id, locale=speaks(customer_id), **fields)
+
+
+def system_failure(customer_id: str, **fields) -> events.FailureReported:
+    """A system's report, with the language the customer chose in their account (if any)."""
+    return frontline.system_failure(customer_id, locale=speaks(customer_id), **fields)
 
 
 async def play(outside: Outside, ids: dict[str, str]) -> None:
@@ -145,6 +164,7 @@ async def play(outside: Outside, ids: dict[str, str]) -> None:
         occurred_at=ago(days=1),
         description="How was everything? 2/10: 'waited 40 minutes on the phone'",
         survey_score=2,
+        locale=speaks(c["c08 Piotr"]),
     )
     await outside.publish("recovery.failure-reported.v1", survey, source="survey-tool", content_type=cloudevents.JSON)
 
@@ -359,15 +379,15 @@ def describe(topic: str, m: Message) -> list[str]:
             return [
                 f"{head}: {name(common.Severity, c.severity.severity)}, "
                 f"{name(common.Avoidability, c.avoidability.avoidability)}, "
-                f"outlook {name(common.Outlook, c.outlook.outlook)} (policy {c.policy_version})",
+                f"outlook {name(common.Outlook, c.outlook.outlook)} (policy {c.policy_version}), in {m.locale}",
                 f"    severity: {reasons(c.severity)}",
             ] + ([f"    outlook: {reasons(c.outlook)}"] if c.outlook.reasons else [])
         case "recovery.offer-proposed.v1":
             why = f", re-quote: {m.requote_detail}" if m.supersedes_offer_id else ""
             lines = [f"offer v{m.version}: {money(m.total)} (compensation policy {m.policy_version}{why})"]
-            lines += [
-                f"    {name(kind, li.kind):<22} {money(li.amount):>12}  {li.internal_reason}" for li in m.line_items
-            ]
+            for li in m.line_items:
+                lines.append(f"    {name(kind, li.kind):<22} {money(li.amount):>12}  {li.internal_reason}")
+                lines.append(f"    {'':<22} {'':>12}  to the customer ({m.locale}): {li.customer_explanation}")
             return lines
         case "recovery.offer-authorized.v1":
             limits = m.limits
@@ -389,7 +409,8 @@ def describe(topic: str, m: Message) -> list[str]:
             return [f"reopened to {m.owner_employee_id}: {m.reason}"]
         case "recovery.followup-due.v1":
             return [
-                f"follow-up due: {name(common.FollowupKind, m.kind)} via {name(common.Channel, m.channel)}: {m.message}"
+                f"follow-up due: {name(common.FollowupKind, m.kind)} via {name(common.Channel, m.channel)} "
+                f"({m.text.locale}): {m.message}"
             ]
         case "recovery.feedback-received.v1":
             return [f"feedback: score {m.score}, satisfied {m.satisfied}: {m.comment}"]

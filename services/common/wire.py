@@ -26,6 +26,7 @@ from recovery.events.v1 import common_pb2
 
 from services.common.errors import FieldViolation, InvalidInput
 from services.common.money import Money
+from services.common.texts import FALLBACK_LOCALE, CustomerText, parse_locale
 from services.common.vocabulary import CostItem, CostKind, CustomerRequest, RemedyKind
 
 E = TypeVar("E", bound=enum.Enum)
@@ -300,3 +301,26 @@ def request_to_proto(request: CustomerRequest | None) -> common_pb2.CustomerRequ
     )
     set_optional(wire, "amount", money_to_proto(request.amount))
     return wire
+
+
+def customer_text_to_proto(text: CustomerText) -> common_pb2.CustomerText:
+    """Return a rendered customer text with its template, locale and parameters (not localised)."""
+    return common_pb2.CustomerText(
+        template_id=text.template_id, locale=text.locale, params=text.wire_params(), text=text.text
+    )
+
+
+def customer_text_from_proto(message: Any, field: str, *, words: str = "") -> CustomerText:
+    """Return the rendered customer text in ``field``; a message from before templates carries only ``words``."""
+    if not message.HasField(field):
+        return CustomerText("", locale=FALLBACK_LOCALE if words else "", text=words)
+    wire = getattr(message, field)
+    return CustomerText(wire.template_id, tuple(sorted(wire.params.items())), wire.locale, wire.text)
+
+
+def locale_from_proto(value: str, field: str) -> str:
+    """Return the supported locale ``value`` names ("" when empty); raises InvalidInput naming ``field``."""
+    try:
+        return parse_locale(value)
+    except ValueError as exc:
+        raise InvalidInput.of(FieldViolation(field, str(exc))) from None

@@ -9,6 +9,7 @@ from recovery.compensation.v1 import compensation_pb2_grpc
 
 from services.common import runtime
 from services.common.runtime import Kit, ServiceParts
+from services.compensation.adapters import texts
 from services.compensation.adapters.metrics import CompensationMetrics
 from services.compensation.adapters.policies import PolicyBook
 from services.compensation.config import CompensationSettings
@@ -27,7 +28,8 @@ async def build(kit: Kit) -> ServiceParts:
     settings = kit.settings
     assert isinstance(settings, CompensationSettings)
     policies = await PolicyBook.open(settings.policy_file, db=kit.db, metrics=kit.metrics)
-    deps = handlers.Deps(policies=policies, metrics=CompensationMetrics(kit.registry))
+    # The catalogue is read and checked now: a bad one stops the start, named.
+    deps = handlers.Deps(policies=policies, metrics=CompensationMetrics(kit.registry), texts=texts.catalogue())
     api = CompensationApi(db=kit.db, deps=deps)
     return ServiceParts(
         subscriptions=consumers.subscriptions(deps),

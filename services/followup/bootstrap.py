@@ -14,6 +14,7 @@ from services.common.db import Database
 from services.common.policy import PolicyStore
 from services.common.runtime import Kit, ServiceParts
 from services.common.scheduler import Scheduler
+from services.followup.adapters import texts
 from services.followup.adapters.metrics import FollowupMetrics
 from services.followup.config import FollowupSettings
 from services.followup.domain.policy import load_policy
@@ -31,7 +32,10 @@ async def build(kit: Kit) -> ServiceParts:
     assert isinstance(settings, FollowupSettings)
     policies = PolicyStore(settings.policy_file, load_policy, name="followup", metrics=kit.metrics)
     deps = handlers.Deps(
-        policy=lambda: policies.current, metrics=FollowupMetrics(kit.registry), tuning=settings.tuning()
+        policy=lambda: policies.current,
+        metrics=FollowupMetrics(kit.registry),
+        tuning=settings.tuning(),
+        texts=texts.catalogue(),  # read and checked now: a bad catalogue stops the start, named
     )
     scheduler = Scheduler(
         name="followup-due",

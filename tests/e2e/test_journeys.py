@@ -286,6 +286,59 @@ async def test_3b_customers_in_gbp_and_pln_are_put_right_in_their_own_currency(o
     assert event.amount == case.current_offer.total
 
 
+async def test_3c_every_customer_hears_from_us_in_their_own_language(outside):
+    # A Polish customer, on the phone: the agent records the language; the offer and the check-ins are in Polish.
+    pl = new_id("cust")
+    reply = await report(
+        outside,
+        AGENT,
+        pl,
+        locale="pl-PL",
+        category=common.CATEGORY_BILLING_ERROR,
+        description="charged twice; took a taxi to the branch",
+        order_value=common.Money(amount_minor=10_000, currency="PLN"),
+        reported_costs=[
+            common.CostItem(
+                kind=common.COST_KIND_TAXI, amount=common.Money(amount_minor=6_050, currency="PLN"), has_receipt=True
+            )
+        ],
+    )
+    (opened,) = await outside.events("recovery.case-opened.v1", pl)
+    assert opened.locale == "pl"
+    (proposed,) = await outside.events("recovery.offer-proposed.v1", pl)
+    assert proposed.locale == "pl"
+    taxi = next(line for line in proposed.line_items if line.kind == common.REMEDY_KIND_REIMBURSEMENT)
+    assert taxi.customer_explanation == "Zwracamy koszt, który ponieśli Państwo przez nasz błąd: taksówka, 60,50\xa0zł."
+    assert (taxi.customer_text.template_id, taxi.customer_text.locale) == ("offer.reimbursement", "pl")
+    assert dict(taxi.customer_text.params) == {"amount": "60.50 PLN", "cost": "cost_kind.taxi"}
+    apology = next(line for line in proposed.line_items if line.kind == common.REMEDY_KIND_APOLOGY_NOTE)
+    assert apology.customer_explanation == "Przepraszamy: to nie powinno było się Państwu przydarzyć."
+
+    await accept_and_resolve(outside, await authorized(outside, reply.case_id, AGENT), AGENT)
+    (resolved,) = await outside.events("recovery.case-resolved.v1", pl)
+    assert resolved.locale == "pl"
+    due = {f.kind: f for f in await outside.events("recovery.followup-due.v1", pl, count=2)}
+    check = due[common.FOLLOWUP_KIND_SATISFACTION_CHECK]
+    assert check.message == check.text.text and check.text.locale == "pl"
+    assert check.message.startswith("Czy są Państwo zadowoleni")
+    assert due[common.FOLLOWUP_KIND_CHECK_IN].text.template_id == "followup.check_in"
+
+    # A customer nobody asked: the market's language, by the customer's time zone (intake's policy).
+    it = new_id("cust")
+    await outside.publish(
+        "recovery.failure-reported.v1", system_failure(it, customer_timezone="Europe/Rome"), source="tracking"
+    )
+    (proposed,) = await outside.events("recovery.offer-proposed.v1", it)
+    assert proposed.locale == "it"
+    assert any(line.customer_explanation.startswith("Ci dispiace") for line in proposed.line_items)
+
+    # A language the system does not speak is refused at the field, and nothing is opened.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await report(outside, AGENT, new_id("cust"), locale="de-DE", category=common.CATEGORY_BILLING_ERROR)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "locale: 'de-DE' is not a supported locale" in refused.value.details()
+
+
 async def test_4_a_missed_acknowledgement_breaches_the_sla_raises_the_offer_and_escalates(outside):
     customer = new_id("cust")
     reply = await report(

@@ -19,7 +19,7 @@ from services.common.db import Database
 from services.common.errors import FieldViolation
 from services.common.metrics import KitMetrics
 from services.common.policy import Loaded, PolicyStore
-from services.compensation.adapters import repository
+from services.compensation.adapters import repository, texts
 from services.compensation.domain.errors import PolicyError, UnknownPolicyVersion
 from services.compensation.domain.policy import Policy, load_policy
 
@@ -47,7 +47,7 @@ class PolicyBook:
         return book
 
     def _parse(self, text: str) -> Policy:
-        policy = load_policy(text)
+        policy = load_policy(text, texts.catalogue().template_ids())
         sha = hashlib.sha256(text.encode()).hexdigest()
         if self._known.get(policy.version, sha) != sha:
             raise PolicyError.of(
@@ -78,7 +78,7 @@ class PolicyBook:
         if stored is None:
             raise UnknownPolicyVersion(f"compensation policy version {version!r} was never loaded here")
         if version not in self._parsed:
-            self._parsed[version] = load_policy(stored.text)
+            self._parsed[version] = load_policy(stored.text, texts.catalogue().template_ids())
         return self._parsed[version], stored
 
     async def keep_saved(self, db: Database, interval_seconds) -> None:

@@ -12,7 +12,7 @@ import asyncpg
 from recovery.compensation.v1 import compensation_pb2
 
 from services.common.db import lock_keys
-from services.compensation.adapters import wire
+from services.compensation.adapters import texts, wire
 from services.compensation.domain.model import (
     AuthorizationPart,
     CaseFacts,
@@ -327,7 +327,8 @@ def _granted_from_json(text: str | None, *, currency: str = "") -> tuple[Granted
 def _offer(row: asyncpg.Record) -> Offer:
     offer = wire.offer_from_proto(compensation_pb2.Offer.FromString(row["offer"]))
     # The API's offer message has no granted_before: it is derived from the grants the offer was computed against.
-    granted_before = summarise_granted(_granted_from_json(row["granted"]), offer.total.currency)
+    granted = summarise_granted(_granted_from_json(row["granted"]), offer.total.currency)
+    granted_before = texts.localise_lines(granted, offer.locale)
     return replace(offer, superseded_by_offer_id=row["superseded_by_offer_id"] or "", granted_before=granted_before)
 
 

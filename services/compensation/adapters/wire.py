@@ -11,14 +11,18 @@ from datetime import datetime, timedelta
 from recovery.compensation.v1 import compensation_pb2
 from recovery.events.v1 import common_pb2, events_pb2
 
+from services.common.errors import InvalidInput
 from services.common.wire import (
     cost_from_proto,
     cost_to_proto,
+    customer_text_from_proto,
+    customer_text_to_proto,
     duration_from_proto,
     duration_to_proto,
     enum_from_proto,
     enum_to_proto,
     enums_from_proto,
+    locale_from_proto,
     money_from_proto,
     money_to_proto,
     request_from_proto,
@@ -61,9 +65,10 @@ def line_to_proto(line: LineItem) -> common_pb2.OfferLineItem:
         amount=money_to_proto(line.amount),
         rule_id=line.rule_id,
         internal_reason=line.internal_reason,
-        customer_explanation=line.customer_explanation,
+        customer_explanation=line.customer_text.text,
         needs_receipt=line.needs_receipt,
         cost_kind=enum_to_proto(common_pb2.CostKind, line.cost_kind),
+        customer_text=customer_text_to_proto(line.customer_text),
     )
 
 
@@ -74,7 +79,7 @@ def line_from_proto(line: common_pb2.OfferLineItem) -> LineItem:
         amount=money_from_proto(line, "amount") or Money(0, ""),
         rule_id=line.rule_id,
         internal_reason=line.internal_reason,
-        customer_explanation=line.customer_explanation,
+        customer_text=customer_text_from_proto(line, "customer_text", words=line.customer_explanation),
         needs_receipt=line.needs_receipt,
         cost_kind=enum_from_proto(common_pb2.CostKind, line.cost_kind, CostKind),
     )
@@ -106,6 +111,8 @@ def _common_facts(message, *, failure_at: datetime) -> dict:
         "customer_value": money_from_proto(message, "customer_value"),
         "prior_failure_count": message.history.prior_failure_count,
         "system_detected": message.system_detected,
+        # Intake chose and checked it; any other value dead-letters the record, named.
+        "locale": locale_from_proto(message.locale, "locale"),
         **_classified(message.classification),
     }
 
@@ -222,6 +229,7 @@ def facts_to_proto(facts: CaseFacts, *, at: datetime) -> compensation_pb2.CaseFa
         owning_team=facts.owning_team,
         incident_id=facts.incident_id,
         playbook_id=facts.playbook_id,
+        locale=facts.locale,
     )
     set_optional(wire, "customer_request", request_to_proto(facts.customer_request))
     set_optional(wire, "order_value", money_to_proto(facts.order_value))
@@ -252,6 +260,7 @@ def facts_from_proto(wire: compensation_pb2.CaseFacts, *, at: datetime, case_id:
         owning_team=wire.owning_team,
         incident_id=wire.incident_id,
         playbook_id=wire.playbook_id,
+        locale=wire.locale,
     )
 
 
@@ -289,6 +298,10 @@ def check_facts(wire: compensation_pb2.CaseFacts, prefix: str = "facts") -> None
         violations.append(FieldViolation(f"{prefix}.sla_breach_count", "counts must not be negative"))
     if wire.history.prior_failure_count < 0:
         violations.append(FieldViolation(f"{prefix}.history.prior_failure_count", "must not be negative"))
+    try:
+        locale_from_proto(wire.locale, f"{prefix}.locale")
+    except InvalidInput as exc:
+        violations.extend(exc.violations)
     if violations:
         raise InvalidCaseFacts.of(*violations)
 
@@ -316,6 +329,7 @@ def offer_to_proto(offer: Offer) -> compensation_pb2.Offer:
         request_outcome=enum_to_proto(common_pb2.RequestOutcome, offer.request_outcome),
         granted_before=[line_to_proto(line) for line in offer.granted_before],
         playbook_id=offer.playbook_id,
+        locale=offer.locale,
     )
     if offer.total.currency:
         wire.granted_before_total.CopyFrom(money_to_proto(offer.granted_before_total))
@@ -344,6 +358,7 @@ def offer_from_proto(wire: compensation_pb2.Offer) -> Offer:
         request_outcome=enum_from_proto(common_pb2.RequestOutcome, wire.request_outcome, RequestOutcome),
         granted_before=tuple(line_from_proto(li) for li in wire.granted_before),
         playbook_id=wire.playbook_id,
+        locale=wire.locale,
     )
 
 
@@ -368,6 +383,7 @@ def offer_to_event(offer: Offer) -> events_pb2.OfferProposed:
         granted_before=[line_to_proto(line) for line in offer.granted_before],
         granted_before_total=money_to_proto(offer.granted_before_total),
         playbook_id=api.playbook_id,
+        locale=api.locale,
     )
     event.proposed_at.CopyFrom(api.proposed_at)
     return event

@@ -12,6 +12,7 @@ from datetime import datetime
 # Re-exported: money and the contract's enums are compensation's vocabulary too, defined once for every service.
 from services.common.money import KNOWN_CURRENCIES as KNOWN_CURRENCIES
 from services.common.money import Money as Money
+from services.common.texts import CustomerText as CustomerText
 from services.common.vocabulary import AuthorizationPart as AuthorizationPart
 from services.common.vocabulary import Avoidability as Avoidability
 from services.common.vocabulary import Category as Category
@@ -58,6 +59,8 @@ class CaseFacts:
     # The disruption the case is part of, and the playbook its declaration names (empty until declared).
     incident_id: str = ""
     playbook_id: str = ""
+    # The language the customer is written to in (en, it, lt, pl; empty: the fallback).
+    locale: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ class LineItem:
     amount: Money
     rule_id: str
     internal_reason: str
-    customer_explanation: str
+    customer_text: CustomerText  # rendered in the case's language before it leaves the service
     needs_receipt: bool = False
     cost_kind: CostKind | None = None
 
@@ -117,6 +120,8 @@ class Offer:
     granted_before: tuple[LineItem, ...] = ()
     # The declared incident's playbook when the offer is it (escalation pre-approves those); empty otherwise.
     playbook_id: str = ""
+    # The language its customer texts are rendered in; empty until the service layer renders them.
+    locale: str = ""
 
     @property
     def granted_before_total(self) -> Money:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from services.common.money import scale
+from services.common.texts import CustomerText, text
 from services.compensation.domain.model import (
     Avoidability,
     CaseFacts,
@@ -224,17 +225,15 @@ def _reimbursements(facts: CaseFacts, policy: Policy, currency: str, reviews: li
             # Staff only: the customer is repaid the cost once and needs no account of our bookkeeping.
             dropped = ", ".join(f"reported cost {j} ({why})" for j, why in distinct.duplicates)
             internal += f"; reported cost {i} repaid once, duplicates dropped: {dropped}"
-        what = cost.description or kind.value.replace("_", " ")
-        explanation = f"We repay the cost the failure caused you ({what})."
-        if needs_receipt:
-            explanation += " Please send us the receipt so we can pay it."
+        template = "offer.reimbursement_receipt" if needs_receipt else "offer.reimbursement"
+        explanation = text(template, cost=kind_words(kind), amount=Money(amount, currency))
         lines.append(
             LineItem(
                 kind=RemedyKind.REIMBURSEMENT,
                 amount=Money(amount, currency),
                 rule_id=f"reimbursement.{kind.value}",
                 internal_reason=internal,
-                customer_explanation=explanation,
+                customer_text=explanation,
                 needs_receipt=needs_receipt,
                 cost_kind=kind,
             )
@@ -259,7 +258,7 @@ def _statutory_lines(facts: CaseFacts, policy: Policy, currency: str) -> list[Li
                 amount=Money(amount, currency),
                 rule_id=rule.rule_id,
                 internal_reason=f"statutory amount for {rule.category.value} (order value band); never capped",
-                customer_explanation=rule.explanation,
+                customer_text=rule.customer_text,
             )
         )
     return lines
@@ -412,7 +411,15 @@ def closest_alternative(policy: Policy, category: Category | None, requested: Re
     return preferred_kind(policy, category)
 
 
-def _line(kind: RemedyKind, amount: int, currency: str, rule_id: str, internal: str, explanation: str) -> LineItem:
+def kind_words(kind: RemedyKind | CostKind) -> CustomerText:
+    """Return the customer's words for a remedy or cost kind (a template of its own, "remedy_kind.voucher")."""
+    prefix = "remedy_kind" if isinstance(kind, RemedyKind) else "cost_kind"
+    return text(f"{prefix}.{kind.value}")
+
+
+def _line(
+    kind: RemedyKind, amount: int, currency: str, rule_id: str, internal: str, explanation: CustomerText
+) -> LineItem:
     return LineItem(kind, Money(amount, currency), rule_id, internal, explanation)
 
 
@@ -428,10 +435,7 @@ def _shape_by_request(
     preferred = preferred_kind(policy, facts.category)
     gesture_rule = f"goodwill.base.{facts.severity.value}" if facts.severity else "goodwill.base.none"
     gesture_why = goodwill.describe()
-    sorry = "A gesture of goodwill for the trouble we caused you"
-    if facts.sla_breaches or facts.reopen_count:
-        sorry += ", and for making you wait on us"
-    sorry += "."
+    sorry = text("offer.gesture_and_wait" if facts.sla_breaches or facts.reopen_count else "offer.gesture")
     amount_asked = None
     if request is not None and request.amount is not None and request.amount.currency == currency:
         amount_asked = request.amount.amount_minor
@@ -452,10 +456,7 @@ def _shape_by_request(
         amount = min(max(amount_asked or 0, goodwill.amount), room)
         why = f"{kind.value} is not offered for {(facts.category or Category.OTHER).value}; closest allowed is "
         why += f"{alternative.value}; {gesture_why}"
-        explanation = (
-            f"We cannot offer a {kind.value.replace('_', ' ')} in this case; we offer a "
-            f"{alternative.value.replace('_', ' ')} instead."
-        )
+        explanation = text("offer.request_alternative", asked=kind_words(kind), offered=kind_words(alternative))
         return [_line(alternative, amount, currency, "request.alternative", why, explanation)], (
             RequestOutcome.ALTERNATIVE_OFFERED
         )
@@ -465,23 +466,20 @@ def _shape_by_request(
         lines = [
             _line(kind, goodwill.amount, currency, "request.granted", f"requested kind; {gesture_why}", sorry),
             _line(preferred, extra, currency, "request.extra", f"extra on a granted request ({policy.request_extra_bp}"
-                  " bp, at least the minimum, within the cap)", "And a little extra from us."),
+                  " bp, at least the minimum, within the cap)", text("offer.request_extra")),
         ]  # fmt: skip
         return [ln for ln in lines if ln.amount.amount_minor > 0], RequestOutcome.GRANTED
     if amount_asked > room:
         why = f"asked {amount_asked}, above the room {room} ({goodwill.cap_detail})"
-        explanation = (
-            f"What you asked for is more than we can offer in this case; we offer the most we can as a "
-            f"{kind.value.replace('_', ' ')}."
-        )
+        explanation = text("offer.request_capped", offered=kind_words(kind))
         return [_line(kind, room, currency, "request.capped", why, explanation)], RequestOutcome.ALTERNATIVE_OFFERED
     # Within policy: grant it, plus a small extra that also tops it up to at least the gesture.
     extra = _extra(policy, currency, amount_asked, room - amount_asked, at_least=goodwill.amount - amount_asked)
     lines = [
         _line(kind, amount_asked, currency, "request.granted", f"asked {amount_asked}, within the room {room}",
-              "What you asked for, granted."),
+              text("offer.request_granted")),
         _line(preferred, extra, currency, "request.extra", f"extra on a granted request; gesture was {goodwill.amount}",
-              "And a little extra from us."),
+              text("offer.request_extra")),
     ]  # fmt: skip
     return [ln for ln in lines if ln.amount.amount_minor > 0], RequestOutcome.GRANTED
 
@@ -523,7 +521,7 @@ def playbook_lines(facts: CaseFacts, playbook: Playbook, currency: str, normal: 
             amount=Money(line.amounts[currency], currency),
             rule_id=f"playbook.{playbook.playbook_id}.{i}",
             internal_reason=why,
-            customer_explanation=line.explanation,
+            customer_text=line.customer_text,
             cost_kind=line.cost_kind,
         )
         for i, line in enumerate(playbook.lines, start=1)
@@ -540,7 +538,7 @@ def _apology(currency: str) -> LineItem:
         currency,
         "apology.always",
         "an apology is always part of the offer",
-        "We are sorry: this should not have happened to you.",
+        text("offer.apology"),
     )
 
 
@@ -595,7 +593,7 @@ def summarise_granted(granted: Sequence[GrantedLine], currency: str) -> tuple[Li
             amount=Money(amount, currency),
             rule_id=f"granted_before.{kind.value}" + (f".{cost_kind.value}" if cost_kind else ""),
             internal_reason="granted by earlier authorisations of the case; deducted from this offer",
-            customer_explanation="Already given to you for this case; not offered again.",
+            customer_text=text("offer.granted_before"),
             cost_kind=cost_kind,
         )
         for (kind, cost_kind), amount in sums.items()

@@ -22,14 +22,18 @@ Layout (see ``services/compensation/policy.toml``; every amount is integer minor
     [request.extra_min]          <CUR> = least extra on a granted request
     [reimbursement.receipt_threshold]  <CUR> = above this a cost without receipt needs one before payment
     [reimbursement.caps.<CUR>]   <cost_kind> = most repaid per reported cost; every cost kind required
-    [[statutory]]    id, category, explanation, min_severity (optional), excluded_when_unavoidable (bool),
+    [[statutory]]    id, category, text, min_severity (optional), excluded_when_unavoidable (bool),
                      bands.<CUR> = [{from = order value, amount = ...}, ...] (ascending ``from``)
     [abuse]          window_days, max_unverified_claims (the window is also the repeat guard's: another case
                      on the same reference authorised within it sends the offer for review)
     [budget]         [budget.default] <CUR> = monthly budget; [budget.team.<team>] <CUR> = per-team override
-    [playbooks.<id>] explanation (optional), lines = [{kind, cost_kind (reimbursement only, then required),
-                     explanation, amount = {<CUR> = amount > 0, ...}}, ...]: a declared incident's fixed offer
+    [playbooks.<id>] explanation (optional, for staff), lines = [{kind, cost_kind (reimbursement only, then
+                     required), text, amount = {<CUR> = amount > 0, ...}}, ...]: a declared incident's fixed offer
                      (Plan B); ``<id>`` is lower-case snake_case; every line prices exactly the currencies
+
+A ``text`` is the id of a template in compensation's catalogue (``locales/``), which holds the customer's words
+in every language, e.g. ``text = "offer.statutory.cancellation"``. Versions written before the catalogues
+carry ``explanation = "..."`` instead: English words, kept as they are (template ``policy.words``).
 
 Rounding rules (all integer arithmetic; no float anywhere in the money path):
 
@@ -57,6 +61,7 @@ from types import MappingProxyType
 from typing import Any
 
 from services.common.policy_reader import PolicyReader, load_toml
+from services.common.texts import CustomerText, text
 from services.compensation.domain.errors import PolicyError
 from services.compensation.domain.model import KNOWN_CURRENCIES, Category, CostKind, RemedyKind, Severity
 
@@ -90,7 +95,7 @@ class StatutoryRule:
 
     rule_id: str
     category: Category
-    explanation: str
+    customer_text: CustomerText
     bands: Mapping[str, tuple[StatutoryBand, ...]]
     min_severity: Severity | None = None
     excluded_when_unavoidable: bool = False
@@ -102,7 +107,7 @@ class PlaybookLine:
 
     kind: RemedyKind
     amounts: Mapping[str, int]
-    explanation: str
+    customer_text: CustomerText
     cost_kind: CostKind | None = None
 
 
@@ -195,6 +200,7 @@ _CATEGORY = {c.value: c for c in Category}
 _KIND = {k.value: k for k in RemedyKind}
 _COST = {k.value: k for k in CostKind}
 _PLAYBOOK_ID = re.compile(r"^[a-z][a-z0-9_]*$")
+_TEMPLATE_ID = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 # The law's amount is its own line and the apology is always given: a playbook prices neither.
 _PLAYBOOK_KINDS = frozenset(RemedyKind) - {RemedyKind.STATUTORY_COMPENSATION, RemedyKind.APOLOGY_NOTE}
 
@@ -202,9 +208,21 @@ _PLAYBOOK_KINDS = frozenset(RemedyKind) - {RemedyKind.STATUTORY_COMPENSATION, Re
 class _Reader(PolicyReader):
     """The kit's policy reader plus compensation's own values: currencies, per-currency tables, kinds."""
 
-    def __init__(self, currencies: tuple[str, ...]) -> None:
+    def __init__(self, currencies: tuple[str, ...], templates: frozenset[str] | None) -> None:
         super().__init__()
         self.currencies = currencies
+        self.templates = templates
+
+    def customer_text(self, item: Mapping[str, Any], path: str) -> CustomerText:
+        """Return the customer text of ``item``: its ``text`` template, or a legacy version's English words."""
+        if "explanation" in item and "text" not in item:
+            return text("policy.words", words=self.text(item, "explanation", f"{path}.explanation"))
+        template_id = self.text(item, "text", f"{path}.text")
+        if template_id and not _TEMPLATE_ID.match(template_id):
+            self.bad(f"{path}.text", f"must be a template id like 'offer.statutory.cancellation', got {template_id!r}")
+        elif template_id and self.templates is not None and template_id not in self.templates:
+            self.bad(f"{path}.text", f"{template_id!r} is not a template of compensation's catalogue")
+        return text(template_id)
 
     def per_currency(self, data: Mapping[str, Any], key: str, path: str, *, minimum: int = 0) -> dict[str, int]:
         table = self.table(data, key, path, required=True)
@@ -235,11 +253,14 @@ class _Reader(PolicyReader):
         return tuple(kinds)
 
 
-def load_policy(text: str) -> Policy:
-    """Return the policy in TOML ``text``; raise ``PolicyError`` naming every missing, unknown or bad key."""
-    data = load_toml(text, PolicyError)
+def load_policy(source: str, templates: frozenset[str] | None = None) -> Policy:
+    """Return the policy in TOML ``source``; raise ``PolicyError`` naming every missing, unknown or bad key.
+
+    ``templates``, when given, are the catalogue's template ids: a ``text`` naming another is refused.
+    """
+    data = load_toml(source, PolicyError)
     currencies = _currencies(data)
-    r = _Reader(currencies)
+    r = _Reader(currencies, templates)
     raw = data.get("currencies")
     if not isinstance(raw, list) or not raw:
         r.bad("currencies", "is required: a non-empty list of ISO-4217 codes")
@@ -416,7 +437,7 @@ def _statutory(r: _Reader, value: Any) -> tuple[StatutoryRule, ...]:
         if not isinstance(item, dict):
             r.bad(path, "must be a table")
             continue
-        allowed = {"id", "category", "explanation", "min_severity", "excluded_when_unavoidable", "bands"}
+        allowed = {"id", "category", "text", "explanation", "min_severity", "excluded_when_unavoidable", "bands"}
         r.only(item, frozenset(allowed), path)
         rule_id = r.text(item, "id", f"{path}.id")
         if rule_id in seen:
@@ -434,7 +455,7 @@ def _statutory(r: _Reader, value: Any) -> tuple[StatutoryRule, ...]:
             StatutoryRule(
                 rule_id=f"statutory.{rule_id}",
                 category=category,
-                explanation=r.text(item, "explanation", f"{path}.explanation"),
+                customer_text=r.customer_text(item, path),
                 bands=MappingProxyType(bands),
                 min_severity=severity,
                 excluded_when_unavoidable=r.boolean(
@@ -500,7 +521,7 @@ def _playbooks(r: _Reader, table: Mapping[str, Any]) -> dict[str, Playbook]:
         explanation = r.text(item, "explanation", f"{path}.explanation") if "explanation" in item else ""
         lines = item.get("lines")
         if not isinstance(lines, list) or not lines:
-            r.bad(f"{path}.lines", "is required: a non-empty list of {kind, explanation, amount} lines")
+            r.bad(f"{path}.lines", "is required: a non-empty list of {kind, text, amount} lines")
             lines = []
         parsed = tuple(_playbook_line(r, line, f"{path}.lines[{i}]") for i, line in enumerate(lines))
         result[playbook_id] = Playbook(playbook_id, tuple(line for line in parsed if line is not None), explanation)
@@ -511,7 +532,7 @@ def _playbook_line(r: _Reader, item: Any, path: str) -> PlaybookLine | None:
     if not isinstance(item, dict):
         r.bad(path, "must be a table")
         return None
-    r.only(item, frozenset({"kind", "cost_kind", "explanation", "amount"}), path)
+    r.only(item, frozenset({"kind", "cost_kind", "text", "explanation", "amount"}), path)
     kind = r.member(item.get("kind"), RemedyKind, f"{path}.kind", RemedyKind.VOUCHER)
     if kind not in _PLAYBOOK_KINDS:
         r.bad(
@@ -528,6 +549,6 @@ def _playbook_line(r: _Reader, item: Any, path: str) -> PlaybookLine | None:
     return PlaybookLine(
         kind=kind,
         amounts=MappingProxyType(amounts),
-        explanation=r.text(item, "explanation", f"{path}.explanation"),
+        customer_text=r.customer_text(item, path),
         cost_kind=cost_kind,
     )

@@ -10,17 +10,18 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import asyncpg
 
 from services.common import outbox
+from services.common.catalogue import Catalogue
 from services.common.errors import FieldViolation, InvalidInput
 from services.common.scheduler import utcnow
 from services.common.topics import topic
 from services.common.unit_of_work import UnitOfWork
-from services.compensation.adapters import repository, wire
+from services.compensation.adapters import repository, texts, wire
 from services.compensation.adapters.metrics import CompensationMetrics
 from services.compensation.adapters.policies import PolicyBook
 from services.compensation.domain import commands
@@ -34,7 +35,8 @@ from services.compensation.domain.model import (
     Offer,
     RequoteReason,
 )
-from services.compensation.domain.offer import case_currency, compute_offer, granted_of, unverified_claims
+from services.compensation.domain.offer import case_currency, granted_of, unverified_claims
+from services.compensation.domain.offer import compute_offer as compute_unrendered
 from services.compensation.domain.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,12 @@ class Deps:
     policies: PolicyBook
     metrics: CompensationMetrics
     clock: Callable[[], datetime] = utcnow
+    texts: Catalogue = field(default_factory=texts.catalogue)
+
+
+def compute_offer(*, catalogue: Catalogue, facts: CaseFacts, **inputs) -> Offer:
+    """Return the domain's offer on ``facts`` with its customer texts rendered in the case's language."""
+    return texts.localise(compute_unrendered(facts=facts, **inputs), facts.locale, catalogue)
 
 
 def offer_id_for(case_id: str, version: int) -> str:
@@ -105,7 +113,13 @@ async def _compute(conn: asyncpg.Connection, facts: CaseFacts, *, deps: Deps) ->
     # The full entitlement, less what the case's authorisations already granted: a re-quote pays the difference.
     history, spent, granted = await _inputs(conn, facts, loaded.policy, now)
     offer = compute_offer(
-        facts=facts, history=history, policy=loaded.policy, now=now, team_spent_minor=spent, granted=granted
+        catalogue=deps.texts,
+        facts=facts,
+        history=history,
+        policy=loaded.policy,
+        now=now,
+        team_spent_minor=spent,
+        granted=granted,
     )
     return repository.NewOffer(offer, facts, history, spent, granted)
 
@@ -231,7 +245,9 @@ async def open_cases(uow: UnitOfWork, batch: Sequence[commands.QuoteFirstOffer],
             ),
         )
         team_spent = spent[(facts.owning_team, case_currency(facts, policy))]
-        offer = compute_offer(facts=facts, history=history, policy=policy, now=now, team_spent_minor=team_spent)
+        offer = compute_offer(
+            catalogue=deps.texts, facts=facts, history=history, policy=policy, now=now, team_spent_minor=team_spent
+        )
         offer = replace(
             offer,
             offer_id=offer_id_for(case_id, 1),
@@ -528,7 +544,15 @@ async def quote(
     policy = await _policy(conn, policy_version, deps)
     now = deps.clock()
     history, spent, granted = await _inputs(conn, facts, policy, now)
-    return compute_offer(facts=facts, history=history, policy=policy, now=now, team_spent_minor=spent, granted=granted)
+    return compute_offer(
+        catalogue=deps.texts,
+        facts=facts,
+        history=history,
+        policy=policy,
+        now=now,
+        team_spent_minor=spent,
+        granted=granted,
+    )
 
 
 async def recompute(conn: asyncpg.Connection, offer_id: str, *, deps: Deps) -> Offer:
@@ -538,6 +562,7 @@ async def recompute(conn: asyncpg.Connection, offer_id: str, *, deps: Deps) -> O
         raise UnknownOffer(f"offer {offer_id!r} does not exist")
     policy, _ = await deps.policies.version(conn, inputs.offer.policy_version)
     fresh = compute_offer(
+        catalogue=deps.texts,
         facts=inputs.facts,
         history=inputs.history,
         policy=policy,

@@ -119,6 +119,7 @@ def amended_facts(facts: bytes, m: events_pb2.CaseAmended) -> bytes:
     opened.impact_details = m.impact_details
     opened.customer_timezone = m.customer_timezone or opened.customer_timezone
     opened.preferred_channel = m.preferred_channel or opened.preferred_channel
+    opened.locale = m.locale or opened.locale
     return opened.SerializeToString()
 
 
@@ -426,6 +427,7 @@ def case_resolved(
         offer_id=case.current_offer_id,
         resolution_number=case.resolution_count,
         incident_id=case.incident_id,
+        locale=opened.locale,
     )
     set_optional(m, "root_cause_area", root_cause_area)
     set_optional(m, "compensation_total", money_to_proto(compensation))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -9,6 +10,7 @@ from datetime import datetime
 import asyncpg
 
 from services.common.db import lock_keys
+from services.common.texts import FALLBACK_LOCALE, CustomerText
 from services.followup.domain.commands import ListFollowups
 from services.followup.domain.model import (
     CaseStatus,
@@ -27,7 +29,7 @@ from services.followup.domain.model import (
 _ID_NAMESPACE = uuid.UUID("6f0c1a52-8d0e-4b8e-9a59-0c9b7e1f6c11")
 _FOLLOWUP_COLUMNS = """followup_id, case_id, customer_id, kind, occasion, status, due_at, original_due_at, contact,
     channel, owner_employee_id, customer_timezone, severity, outlook, message, action_id, action_description,
-    scheduled_at, sent_at, cancelled_at, cancel_reason"""
+    scheduled_at, sent_at, cancelled_at, cancel_reason, locale, template_id, template_params"""
 
 
 def followup_id(*, case_id: str, kind: FollowupKind, occasion: str) -> str:
@@ -61,15 +63,16 @@ async def save_case(conn: asyncpg.Connection, case: ResolvedCase) -> bool:
     row = await conn.fetchval(
         """INSERT INTO cases (case_id, customer_id, status, owner_employee_id, team, severity, outlook, category,
                               customer_timezone, channel, root_component, root_team, area_key, resolution_number,
-                              resolved_at, incident_id)
-           VALUES ($1, $2, 'resolved', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                              resolved_at, incident_id, locale)
+           VALUES ($1, $2, 'resolved', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
            ON CONFLICT (case_id) DO UPDATE SET
                status = 'resolved', owner_employee_id = EXCLUDED.owner_employee_id, team = EXCLUDED.team,
                severity = EXCLUDED.severity, outlook = EXCLUDED.outlook, category = EXCLUDED.category,
                customer_timezone = EXCLUDED.customer_timezone, channel = EXCLUDED.channel,
                root_component = EXCLUDED.root_component, root_team = EXCLUDED.root_team,
                area_key = EXCLUDED.area_key, resolution_number = EXCLUDED.resolution_number,
-               resolved_at = EXCLUDED.resolved_at, incident_id = EXCLUDED.incident_id, updated_at = now()
+               resolved_at = EXCLUDED.resolved_at, incident_id = EXCLUDED.incident_id, locale = EXCLUDED.locale,
+               updated_at = now()
            WHERE cases.resolution_number <= EXCLUDED.resolution_number
            RETURNING true""",
         case.case_id,
@@ -87,6 +90,7 @@ async def save_case(conn: asyncpg.Connection, case: ResolvedCase) -> bool:
         case.resolution_number,
         case.resolved_at,
         case.incident_id,
+        case.locale or FALLBACK_LOCALE,
     )
     return bool(row)
 
@@ -107,6 +111,7 @@ def _case(row: asyncpg.Record) -> ResolvedCase:
         root_team=row["root_team"],
         resolution_number=row["resolution_number"],
         incident_id=row["incident_id"],
+        locale=row["locale"],
     )
 
 
@@ -197,7 +202,9 @@ def _followup(row: asyncpg.Record) -> Followup:
         customer_timezone=row["customer_timezone"],
         severity=_member(Severity, row["severity"]),
         outlook=_member(Outlook, row["outlook"]),
-        message=row["message"],
+        text=CustomerText(
+            row["template_id"], tuple(sorted(json.loads(row["template_params"]).items())), row["locale"], row["message"]
+        ),
         action_id=row["action_id"],
         action_description=row["action_description"],
         scheduled_at=row["scheduled_at"],
@@ -228,11 +235,11 @@ async def insert_followups(conn: asyncpg.Connection, followups: Sequence[Followu
         return set()
     inserted = await conn.fetch(
         f"""INSERT INTO followups ({_FOLLOWUP_COLUMNS}, policy_version)
-            SELECT * , $22::text FROM unnest(
+            SELECT * , $25::text FROM unnest(
                 $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
                 $8::timestamptz[], $9::boolean[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
                 $15::text[], $16::text[], $17::text[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[],
-                $21::text[])
+                $21::text[], $22::text[], $23::text[], $24::jsonb[])
             ON CONFLICT DO NOTHING
             RETURNING followup_id""",
         [f.followup_id for f in followups],
@@ -249,13 +256,16 @@ async def insert_followups(conn: asyncpg.Connection, followups: Sequence[Followu
         [f.customer_timezone for f in followups],
         [_value(f.severity) for f in followups],
         [_value(f.outlook) for f in followups],
-        [f.message for f in followups],
+        [f.text.text for f in followups],
         [f.action_id for f in followups],
         [f.action_description for f in followups],
         [f.scheduled_at for f in followups],
         [f.sent_at for f in followups],
         [f.cancelled_at for f in followups],
         [f.cancel_reason for f in followups],
+        [f.text.locale for f in followups],
+        [f.text.template_id for f in followups],
+        [json.dumps(f.text.wire_params(), sort_keys=True) for f in followups],
         policy_version,
     )
     return {row["followup_id"] for row in inserted}

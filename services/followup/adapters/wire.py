@@ -7,7 +7,15 @@ from datetime import datetime
 from recovery.events.v1 import common_pb2, events_pb2
 from recovery.followup.v1 import followup_pb2
 
-from services.common.wire import enum_from_proto, enum_to_proto, set_optional, time_from_proto, time_to_proto
+from services.common.wire import (
+    customer_text_to_proto,
+    enum_from_proto,
+    enum_to_proto,
+    locale_from_proto,
+    set_optional,
+    time_from_proto,
+    time_to_proto,
+)
 from services.followup.domain.commands import (
     HoldCaseFollowups,
     HoldCustomerFollowups,
@@ -54,6 +62,7 @@ def resolved_case_from_event(message: events_pb2.CaseResolved, *, at: datetime) 
         root_team=area.team,
         resolution_number=max(message.resolution_number, 1),
         incident_id=message.incident_id,
+        locale=locale_from_proto(message.locale, "locale"),
     )
 
 
@@ -120,7 +129,8 @@ def followup_due_to_proto(followup: Followup) -> events_pb2.FollowupDue:
         due_at=time_to_proto(followup.due_at),
         channel=enum_to_proto(common_pb2.Channel, followup.channel),
         owner_employee_id=followup.owner_employee_id,
-        message=followup.message,
+        message=followup.text.text,
+        text=customer_text_to_proto(followup.text),
         customer_timezone=followup.customer_timezone,
         severity=enum_to_proto(common_pb2.Severity, followup.severity),
         outlook=enum_to_proto(common_pb2.Outlook, followup.outlook),

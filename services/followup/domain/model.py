@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 # Re-exported: the contract's enums are followup's vocabulary too, defined once for every service.
+from services.common.texts import CustomerText as CustomerText
 from services.common.vocabulary import Category as Category
 from services.common.vocabulary import Channel as Channel
 from services.common.vocabulary import FollowupKind as FollowupKind
@@ -65,6 +66,7 @@ class ResolvedCase:
     root_team: str
     resolution_number: int
     incident_id: str = ""  # the disruption the case was part of (a corrective action may name it)
+    locale: str = ""  # the language the customer is written to in (CaseResolved.locale); "": the fallback
 
     @property
     def area_key(self) -> str | None:
@@ -81,7 +83,7 @@ class PlannedFollowup:
     original_due_at: datetime
     due_at: datetime
     contact: bool
-    message: str
+    text: CustomerText  # what it says: a catalogue template and its parameters, not yet rendered
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ class Followup:
     customer_timezone: str
     severity: Severity | None
     outlook: Outlook | None
-    message: str
+    text: CustomerText  # rendered in the customer's language (text.text is the message)
     action_id: str
     action_description: str
     contact: bool

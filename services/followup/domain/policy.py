@@ -10,8 +10,8 @@ Layout (see ``services/followup/policy.toml``)::
     [hold]          after_new_failure_hours = 168 (>= 0)   how long a new failure holds other cases' check-ins
     [kinds.<kind>]  every kind required:
                     delay_days (calendar days in the customer's zone), delay_hours, delay_minutes (elapsed),
-                    contact = bool (counts against quiet hours and the cap; default true),
-                    message = "..." (required)
+                    contact = bool (counts against quiet hours and the cap; default true)
+                    (what a follow-up says is template followup.<kind> of the catalogue, services/followup/locales)
     [kinds.personal_note]  also min_severity = "major", when_at_risk = true
 """
 
@@ -49,7 +49,6 @@ class KindRule:
 
     delay: Delay
     contact: bool
-    message: str
     min_severity: Severity | None = None
     when_at_risk: bool = False
 
@@ -100,7 +99,7 @@ class Policy:
 
 
 _TOP_KEYS = frozenset({"version", "default_timezone", "default_channel", "quiet_hours", "contact_cap", "hold", "kinds"})
-_KIND_KEYS = frozenset({"delay_days", "delay_hours", "delay_minutes", "contact", "message"})
+_KIND_KEYS = frozenset({"delay_days", "delay_hours", "delay_minutes", "contact"})
 _NOTE_KEYS = _KIND_KEYS | {"min_severity", "when_at_risk"}
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _KIND_BY_NAME = {k.value: k for k in FollowupKind}
@@ -209,7 +208,6 @@ def _kind(r: _Reader, kind: FollowupKind, table: Mapping[str, Any], path: str) -
     return KindRule(
         delay=delay,
         contact=r.boolean(table, "contact", f"{path}.contact", True),
-        message=r.text(table, "message", f"{path}.message"),
         min_severity=min_severity,
         when_at_risk=r.boolean(table, "when_at_risk", f"{path}.when_at_risk", False) if note else False,
     )

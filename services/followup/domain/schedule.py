@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from services.common.texts import CustomerText, text
 from services.followup.domain.model import (
     RESOLUTION_KINDS,
     FollowupKind,
@@ -168,15 +169,23 @@ def plan_resolution(
                 original_due_at=original,
                 due_at=due,
                 contact=rule.contact,
-                message=rule.message,
+                text=kind_text(kind, rule),
             )
         )
     return planned
 
 
+def kind_text(kind: FollowupKind, rule: KindRule) -> CustomerText:
+    """Return what a resolution's follow-up of ``kind`` says (a check-in counts the days since)."""
+    if kind is FollowupKind.CHECK_IN:
+        return text("followup.check_in", count=max(rule.delay.days, round(rule.delay.total_seconds / 86_400), 1))
+    return text(f"followup.{kind.value}")
+
+
 def plan_notice(
     *,
     action_id: str,
+    description: str,
     completed_at: datetime,
     timezone: str,
     policy: Policy,
@@ -196,7 +205,7 @@ def plan_notice(
         original_due_at=original,
         due_at=due,
         contact=rule.contact,
-        message=rule.message,
+        text=text(f"followup.{kind.value}", action=description),
     )
 
 

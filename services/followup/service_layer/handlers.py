@@ -19,9 +19,11 @@ from datetime import datetime
 import asyncpg
 
 from services.common import outbox
+from services.common.catalogue import Catalogue
 from services.common.scheduler import utcnow
+from services.common.texts import FALLBACK_LOCALE
 from services.common.topics import topic
-from services.followup.adapters import repository, wire
+from services.followup.adapters import repository, texts, wire
 from services.followup.adapters.metrics import FollowupMetrics, label
 from services.followup.domain import feedback as rules
 from services.followup.domain.access import may_cancel
@@ -74,9 +76,12 @@ class Deps:
     tuning: DelayTuning = field(default_factory=DelayTuning)
     clock: Callable[[], datetime] = utcnow
     new_id: Callable[[], str] = lambda: str(uuid.uuid4())
+    texts: Catalogue = field(default_factory=texts.catalogue)
 
 
-def _followup(case: ResolvedCase, planned: PlannedFollowup, *, now: datetime, policy: Policy, **extra) -> Followup:
+def _followup(
+    case: ResolvedCase, planned: PlannedFollowup, *, now: datetime, policy: Policy, catalogue: Catalogue, **extra
+) -> Followup:
     return Followup(
         followup_id=repository.followup_id(case_id=case.case_id, kind=planned.kind, occasion=planned.occasion),
         case_id=case.case_id,
@@ -91,7 +96,7 @@ def _followup(case: ResolvedCase, planned: PlannedFollowup, *, now: datetime, po
         customer_timezone=case.customer_timezone,
         severity=case.severity,
         outlook=case.outlook,
-        message=planned.message,
+        text=catalogue.render(planned.text, case.locale or FALLBACK_LOCALE),
         action_id=extra.get("action_id", ""),
         action_description=extra.get("action_description", ""),
         contact=planned.contact,
@@ -137,7 +142,8 @@ async def schedule_followups(conn: asyncpg.Connection, command: ScheduleFollowup
         floor=await _hold_floor(conn, case.customer_id, case.case_id, policy),
     )
     now = deps.clock()
-    return await _insert(conn, [_followup(case, p, now=now, policy=policy) for p in planned], policy=policy, deps=deps)
+    rows = [_followup(case, p, now=now, policy=policy, catalogue=deps.texts) for p in planned]
+    return await _insert(conn, rows, policy=policy, deps=deps)
 
 
 async def notify_corrective_action(conn: asyncpg.Connection, command: NotifyCorrectiveAction, *, deps: Deps) -> int:
@@ -156,6 +162,7 @@ async def notify_corrective_action(conn: asyncpg.Connection, command: NotifyCorr
         )
         planned = plan_notice(
             action_id=command.action_id,
+            description=command.description,
             completed_at=command.completed_at,
             timezone=case.customer_timezone,
             policy=policy,
@@ -169,6 +176,7 @@ async def notify_corrective_action(conn: asyncpg.Connection, command: NotifyCorr
                 planned,
                 now=now,
                 policy=policy,
+                catalogue=deps.texts,
                 action_id=command.action_id,
                 action_description=command.description,
             )

@@ -81,6 +81,7 @@ def _common_fields(message) -> dict:
         "customer_timezone": message.customer_timezone,
         "preferred_channel": enum_from_proto(common_pb2.Channel, message.preferred_channel, Channel),
         "incident_id": message.incident_id,
+        "locale": message.locale,
     }
 
 
@@ -154,6 +155,7 @@ def report_to_proto(report: FailureReport) -> events_pb2.FailureReported:
         related_case_id=report.related_case_id,
         source_system=report.source_system,
         incident_id=report.incident_id,
+        locale=report.locale,
     )
     _facts(message, report)
     if report.survey_score is not None:
@@ -240,6 +242,7 @@ def case_opened_to_proto(event: CaseOpened) -> events_pb2.CaseOpened:
         related_case_id=report.related_case_id,
         source_events=source_events_to_proto([(event.failure_id, report)]),
         incident_id=report.incident_id,
+        locale=event.locale,
     )
     _facts(message, report)
     return message
@@ -259,6 +262,7 @@ def case_amended_to_proto(event: CaseAmended) -> events_pb2.CaseAmended:
         system_detected=event.case_report.system_detected,
         amended_at=time_to_proto(event.amended_at),
         source_events=source_events_to_proto(event.reports),
+        locale=event.locale,
     )
     _facts(message, event.case_report)
     return message

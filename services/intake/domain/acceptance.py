@@ -26,7 +26,7 @@ from services.intake.domain.model import (
     Source,
 )
 from services.intake.domain.policy import Policy
-from services.intake.domain.rules import combine, dedupe_key, owning_team, should_merge
+from services.intake.domain.rules import case_locale, combine, dedupe_key, owning_team, should_merge
 
 
 @dataclass(frozen=True)
@@ -238,6 +238,7 @@ def _open(
         owner_role=reporter.role if report.reported_by_employee_id else "",
         owning_team=owning_team(report, reporter_team=reporter.team, policy=policy),
         opened_at=now,
+        locale=case_locale(report, policy),
     )
 
 
@@ -262,4 +263,5 @@ def _amend(
         classification=classify(case_report, history, policy, now=now),
         history=history,
         amended_at=now,
+        locale=case_locale(case_report, policy),
     )

@@ -54,6 +54,7 @@ class ReportFailure:
     source_system: str = ""
     # The disruption the failure is part of (a cancelled flight): its cases are counted together.
     incident_id: str = ""
+    locale: str = ""  # as the publisher sent it (BCP 47); validation parses it
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ class CaseOpened:
     owning_team: str
     opened_at: datetime
     owner_role: str = ""
+    locale: str = "en"  # the language the case speaks to the customer in (see rules.case_locale)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class CaseAmended:
     amended_at: datetime
     # (failure id, report) of every failure the case covers, oldest first: which publisher event became which.
     reports: tuple[tuple[str, FailureReport], ...] = ()
+    locale: str = "en"
 
 
 @dataclass(frozen=True)

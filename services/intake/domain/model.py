@@ -67,6 +67,7 @@ class FailureReport:
     publisher: str = ""  # see ReportFailure.publisher
     source_system: str = ""
     incident_id: str = ""
+    locale: str = ""  # the language the report asked for (parsed: en, it, lt, pl), "" when it named none
 
     @property
     def system_detected(self) -> bool:

@@ -17,6 +17,10 @@ Layout (see ``services/intake/policy.toml``)::
     [hotspot.dimension.<dimension>]  window_minutes, baseline_windows: per-dimension overrides
     [publishers]           unknown = "accept" | "refuse" (default "accept": counted, as source other_system)
     [publishers.systems."<ce_source>"]  source = "<source>": what a publisher that names no source stands for
+    [locale]               default = "en" (a supported locale: en, it, lt, pl): what a case speaks when
+                           neither the report nor the market says
+    [locale.by_timezone]   "<IANA zone>" = "<locale>": the market's language by the customer's time zone
+    [locale.by_currency]   <CUR> = "<locale>": else by the order's (or customer value's) currency
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from types import MappingProxyType
 from typing import Any
 
 from services.common.policy_reader import PolicyReader, load_toml
+from services.common.texts import LocalePolicy, parse_locale
 from services.intake.domain.errors import PolicyError
 from services.intake.domain.model import KNOWN_CURRENCIES, Category, HotspotDimension, Impact, Severity, Source
 
@@ -85,13 +90,16 @@ class Policy:
     # accepted (as an other system) or refused.
     publishers: Mapping[str, Source] = field(default_factory=dict)
     accept_unknown_publishers: bool = True
+    locale: LocalePolicy = field(default_factory=LocalePolicy)
 
     def hotspot_window(self, dimension: HotspotDimension) -> HotspotWindow:
         """Return how ``dimension`` is counted."""
         return self.hotspot_windows.get(dimension) or _DEFAULT_WINDOWS.get(dimension) or HotspotWindow()
 
 
-_TOP_KEYS = frozenset({"version", "severity", "outlook", "history", "merge", "routing", "hotspot", "publishers"})
+_TOP_KEYS = frozenset(
+    {"version", "severity", "outlook", "history", "merge", "routing", "hotspot", "publishers", "locale"}
+)
 _WINDOW_KEYS = frozenset({"window_minutes", "baseline_windows"})
 _DIMENSION_BY_NAME = {d.value: d for d in HotspotDimension}
 _SEVERITY_KEYS = frozenset({"base", "impact", "money"})
@@ -148,6 +156,7 @@ def load_policy(text: str) -> Policy:
     if unknown not in ("accept", "refuse"):
         r.bad("publishers.unknown", f'must be "accept" or "refuse", got {unknown!r}')
     publishers = _publishers(r, r.table(publishers_table, "systems", "publishers.systems", required=False))
+    locale = _locale(r, r.table(data, "locale", "locale", required=False))
     r.raise_if_bad(PolicyError)
     return Policy(
         version=str(version),
@@ -165,6 +174,32 @@ def load_policy(text: str) -> Policy:
         team_by_category=MappingProxyType(team_by_category),
         publishers=MappingProxyType(publishers),
         accept_unknown_publishers=unknown != "refuse",
+        locale=locale,
+    )
+
+
+def _locale(r: _Reader, table: Mapping[str, Any]) -> LocalePolicy:
+    r.only(table, frozenset({"default", "by_timezone", "by_currency"}), "locale")
+
+    def one(value: Any, path: str) -> str:
+        try:
+            parsed = parse_locale(value) if isinstance(value, str) else ""
+        except ValueError as exc:
+            r.bad(path, str(exc))
+            return "en"
+        if not parsed:
+            r.bad(path, f"must be a supported locale (en, it, lt, pl), got {value!r}")
+        return parsed or "en"
+
+    by_timezone = r.table(table, "by_timezone", "locale.by_timezone", required=False)
+    by_currency = r.table(table, "by_currency", "locale.by_currency", required=False)
+    for code in by_currency:
+        if code not in KNOWN_CURRENCIES:
+            r.bad(f"locale.by_currency.{code}", f"unknown ISO-4217 currency {code!r}")
+    return LocalePolicy(
+        default=one(table.get("default", "en"), "locale.default"),
+        by_timezone=MappingProxyType({z: one(v, f'locale.by_timezone."{z}"') for z, v in by_timezone.items()}),
+        by_currency=MappingProxyType({c: one(v, f"locale.by_currency.{c}") for c, v in by_currency.items()}),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from services.common.texts import choose_locale
 from services.intake.domain.commands import ReportFailure
 from services.intake.domain.model import Avoidability, FailureReport, OpenCaseSummary, Source
 from services.intake.domain.policy import Policy
@@ -53,6 +54,20 @@ def should_merge(report: FailureReport, open_case: OpenCaseSummary, policy: Poli
     return abs(report.occurred_at - open_case.first_failure_at) <= policy.merge_window
 
 
+def case_locale(report: FailureReport, policy: Policy) -> str:
+    """Return the language a case speaks: the one its failures last asked for, else the market's, else the default.
+
+    The market is known by the customer's time zone, else by the currency of the order (or customer value).
+    """
+    money = report.order_value or report.customer_value
+    return choose_locale(
+        report.locale,
+        timezone=report.customer_timezone,
+        currency=money.currency if money else "",
+        policy=policy.locale,
+    )
+
+
 def owning_team(report: FailureReport, *, reporter_team: str, policy: Policy) -> str:
     """Return the team that owns a new case: the reporter's (frontline first), else the category's queue."""
     return reporter_team or policy.team_by_category.get(report.category, policy.default_team)
@@ -92,5 +107,6 @@ def combine(reports: Sequence[FailureReport]) -> FailureReport:
         customer_value=_latest([r.customer_value for r in reports]),
         customer_timezone=_latest([r.customer_timezone for r in reports], ""),
         preferred_channel=_latest([r.preferred_channel for r in reports]),
+        locale=_latest([r.locale for r in reports], ""),
         reported_by_employee_id=next((r.reported_by_employee_id for r in reports if r.reported_by_employee_id), ""),
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.common.errors import FieldViolation
+from services.common.texts import parse_locale
 from services.intake.domain.commands import ReportFailure
 from services.intake.domain.errors import InvalidFailureReport
 from services.intake.domain.model import KNOWN_CURRENCIES, Area, FailureReport, Money, Source
@@ -82,7 +83,22 @@ def accepted(raw: ReportFailure) -> FailureReport:
         publisher=raw.publisher,
         source_system=raw.source_system,
         incident_id=raw.incident_id,
+        locale=_parsed_locale(raw.locale),
     )
+
+
+def _parsed_locale(value: str) -> str:
+    try:
+        return parse_locale(value)
+    except ValueError:
+        return ""  # refused by _locale before a report is accepted; the store holds parsed ones only
+
+
+def _locale(raw: ReportFailure, now: datetime, limits: Limits) -> Violations:
+    try:
+        parse_locale(raw.locale)
+    except ValueError as exc:
+        yield FieldViolation("locale", str(exc))
 
 
 def money_violations(money: Money, path: str, limits: Limits = DEFAULT_LIMITS) -> list[FieldViolation]:
@@ -214,6 +230,7 @@ def _incident(raw: ReportFailure, now: datetime, limits: Limits) -> Violations:
 
 _CHECKS: tuple[Callable[[ReportFailure, datetime, Limits], Violations], ...] = (
     _incident,
+    _locale,
     _required,
     _lengths,
     _occurred_at,

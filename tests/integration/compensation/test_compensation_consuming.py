@@ -5,6 +5,7 @@ from __future__ import annotations
 from recovery.compensation.v1 import compensation_pb2
 from recovery.events.v1 import common_pb2, events_pb2
 
+from services.common.deadletter import DEADLETTER_TOPIC, REASON
 from services.common.wire import time_to_proto
 from tests.integration.compensation.conftest import (
     agent,
@@ -19,7 +20,7 @@ from tests.integration.compensation.conftest import (
     rows,
     sla_breached,
 )
-from tests.integration.conftest import eventually
+from tests.integration.conftest import eventually, read_topic
 
 CASE_OPENED = "recovery.case-opened.v1"
 
@@ -37,7 +38,7 @@ async def test_a_case_opened_gives_exactly_one_current_offer(stack, compensation
     offer = events_pb2.OfferProposed.FromString(records[0].value)
     headers = dict(records[0].headers)
     assert headers["ce_id"].decode() == f"offer-proposed:{offer.offer_id}"
-    assert (offer.case_id, offer.version, offer.policy_version) == (case, 1, "2026.2")
+    assert (offer.case_id, offer.version, offer.policy_version) == (case, 1, "2026.3")
     assert offer.requote_reason == common_pb2.REQUOTE_REASON_UNSPECIFIED and not offer.supersedes_offer_id
     assert offer.total == eur(1500)
     kinds = [line.kind for line in offer.line_items]
@@ -46,6 +47,42 @@ async def test_a_case_opened_gives_exactly_one_current_offer(stack, compensation
     listed = await current_offers(stub, compensation, case)
     assert [o.offer_id for o in listed] == [offer.offer_id]
     assert metric(compensation, "recovery_compensation_offers_proposed_total", severity="moderate") >= 1
+
+
+async def test_a_polish_case_is_explained_in_polish_in_zloty_and_a_re_quote_stays_polish(
+    stack, compensation, publisher, stub
+):
+    customer, case = new_id("cust"), new_id("case")
+    opened = case_opened(customer, case, locale="pl")
+    opened.order_value.CopyFrom(common_pb2.Money(amount_minor=20_000, currency="PLN"))
+    taxi_fare = common_pb2.Money(amount_minor=4_250, currency="PLN")
+    taxi = common_pb2.CostItem(kind=common_pb2.COST_KIND_TAXI, amount=taxi_fare, has_receipt=True)
+    opened.reported_costs.append(taxi)
+    await publish(publisher, CASE_OPENED, opened, source="intake")
+    (first,) = await offers_for(stack, customer, count=1)
+    assert first.locale == "pl" and first.total.currency == "PLN"
+    taxi = first.line_items[0]
+    assert taxi.customer_explanation == "Zwracamy koszt, który ponieśli Państwo przez nasz błąd: taksówka, 42,50\xa0zł."
+    assert (taxi.customer_text.template_id, taxi.customer_text.locale) == ("offer.reimbursement", "pl")
+    assert dict(taxi.customer_text.params) == {"amount": "42.50 PLN", "cost": "cost_kind.taxi"}
+    assert taxi.internal_reason.startswith("reported 4250 PLN")  # staff keep their own words
+    await publish(publisher, "recovery.sla-breached.v1", sla_breached(customer, case))
+    second = (await offers_for(stack, customer, count=2))[1]
+    gesture = next(line for line in second.line_items if line.rule_id.startswith("goodwill."))
+    assert gesture.customer_explanation.endswith("i za to, że musieli Państwo na nas czekać.")
+    stored = (await current_offers(stub, compensation, case))[0]
+    assert stored.locale == "pl" and list(stored.line_items) == list(second.line_items)
+
+
+async def test_a_case_in_a_language_nobody_speaks_here_is_dead_lettered_by_name(stack, compensation, publisher):
+    customer, case = new_id("cust"), new_id("case")
+    await publish(publisher, CASE_OPENED, case_opened(customer, case, locale="klingon"), source="intake")
+
+    def mine(records):
+        return [r for r in records if r.key == customer.encode()]
+
+    (dead,) = mine(await read_topic(stack.kafka, DEADLETTER_TOPIC, until=mine, timeout=40))
+    assert dict(dead.headers)[REASON].decode().startswith("locale: 'klingon' is not a supported locale")
 
 
 async def test_a_duplicate_case_opened_gives_no_second_offer(stack, compensation, publisher, stub):

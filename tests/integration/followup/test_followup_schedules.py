@@ -10,8 +10,9 @@ from pathlib import Path
 from recovery.events.v1 import common_pb2, events_pb2
 
 from services.common.cloudevents import parse_time
+from services.common.deadletter import DEADLETTER_TOPIC, REASON
 from services.common.wire import time_to_proto
-from tests.integration.conftest import eventually
+from tests.integration.conftest import eventually, read_topic
 from tests.integration.followup.conftest import (
     ACTIONS,
     DUE,
@@ -66,6 +67,38 @@ async def test_a_resolved_major_case_gets_three_follow_ups_at_their_times_each_o
         assert message.severity == common_pb2.SEVERITY_MAJOR and message.message
     stored = await followups_of(followup, event.case_id)
     assert {r["status"] for r in stored} == {"sent"}
+
+
+async def test_a_polish_customers_follow_ups_are_written_in_polish_with_their_template(followup, publisher):
+    customer = new_id("cust")
+    event = resolved(customer, locale="pl")
+    await publish(publisher, RESOLVED, event)
+    got = await read_events(
+        followup.settings.kafka_bootstrap_servers, DUE, events_pb2.FollowupDue, keys=customer, count=2, settle=1.0
+    )
+    by_kind = {message.kind: message for _, message in got}
+    check = by_kind[SATISFACTION]
+    assert check.message == check.text.text == (
+        "Czy są Państwo zadowoleni z tego, jak rozwiązaliśmy sprawę? Prosimy o odpowiedź jednym kliknięciem."
+    )
+    assert (check.text.template_id, check.text.locale) == ("followup.satisfaction_check", "pl")
+    check_in = by_kind[CHECK_IN]  # three days in the policy (seconds in the test's tuning): Polish plural
+    assert check_in.message == "Minęły 3 dni: czy wszystko działa, jak należy?"
+    assert dict(check_in.text.params) == {"count": "3"}
+
+
+async def test_a_resolution_in_a_language_nobody_speaks_here_is_dead_lettered_by_name(followup, publisher):
+    customer = new_id("cust")
+    event = resolved(customer, locale="xx-YY")
+    await publish(publisher, RESOLVED, event)
+
+    def mine(records):
+        return [r for r in records if r.key == customer.encode()]
+
+    bootstrap = followup.settings.kafka_bootstrap_servers
+    (dead,) = mine(await read_topic(bootstrap, DEADLETTER_TOPIC, until=mine, timeout=40))
+    assert "locale: 'xx-YY' is not a supported locale" in dict(dead.headers)[REASON].decode()
+    assert await followups_of(followup, event.case_id) == []
 
 
 async def test_a_redelivered_resolution_schedules_nothing_more(followup, publisher):
@@ -251,8 +284,8 @@ async def test_a_new_policy_version_applies_without_restart_and_a_bad_one_is_ref
     try:
         write(
             path,
-            original.replace('version = "2026.1"', 'version = "2026.2-test"').replace(
-                "A few days on: is everything working as it should?", "Checking in: all good since we fixed it?"
+            original.replace('version = "2026.2"', 'version = "2026.3-test"').replace(
+                "max_contacts = 20", "max_contacts = 19"
             ),
         )
         await eventually(lambda: counted("loaded", loaded))  # the store polls every 0.2 s here
@@ -263,8 +296,9 @@ async def test_a_new_policy_version_applies_without_restart_and_a_bad_one_is_ref
         await publish(publisher, RESOLVED, event)
         found = await eventually(lambda: followups_of(followup, event.case_id))
         check_in = next(r for r in found if r["kind"] == "check_in")
-        assert check_in["policy_version"] == "2026.2-test"
-        assert check_in["message"] == "Checking in: all good since we fixed it?"
+        assert check_in["policy_version"] == "2026.3-test"
+        assert (check_in["template_id"], check_in["locale"]) == ("followup.check_in", "en")
+        assert check_in["message"].endswith("days on: is everything working as it should?")
     finally:
         write(path, original)
 

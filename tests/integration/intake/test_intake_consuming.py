@@ -68,7 +68,7 @@ async def test_a_system_detected_failure_opens_a_classified_case_in_the_category
     assert opened.classification.severity.severity == common_pb2.SEVERITY_MAJOR  # 600 EUR at stake
     assert opened.classification.outlook.outlook == common_pb2.OUTLOOK_AT_RISK
     assert {r.code for r in opened.classification.outlook.reasons} == {"big_failure", "avoidable_failure"}
-    assert opened.classification.policy_version == "2026.1"
+    assert opened.classification.policy_version == "2026.2"
     assert opened.reported_costs[0].amount.amount_minor == 60000
     assert opened.reported_costs[0].receipt_reference == "TX-2025-60000"  # compensation pays a receipt once
     assert opened.history.prior_failure_count == 0 and len(opened.failure_ids) == 1

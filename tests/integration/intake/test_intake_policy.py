@@ -36,13 +36,13 @@ async def test_a_bad_edit_is_refused_and_a_good_one_applies_without_a_restart(st
         policy.write_text(TEST_POLICY.replace("[merge]\nwindow_hours = 48", "[merge]\nwindow_hours = -1"))
         assert await eventually(lambda: _refused(intake), timeout=10)
         response = await stub.ReportFailure(report(new_id("cust")), metadata=agent(intake))
-        assert response.classification.policy_version == "2026.1"  # the previous version is still in force
+        assert response.classification.policy_version == "2026.2"  # the previous version is still in force
 
-        policy.write_text(TEST_POLICY.replace('version = "2026.1"', 'version = "2026.1-edited"'))
+        policy.write_text(TEST_POLICY.replace('version = "2026.2"', 'version = "2026.2-edited"'))
 
         async def applied():
             reply = await stub.ReportFailure(report(new_id("cust")), metadata=agent(intake))
-            return reply.classification.policy_version == "2026.1-edited"
+            return reply.classification.policy_version == "2026.2-edited"
 
         assert await eventually(applied, timeout=10)
 

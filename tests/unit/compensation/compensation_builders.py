@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from services.compensation.adapters import texts
 from services.compensation.config import DEFAULT_POLICY
 from services.compensation.domain.model import (
     Avoidability,
@@ -15,6 +16,7 @@ from services.compensation.domain.model import (
     CustomerHistory,
     CustomerRequest,
     GrantedLine,
+    LineItem,
     Money,
     Offer,
     RemedyKind,
@@ -26,6 +28,11 @@ from services.compensation.domain.policy import Policy, load_policy
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 POLICY_TEXT = DEFAULT_POLICY.read_text()
 POLICY = load_policy(POLICY_TEXT)
+
+
+def words(line: LineItem, locale: str = "en") -> str:
+    """Return what the customer reads for ``line`` in ``locale`` (the domain leaves texts unrendered)."""
+    return texts.catalogue().render(line.customer_text, locale).text
 
 
 def eur(amount: int) -> Money:

@@ -19,7 +19,7 @@ from services.compensation.domain.offer import (
     summarise_granted,
     unverified_claims,
 )
-from tests.unit.compensation.compensation_builders import NOW, POLICY, cost, facts, goodwill, granted, offer
+from tests.unit.compensation.compensation_builders import NOW, POLICY, cost, facts, goodwill, granted, offer, words
 from tests.unit.compensation.test_compensation_properties import case_facts
 
 REIMBURSEMENT, VOUCHER, APOLOGY = RemedyKind.REIMBURSEMENT, RemedyKind.VOUCHER, RemedyKind.APOLOGY_NOTE
@@ -57,7 +57,7 @@ def test_the_dropped_duplicate_is_told_to_staff_not_to_the_customer():
     costs = (cost(CostKind.TAXI, 4000, ref="T-1", receipt=True), cost(CostKind.TAXI, 4000, ref="T-1", receipt=True))
     (line,) = [line for line in offer(facts(reported_costs=costs)).line_items if line.kind is REIMBURSEMENT]
     assert "duplicates dropped: reported cost 1 (same receipt reference 'T-1')" in line.internal_reason
-    assert line.customer_explanation == "We repay the cost the failure caused you (taxi)."
+    assert words(line) == "We repay what our mistake cost you: taxi, €40.00."
 
 
 def test_being_one_cost_is_transitive_and_the_first_report_stands_for_it():

@@ -9,7 +9,7 @@ import pytest
 from recovery.events.v1 import events_pb2
 
 from services.common.wire import time_to_proto
-from services.compensation.adapters import wire
+from services.compensation.adapters import texts, wire
 from services.compensation.domain.errors import InvalidEvent, PolicyError
 from services.compensation.domain.model import (
     Avoidability,
@@ -31,6 +31,7 @@ from tests.unit.compensation.compensation_builders import (
     granted,
     offer,
     request,
+    words,
 )
 
 STATUTORY, VOUCHER, REIMBURSEMENT = (
@@ -76,7 +77,7 @@ def test_the_shipped_playbooks_load_within_a_team_leads_limits():
         (REIMBURSEMENT, CostKind.REBOOKING),
         (ACCOUNT_CREDIT, None),
     ]
-    assert flight.lines[0].explanation == "A meal voucher for the wait at the airport."
+    assert flight.lines[0].customer_text.template_id == "playbook.cancelled_flight.meal"
     assert set(POLICY.playbooks) == {"cancelled_flight", "double_billing"}
     for playbook in POLICY.playbooks.values():
         assert all(set(line.amounts) == set(POLICY.currencies) for line in playbook.lines)
@@ -85,8 +86,8 @@ def test_the_shipped_playbooks_load_within_a_team_leads_limits():
     assert "playbooks: cancelled_flight, double_billing" in POLICY.summary()
 
 
-VOUCHER_LINE = '{ kind = "voucher", explanation = "A meal voucher'
-CREDIT_LINE = '{ kind = "account_credit", explanation = "A fixed amount'
+VOUCHER_LINE = '{ kind = "voucher", text = "playbook.cancelled_flight.meal"'
+CREDIT_LINE = '{ kind = "account_credit", text = "playbook.cancelled_flight.trouble"'
 MEAL_AMOUNT = "amount = { EUR = 1500, GBP = 1300, PLN = 6000 }"
 LINES = "playbooks.cancelled_flight.lines"
 
@@ -109,7 +110,9 @@ LINES = "playbooks.cancelled_flight.lines"
          "only a reimbursement has a cost kind"),
         ('cost_kind = "hotel", ', "", f"{LINES}[1].cost_kind",
          f"must be one of {', '.join(k.value for k in CostKind)}, got None"),
-        (VOUCHER_LINE, VOUCHER_LINE.replace("explanation", "explain"), f"{LINES}[0].explain", "unknown key"),
+        (VOUCHER_LINE, VOUCHER_LINE.replace("text", "txt"), f"{LINES}[0].txt", "unknown key"),
+        (VOUCHER_LINE, VOUCHER_LINE.replace("playbook.cancelled_flight.meal", "A meal voucher."), f"{LINES}[0].text",
+         "must be a template id like 'offer.statutory.cancellation', got 'A meal voucher.'"),
         ("[playbooks.double_billing]", "[playbooks.Double-Billing]", "playbooks.Double-Billing",
          "playbook ids are lower-case snake_case (a letter, then letters, digits or _)"),
     ],
@@ -117,6 +120,22 @@ LINES = "playbooks.cancelled_flight.lines"
 def test_a_bad_playbook_is_refused_naming_the_key(old, new, key, why):
     assert old in POLICY_TEXT
     assert refused(POLICY_TEXT.replace(old, new, 1))[key] == why
+
+
+def test_a_text_that_is_no_template_of_the_catalogue_is_refused():
+    text = POLICY_TEXT.replace("playbook.cancelled_flight.meal", "playbook.cancelled_flight.mael", 1)
+    with pytest.raises(PolicyError) as error:
+        load_policy(text, texts.catalogue().template_ids())
+    assert {v.field: v.description for v in error.value.violations} == {
+        f"{LINES}[0].text": "'playbook.cancelled_flight.mael' is not a template of compensation's catalogue"
+    }
+    load_policy(POLICY_TEXT, texts.catalogue().template_ids())  # every shipped text is one
+
+
+def test_a_version_before_the_catalogues_keeps_its_english_words():
+    old = POLICY_TEXT.replace('text = "playbook.cancelled_flight.meal"', 'explanation = "A meal voucher."', 1)
+    line = load_policy(old, texts.catalogue().template_ids()).playbooks["cancelled_flight"].lines[0]
+    assert texts.catalogue().render(line.customer_text, "pl").text == "A meal voucher."
 
 
 def test_a_playbook_without_lines_is_refused():
@@ -139,7 +158,8 @@ def test_a_declared_incidents_case_gets_the_statutory_lines_the_playbook_and_the
     ]
     assert o.line_items[-1].kind is APOLOGY
     assert [line.rule_id for line in o.line_items[1:5]] == [f"playbook.cancelled_flight.{i}" for i in (1, 2, 3, 4)]
-    assert o.line_items[2].customer_explanation == "A night at a hotel, paid by us."
+    assert words(o.line_items[2]) == "A night at a hotel, paid by us."
+    assert words(o.line_items[2], "pl") == "Nocleg w hotelu na nasz koszt."
     assert o.line_items[2].internal_reason.startswith("incident storm-1 playbook cancelled_flight: a fixed amount")
     assert "the normal reimbursement and goodwill 2000" in o.line_items[2].internal_reason
     assert not any(line.needs_receipt for line in o.line_items)
@@ -180,7 +200,7 @@ def test_an_unknown_playbook_gives_the_normal_offer_for_review():
     assert money_lines(o) == [(STATUTORY, None, 25_000), (VOUCHER, None, 2_000)]
     (reason,) = o.review_reasons
     assert reason.code == "playbook_unknown"
-    assert "'volcano'" in reason.detail and "policy 2026.2" in reason.detail and "storm-1" in reason.detail
+    assert "'volcano'" in reason.detail and "policy 2026.3" in reason.detail and "storm-1" in reason.detail
 
 
 def test_a_case_in_a_currency_the_policy_does_not_price_gets_no_playbook():

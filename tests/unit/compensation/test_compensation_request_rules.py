@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.compensation.domain.model import Category, CustomerRequest, Money, RemedyKind, RequestOutcome
-from tests.unit.compensation.compensation_builders import facts, goodwill, offer, request
+from tests.unit.compensation.compensation_builders import facts, goodwill, offer, request, words
 
 V, R, AC, FU, G = (
     RemedyKind.VOUCHER,
@@ -112,4 +112,4 @@ def test_a_refused_request_says_why_to_staff_and_to_the_customer():
     o = offer(facts(customer_request=request(FU, 3000)))
     line = o.line_items[0]
     assert "free_upgrade is not offered for late_delivery; closest allowed is voucher" in line.internal_reason
-    assert line.customer_explanation == "We cannot offer a free upgrade in this case; we offer a voucher instead."
+    assert words(line) == "We cannot offer this in your case: a free upgrade. We offer this instead: a voucher."

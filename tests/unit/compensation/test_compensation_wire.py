@@ -8,7 +8,7 @@ import pytest
 from recovery.compensation.v1 import compensation_pb2
 from recovery.events.v1 import common_pb2, events_pb2
 
-from services.compensation.adapters import wire
+from services.compensation.adapters import texts, wire
 from services.compensation.domain.errors import InvalidCaseFacts
 from services.compensation.domain.model import AuthorizationPart, Avoidability, CostKind, RemedyKind, RequoteReason
 from tests.unit.compensation.compensation_builders import NOW, cost, facts, granted, hours, offer, request
@@ -29,8 +29,10 @@ def test_facts_round_trip_through_the_wire():
 
 
 def test_an_offer_round_trips_and_becomes_its_event():
+    asked = request(RemedyKind.REFUND, 2000)
+    computed = offer(facts(customer_request=asked, reported_costs=(cost(CostKind.MEAL, 900),)))
     o = replace(
-        offer(facts(customer_request=request(RemedyKind.REFUND, 2000), reported_costs=(cost(CostKind.MEAL, 900),))),
+        texts.localise(computed, "pl"),
         offer_id="offer-2",
         version=2,
         supersedes_offer_id="offer-1",
@@ -43,6 +45,16 @@ def test_an_offer_round_trips_and_becomes_its_event():
     assert event.requote_reason == common_pb2.REQUOTE_REASON_SLA_BREACHED
     assert event.request_outcome == common_pb2.REQUEST_OUTCOME_GRANTED
     assert event.total.amount_minor == sum(li.amount.amount_minor for li in event.line_items)
+    assert event.locale == "pl"
+    meal = event.line_items[0].customer_text
+    assert (meal.template_id, dict(meal.params), meal.locale) == (
+        "offer.reimbursement",
+        {"cost": "cost_kind.meal", "amount": "9.00 EUR"},
+        "pl",
+    )
+    assert meal.text == event.line_items[0].customer_explanation == (
+        "Zwracamy koszt, który ponieśli Państwo przez nasz błąd: posiłki, 9,00\xa0€."
+    )
     assert event.line_items[0].cost_kind == common_pb2.COST_KIND_MEAL
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from services.common.texts import CustomerText
 from services.followup.domain.access import may_cancel
 from services.followup.domain.errors import InvalidFeedback
 from services.followup.domain.feedback import asks_reopen, failure_event_id, validate_feedback
@@ -44,7 +45,7 @@ def followup(owner: str = "emp-1") -> Followup:
         customer_timezone="",
         severity=None,
         outlook=None,
-        message="hi",
+        text=CustomerText("followup.check_in", locale="en", text="hi"),
         action_id="",
         action_description="",
         contact=True,

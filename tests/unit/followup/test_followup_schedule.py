@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.common.texts import text
 from services.followup.config import DEFAULT_POLICY
 from services.followup.domain.model import FollowupKind, Outlook, ResolvedCase, Severity
 from services.followup.domain.policy import ContactCap, Delay, QuietHours, load_policy
@@ -252,9 +253,15 @@ def test_configuration_shortens_delays_as_elapsed_seconds():
 def test_a_notice_is_planned_per_action_in_the_customer_zone():
     done = datetime(2026, 5, 4, 14, 30, tzinfo=UTC)  # 23:30 in Tokyo: the notice waits for the morning
     notice = plan_notice(
-        action_id="act-1", completed_at=done, timezone="Asia/Tokyo", policy=POLICY, tuning=DelayTuning()
+        action_id="act-1",
+        description="The depot now scans every parcel twice.",
+        completed_at=done,
+        timezone="Asia/Tokyo",
+        policy=POLICY,
+        tuning=DelayTuning(),
     )
     assert notice.occasion == "action:act-1"
+    assert notice.text == text("followup.corrective_action_notice", action="The depot now scans every parcel twice.")
     assert notice.original_due_at == done + timedelta(hours=1)
     assert notice.due_at.astimezone(TOKYO).replace(tzinfo=None) == datetime(2026, 5, 5, 9, 0)
 
