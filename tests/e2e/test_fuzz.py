@@ -161,6 +161,7 @@ class Leaf:
     path: Path
     field: FieldDescriptor
     count: bool = False  # the edit sets how many elements a repeated message field has
+    mapped: bool = False  # a map field (string to string, e.g. a customer text's parameters): the edit sets it whole
 
     @property
     def dotted(self) -> str:
@@ -173,6 +174,8 @@ def leaves(descriptor: Descriptor, depth: int = 0, prefix: Path = ()) -> list[Le
     for f in descriptor.fields:
         if f.type != FieldDescriptor.TYPE_MESSAGE:
             found.append(Leaf((*prefix, (f.name, None)), f))
+        elif f.message_type.GetOptions().map_entry:
+            found.append(Leaf((*prefix, (f.name, None)), f, mapped=True))
         elif depth >= 3:
             found.append(Leaf((*prefix, (f.name, None)), f))
         elif f.is_repeated:
@@ -250,6 +253,9 @@ def wild(leaf: Leaf, refs: dict[str, st.SearchStrategy]) -> st.SearchStrategy:
     """Return wild values for ``leaf``: unset one time in five, otherwise by type."""
     if leaf.count:
         return st.sampled_from([Count(0), Count(2), Count(51), Count(120)])
+    if leaf.mapped:
+        entries = st.dictionaries(WILD_TEXT, WILD_TEXT, max_size=4)
+        return st.integers(0, 4).flatmap(lambda i: st.just(CLEAR) if i == 0 else entries)
     value = scalar(leaf.field, refs)
     if leaf.field.is_repeated:
         value = st.lists(value, max_size=4) | st.lists(value, min_size=60, max_size=60)
@@ -287,6 +293,10 @@ def apply(message: Message, leaf: Leaf, value: Any, resolve: Callable[[Any], Any
             container.add().CopyFrom(container[0])
     elif value is PRESENT:
         getattr(target, name).SetInParent()
+    elif leaf.mapped:
+        container = getattr(target, name)
+        container.clear()
+        container.update(value)
     elif leaf.field.is_repeated:
         container = getattr(target, name)
         del container[:]
