@@ -225,6 +225,8 @@ class HotspotDimension(enum.Enum):
     EMPLOYEE = "employee"
     HOUR_OF_DAY = "hour_of_day"
     INCIDENT = "incident"
+    RISK_TAG = "risk_tag"
+    LOCATION = "location"
 
 
 # ------------------------------------------------------------------ value messages of common.proto

@@ -281,9 +281,10 @@ class FailureStore:
                )
                -- Queued for hot-spot counting in the transaction that accepts them (no shared row to lock).
                INSERT INTO hotspot_queue (failure_id, occurred_at, received_at, category, component, release, team,
-                                          employee_id, incident_id)
+                                          employee_id, incident_id, risk_tags, location, customer_timezone)
                SELECT * FROM unnest($20::text[], $25::timestamptz[], $26::timestamptz[], $28::text[], $29::text[],
-                                    $30::text[], $31::text[], $32::text[], $33::text[])""",
+                                    $30::text[], $31::text[], $32::text[], $33::text[], $35::text[], $36::text[],
+                                    $37::text[])""",
             [o.case_id for o, _, _, _ in rows],
             [o.report.customer_id for o, _, _, _ in rows],
             [o.report.reference for o, _, _, _ in rows],
@@ -320,6 +321,9 @@ class FailureStore:
             [report.area.employee_id for _, _, report, _, _ in failures],
             [report.incident_id for _, _, report, _, _ in failures],
             [_revision(last) for _, last, _, _ in rows],
+            [",".join(sorted(t.value for t in report.risk_tags)) for _, _, report, _, _ in failures],
+            [report.area.location for _, _, report, _, _ in failures],
+            [report.customer_timezone for _, _, report, _, _ in failures],
         )
 
 
@@ -496,8 +500,16 @@ async def claim_hotspot_queue(conn: asyncpg.Connection, *, limit: int) -> list[t
             Occurrence(
                 occurred_at=r["occurred_at"],
                 category=Category(r["category"]),
-                area=Area(component=r["component"], release=r["release"], team=r["team"], employee_id=r["employee_id"]),
+                area=Area(
+                    component=r["component"],
+                    release=r["release"],
+                    team=r["team"],
+                    employee_id=r["employee_id"],
+                    location=r["location"],
+                ),
                 incident_id=r["incident_id"],
+                risk_tags=tuple(tag for tag in r["risk_tags"].split(",") if tag),
+                timezone=r["customer_timezone"],
             ),
             r["received_at"],
         )

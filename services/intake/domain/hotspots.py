@@ -1,16 +1,19 @@
 """Hot spots: where failures cluster. Pure counting rules; the store keeps the counts.
 
 Each failure counts once in every dimension it has a value for (category, component, release, team,
-employee, hour of day, incident), in the window its occurrence time falls in. A window is hot when its count
+employee, hour of day in the customer's local time, incident, location, and each of its risk tags), in the
+window its occurrence time falls in. A window is hot when its count
 reaches the policy minimum and exceeds the average of the trailing baseline windows by the policy factor.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.intake.domain.model import Area, Category, HotspotDimension
 from services.intake.domain.policy import Policy
@@ -26,6 +29,8 @@ class Occurrence:
     category: Category
     area: Area
     incident_id: str = ""  # the disruption it is part of: an incident growing fast is a hot spot too
+    risk_tags: tuple[str, ...] = ()  # the risk tags' names: complex scheduling, a new product, high turnover
+    timezone: str = ""  # the customer's IANA zone: hours of day are local (UTC when unknown)
 
 
 @dataclass(frozen=True, order=True)
@@ -46,10 +51,23 @@ def dimension_values(occurrence: Occurrence) -> tuple[tuple[HotspotDimension, st
         (HotspotDimension.RELEASE, area.release),
         (HotspotDimension.TEAM, area.team),
         (HotspotDimension.EMPLOYEE, area.employee_id),
-        (HotspotDimension.HOUR_OF_DAY, str(occurrence.occurred_at.astimezone(UTC).hour)),
+        (HotspotDimension.HOUR_OF_DAY, str(occurrence.occurred_at.astimezone(_zone(occurrence.timezone)).hour)),
         (HotspotDimension.INCIDENT, occurrence.incident_id),
+        (HotspotDimension.LOCATION, area.location),
+        *((HotspotDimension.RISK_TAG, tag) for tag in occurrence.risk_tags),
     )
     return tuple((dimension, value) for dimension, value in pairs if value)
+
+
+@functools.lru_cache(maxsize=512)
+def _zone(name: str) -> tzinfo:
+    """Return the zone ``name`` (UTC when empty or unknown here: the hour is then the UTC one)."""
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
 
 
 def window_start(at: datetime, size: timedelta) -> datetime:

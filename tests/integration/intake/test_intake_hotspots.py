@@ -82,3 +82,27 @@ async def test_a_fast_growing_incident_is_a_hot_spot_of_its_own(intake, publishe
     )
     assert (hot.dimension, hot.value) == (common_pb2.HOTSPOT_DIMENSION_INCIDENT, incident)
     assert hot.count >= 5
+
+
+async def test_a_site_where_failures_cluster_is_a_hot_spot_and_risk_tags_are_counted(intake, publisher):
+    site = new_id("WAW-T1")
+    tag = common_pb2.RISK_TAG_HIGH_TURNOVER
+    counter = "recovery_intake_area_failures_total"
+    before = metric(intake, counter, dimension="risk_tag", value="high_turnover")
+    at = time_to_proto(now() - timedelta(minutes=1))
+    for _ in range(6):
+        report = failure(new_id("cust"), occurred_at=at, area=common_pb2.Area(location=site), risk_tags=[tag])
+        await publish(publisher, FAILURES, report)
+    [hot] = await read_events(
+        intake.settings.kafka_bootstrap_servers,
+        HOTSPOTS,
+        events_pb2.HotspotDetected,
+        key=f"hotspot:location:{site}",
+        count=1,
+    )
+    assert (hot.dimension, hot.value) == (common_pb2.HOTSPOT_DIMENSION_LOCATION, site)
+
+    async def tagged() -> bool:
+        return metric(intake, counter, dimension="risk_tag", value="high_turnover") - before == 6
+
+    assert await eventually(tagged, timeout=30)

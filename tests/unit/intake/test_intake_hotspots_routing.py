@@ -47,9 +47,29 @@ def test_a_failure_of_an_incident_counts_for_the_incident_too():
     assert counted[WindowKey("incident", "flight-LO281", window_start(NOW, timedelta(hours=1)))] == 2
 
 
-def test_hour_of_day_is_the_utc_hour():
+def test_hour_of_day_is_the_customers_local_hour_and_the_utc_hour_when_their_zone_is_unknown():
     at = datetime(2025, 6, 1, 23, 30, tzinfo=UTC) + timedelta(hours=2)  # 01:30 UTC next day
     assert (HotspotDimension.HOUR_OF_DAY, "1") in dimension_values(occurrence(at=at))
+    hours = {
+        zone: dict(dimension_values(Occurrence(at, Category.LATE_DELIVERY, Area(), timezone=zone)))[
+            HotspotDimension.HOUR_OF_DAY
+        ]
+        for zone in ("Europe/Vilnius", "Europe/Warsaw", "America/New_York", "Mars/Base", "")
+    }
+    assert hours == {"Europe/Vilnius": "4", "Europe/Warsaw": "3", "America/New_York": "21", "Mars/Base": "1", "": "1"}
+
+
+def test_a_failure_counts_at_its_location_and_in_each_of_its_risk_tags():
+    tagged = Occurrence(
+        NOW, Category.SERVICE_QUALITY, Area(location="WAW-T1"), risk_tags=("high_turnover", "new_product")
+    )
+    pairs = dimension_values(tagged)
+    assert (HotspotDimension.LOCATION, "WAW-T1") in pairs
+    assert [v for d, v in pairs if d is HotspotDimension.RISK_TAG] == ["high_turnover", "new_product"]
+    counted = tally([tagged] * 3, POLICY)
+    start = window_start(NOW, timedelta(hours=1))
+    assert counted[WindowKey("risk_tag", "new_product", start)] == 3
+    assert counted[WindowKey("location", "WAW-T1", start)] == 3
 
 
 @pytest.mark.parametrize(
