@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 from services.followup.domain.errors import FieldViolation, InvalidFeedback
 from services.followup.domain.model import Feedback
@@ -34,6 +35,16 @@ def _violations(feedback: Feedback, *, satisfied_required: bool) -> Iterator[Fie
         yield FieldViolation("satisfied", "is required: is the customer satisfied with the solution?")
     if len(feedback.comment) > MAX_COMMENT:
         yield FieldViolation("comment", f"must be at most {MAX_COMMENT} characters")
+
+
+def with_verdict(feedback: Feedback, *, negative_below: int) -> Feedback:
+    """Return ``feedback`` with the verdict its score gives when it states none (a stated verdict wins).
+
+    Survey systems often send only a score; the policy's threshold decides: below it, not satisfied.
+    """
+    if feedback.satisfied is not None or feedback.score is None:
+        return feedback
+    return replace(feedback, satisfied=feedback.score >= negative_below)
 
 
 def asks_reopen(feedback: Feedback) -> bool:

@@ -8,6 +8,8 @@ Layout (see ``services/followup/policy.toml``)::
     [quiet_hours]   start = "21:00", end = "09:00"   local time of the customer; start == end: no quiet hours
     [contact_cap]   max_contacts = 3 (>= 1), window_days = 7 (>= 1)   rolling window, later ones are pushed
     [hold]          after_new_failure_hours = 168 (>= 0)   how long a new failure holds other cases' check-ins
+    [feedback]      negative_below = 7 (0 to 11)   an answer with a score but no verdict is "not satisfied" below
+                                                   it (and reopens the case); 0: a score alone never is
     [kinds.<kind>]  every kind required:
                     delay_days (calendar days in the customer's zone), delay_hours, delay_minutes (elapsed),
                     contact = bool (counts against quiet hours and the cap; default true)
@@ -92,13 +94,16 @@ class Policy:
     contact_cap: ContactCap
     hold_after_new_failure: timedelta
     kinds: Mapping[FollowupKind, KindRule]
+    negative_below: int = 7
 
     def rule(self, kind: FollowupKind) -> KindRule:
         """Return the rule for ``kind`` (every kind has one: the loader requires it)."""
         return self.kinds[kind]
 
 
-_TOP_KEYS = frozenset({"version", "default_timezone", "default_channel", "quiet_hours", "contact_cap", "hold", "kinds"})
+_TOP_KEYS = frozenset(
+    {"version", "default_timezone", "default_channel", "quiet_hours", "contact_cap", "hold", "feedback", "kinds"}
+)
 _KIND_KEYS = frozenset({"delay_days", "delay_hours", "delay_minutes", "contact"})
 _NOTE_KEYS = _KIND_KEYS | {"min_severity", "when_at_risk"}
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -159,6 +164,11 @@ def load_policy(text: str) -> Policy:
     hold = r.table(data, "hold", "hold", required=False)
     r.only(hold, frozenset({"after_new_failure_hours"}), "hold")
     hold_hours = r.integer(hold, "after_new_failure_hours", "hold.after_new_failure_hours", 168, minimum=0)
+    feedback = r.table(data, "feedback", "feedback", required=False)
+    r.only(feedback, frozenset({"negative_below"}), "feedback")
+    negative_below = r.integer(feedback, "negative_below", "feedback.negative_below", 7, minimum=0)
+    if negative_below > 11:
+        r.bad("feedback.negative_below", f"must be at most 11 (scores are 0 to 10), got {negative_below}")
     kinds = _kinds(r, r.table(data, "kinds", "kinds", required=True))
     r.raise_if_bad(PolicyError)
     return Policy(
@@ -169,6 +179,7 @@ def load_policy(text: str) -> Policy:
         contact_cap=contact_cap,
         hold_after_new_failure=timedelta(hours=hold_hours),
         kinds=MappingProxyType(kinds),
+        negative_below=negative_below,
     )
 
 

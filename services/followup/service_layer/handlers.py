@@ -327,6 +327,7 @@ async def record_feedback(conn: asyncpg.Connection, command: RecordFeedback, *, 
     own republished FeedbackReceived is recognised. Raises InvalidFeedback or CaseNotFound.
     """
     feedback = rules.validate_feedback(command.feedback, satisfied_required=command.publish)
+    feedback = rules.with_verdict(feedback, negative_below=deps.policy().negative_below)
     case = await repository.get_case(conn, feedback.case_id)
     if case is None and command.publish:
         raise CaseNotFound(f"case {feedback.case_id} is not known to followup (it was never resolved)")

@@ -147,6 +147,30 @@ async def test_a_survey_answer_from_kafka_counts_once_and_marks_its_follow_up_an
     assert len(got) == 1
 
 
+async def test_a_score_alone_is_judged_by_the_policys_threshold(followup, publisher):
+    bootstrap = followup.settings.kafka_bootstrap_servers
+    low, high = await resolved_case(followup, publisher), await resolved_case(followup, publisher)
+    for event, score in ((low, 3), (high, 8)):  # the policy's negative_below is 7; neither says satisfied or not
+        answer = events_pb2.FeedbackReceived(
+            customer_id=event.customer_id,
+            case_id=event.case_id,
+            feedback_id=new_id("survey"),
+            source=common_pb2.SOURCE_SURVEY,
+            score=score,
+            received_at=time_to_proto(now()),
+        )
+        await publish(publisher, FEEDBACK, answer, source="survey-tool")
+    [(_, reopen)] = await read_events(
+        bootstrap, REOPEN_REQUESTED, events_pb2.CaseReopenRequested, keys=low.customer_id, count=1
+    )
+    assert reopen.case_id == low.case_id and reopen.feedback.score == 3
+    stored = await eventually(
+        lambda: rows(followup.settings, "SELECT satisfied FROM {schema}.feedback WHERE case_id = $1", high.case_id)
+    )
+    assert [r["satisfied"] for r in stored] == [True]
+    assert await read_all(bootstrap, REOPEN_REQUESTED, events_pb2.CaseReopenRequested, keys=high.customer_id) == []
+
+
 async def test_feedback_is_validated_and_needs_a_known_case(followup, publisher, stub):
     event = await resolved_case(followup, publisher)
     with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -284,19 +284,19 @@ async def test_a_new_policy_version_applies_without_restart_and_a_bad_one_is_ref
     try:
         write(
             path,
-            original.replace('version = "2026.2"', 'version = "2026.3-test"').replace(
+            original.replace('version = "2026.3"', 'version = "2026.4-test"').replace(
                 "max_contacts = 20", "max_contacts = 19"
             ),
         )
         await eventually(lambda: counted("loaded", loaded))  # the store polls every 0.2 s here
-        write(path, original.replace("max_contacts = 20", "max_contacts = 0"))  # refused: the 2026.2 stays
+        write(path, original.replace("max_contacts = 20", "max_contacts = 0"))  # refused: the 2026.4-test stays
         await eventually(lambda: counted("refused", refused))
         customer = new_id("cust")
         event = resolved(customer)
         await publish(publisher, RESOLVED, event)
         found = await eventually(lambda: followups_of(followup, event.case_id))
         check_in = next(r for r in found if r["kind"] == "check_in")
-        assert check_in["policy_version"] == "2026.3-test"
+        assert check_in["policy_version"] == "2026.4-test"
         assert (check_in["template_id"], check_in["locale"]) == ("followup.check_in", "en")
         assert check_in["message"].endswith("days on: is everything working as it should?")
     finally:

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 import pytest
 
 from services.common.texts import CustomerText
+from services.followup.config import DEFAULT_POLICY
 from services.followup.domain.access import may_cancel
-from services.followup.domain.errors import InvalidFeedback
-from services.followup.domain.feedback import asks_reopen, failure_event_id, validate_feedback
+from services.followup.domain.errors import InvalidFeedback, PolicyError
+from services.followup.domain.feedback import asks_reopen, failure_event_id, validate_feedback, with_verdict
 from services.followup.domain.model import Feedback, Followup, FollowupKind, FollowupStatus, Source
+from services.followup.domain.policy import load_policy
 
 AT = datetime(2026, 5, 4, 12, tzinfo=UTC)
 
@@ -57,6 +59,30 @@ def test_only_an_explicit_no_asks_for_a_reopen():
     assert asks_reopen(answer(satisfied=False))
     assert not asks_reopen(answer(satisfied=True))
     assert not asks_reopen(answer(satisfied=None, score=0))  # unset is never read as "no"
+
+
+@pytest.mark.parametrize(
+    ("score", "satisfied", "verdict"),
+    [(6, None, False), (7, None, True), (10, None, True), (0, None, False), (2, True, True), (9, False, False),
+     (None, None, None)],
+)  # fmt: skip
+def test_a_score_without_a_verdict_is_judged_by_the_policys_threshold_and_a_stated_verdict_wins(
+    score, satisfied, verdict
+):
+    judged = with_verdict(answer(score=score, satisfied=satisfied), negative_below=7)
+    assert judged.satisfied is verdict
+    assert asks_reopen(judged) is (verdict is False)
+
+
+def test_a_threshold_of_zero_never_reads_a_score_as_dissatisfied():
+    assert with_verdict(answer(score=0, satisfied=None), negative_below=0).satisfied is True
+
+
+def test_the_policys_threshold_is_checked():
+    shipped = DEFAULT_POLICY.read_text()
+    assert load_policy(shipped).negative_below == 7
+    with pytest.raises(PolicyError, match=r"feedback\.negative_below: must be at most 11"):
+        load_policy(shipped.replace("negative_below = 7", "negative_below = 12"))
 
 
 def test_the_failure_report_id_is_the_same_for_the_same_answer():
