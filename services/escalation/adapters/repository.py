@@ -1078,6 +1078,48 @@ async def audit_of_case(conn: asyncpg.Connection, case_id: str) -> list[asyncpg.
     return await conn.fetch("SELECT * FROM audit_log WHERE case_id = $1 ORDER BY entry_id", case_id)
 
 
+# -------------------------------------------------------------------------------------------- reporters
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """A colleague whose report merged into the case."""
+
+    employee_id: str
+    failure_id: str
+    reported_at: datetime
+
+
+async def add_reporter(conn: asyncpg.Connection, case_id: str, reporter: Reporter) -> bool:
+    """Record ``reporter`` on the case; False when they were recorded already (their first report stands)."""
+    added = await conn.fetchval(
+        """INSERT INTO case_reporters (case_id, employee_id, failure_id, reported_at)
+           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true""",
+        case_id,
+        reporter.employee_id,
+        reporter.failure_id,
+        reporter.reported_at,
+    )
+    return bool(added)
+
+
+async def reporters_of(conn: asyncpg.Connection, case_id: str) -> list[Reporter]:
+    """Return the case's colleagues who reported it too, oldest first."""
+    rows = await conn.fetch(
+        "SELECT * FROM case_reporters WHERE case_id = $1 ORDER BY reported_at, employee_id", case_id
+    )
+    return [Reporter(r["employee_id"], r["failure_id"], r["reported_at"]) for r in rows]
+
+
+async def is_reporter(conn: asyncpg.Connection, case_id: str, employee_id: str) -> bool:
+    """True when ``employee_id`` reported the case too (their report merged into it)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT true FROM case_reporters WHERE case_id = $1 AND employee_id = $2", case_id, employee_id
+        )
+    )
+
+
 # ---------------------------------------------------------------------------------------------- gauges
 
 

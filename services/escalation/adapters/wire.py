@@ -766,3 +766,12 @@ def delegation_to_proto(d, *, reason: str, created_at: datetime) -> pb.Delegatio
         reason=reason,
         created_at=time_to_proto(created_at),
     )
+
+
+def reporter_to_proto(reporter) -> pb.CaseReporter:
+    """Return a colleague who reported the case too."""
+    return pb.CaseReporter(
+        employee_id=reporter.employee_id,
+        failure_id=reporter.failure_id,
+        reported_at=time_to_proto(reporter.reported_at),
+    )

@@ -28,10 +28,11 @@ def require_owner(case: Case, actor: Actor) -> None:
         raise Forbidden(f"only the owner of case {case.case_id} may use their authority on it")
 
 
-def may_view(case: Case, actor: Actor, *, routed_to_actor: bool = False) -> bool:
-    """True when ``actor`` may act on the case, it waits in their team's queue, or they decide on it."""
+def may_view(case: Case, actor: Actor, *, routed_to_actor: bool = False, reported_it: bool = False) -> bool:
+    """True when ``actor`` may act on the case, it waits in their team's queue, they decide on it, or their
+    own report of the failure merged into it (the reporter is in the loop; only the owner acts)."""
     queued_here = case.state is CaseState.QUEUED and actor.team == case.team
-    return may_act(case, actor) or queued_here or routed_to_actor
+    return may_act(case, actor) or queued_here or routed_to_actor or reported_it
 
 
 def require_claim(case: Case, actor: Actor) -> None:

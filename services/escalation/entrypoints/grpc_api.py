@@ -92,6 +92,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
             calendar=self._deps.policy().calendar_for(case.team),
             now=self._deps.clock(),
         )
+        view.reporters.extend(wire.reporter_to_proto(r) for r in await repo.reporters_of(conn, case.case_id))
         view.owner_open_cases = load
         view.owner_overloaded = bool(case.owner_employee_id) and load > self._deps.policy().capacity_for(
             case.owner_employee_id
@@ -118,6 +119,11 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
             )
         return response
 
+    async def _may_view(self, conn: asyncpg.Connection, case: Case, actor: Actor) -> bool:
+        if access.may_view(case, actor, routed_to_actor=await self._routed_to(conn, case, actor)):
+            return True
+        return access.may_view(case, actor, reported_it=await repo.is_reporter(conn, case.case_id, actor.employee_id))
+
     async def _routed_to(self, conn: asyncpg.Connection, case: Case, actor: Actor) -> bool:
         if not case.pending_approval_id:
             return False
@@ -143,9 +149,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         actor = _actor()
         async with self._db.transaction() as conn:
             record = await repo.get_case(conn, request.case_id)
-            if record is None or not access.may_view(
-                record.case, actor, routed_to_actor=await self._routed_to(conn, record.case, actor)
-            ):
+            if record is None or not await self._may_view(conn, record.case, actor):
                 # Not found and not visible look the same: a case id tells nobody whether the case exists.
                 raise NotFound(f"case {request.case_id} not found")
             return pb.GetCaseResponse(case=await self._view(conn, record))
@@ -240,9 +244,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
             case = None
             if request.case_id:
                 record = await repo.get_case(conn, request.case_id)
-                if record is None or not access.may_view(
-                    record.case, actor, routed_to_actor=await self._routed_to(conn, record.case, actor)
-                ):
+                if record is None or not await self._may_view(conn, record.case, actor):
                     raise NotFound(f"case {request.case_id} not found")
                 case = record.case
             room, rate = await approvals.my_authority(

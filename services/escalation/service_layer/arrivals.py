@@ -146,6 +146,14 @@ async def amend_case(
             warn_at=calendar.add(clock.started_at, sla.warn_span(budget, policy.warn_share_bp) + clock.paused),
         )
         await steps.save_clock(conn, before.case_id, moved)
+    detail = f"revision {command.revision}: failure {message.merged_failure_id} merged"
+    colleague = message.merged_failure.reported_by_employee_id
+    if colleague and colleague != before.owner_employee_id:
+        # The reporter is in the loop: they may open the case, and its owner sees a colleague heard from the
+        # customer (the case view lists them; watchers get the change).
+        reporter = repo.Reporter(colleague, message.merged_failure_id, now)
+        if await repo.add_reporter(conn, before.case_id, reporter):
+            detail += f"; reported by {colleague} too, who heard from the customer"
     await steps.save_and_audit(
         conn,
         deps,
@@ -154,7 +162,7 @@ async def amend_case(
         action=CaseAction.AMENDED,
         actor=Actor.system(),
         at=now,
-        detail=f"revision {command.revision}: failure {message.merged_failure_id} merged",
+        detail=detail,
     )
 
 

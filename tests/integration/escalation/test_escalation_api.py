@@ -730,6 +730,49 @@ async def test_an_employee_at_capacity_cannot_take_more_cases(escalation, publis
     await eventually(overloaded, timeout=10)
 
 
+async def test_a_colleague_whose_report_merged_may_open_the_case_and_the_owner_sees_them(
+    escalation, publisher, client
+):
+    team, owner, colleague = new_id("team"), new_id("agent"), new_id("agent")
+    opened, offer, _ = await opened_with_offer(publisher, client, owner=owner, team=team, amount=100)
+    other_team = client.as_(colleague, "agent", new_id("team"))
+    with pytest.raises(grpc.aio.AioRpcError) as before:
+        await other_team.GetCase(pb.GetCaseRequest(case_id=opened.case_id))
+    assert before.value.code() == grpc.StatusCode.NOT_FOUND
+    merged = new_id("fail")
+    amended = events_pb2.CaseAmended(
+        customer_id=opened.customer_id,
+        case_id=opened.case_id,
+        revision=2,
+        merged_failure_id=merged,
+        merged_failure=events_pb2.FailureReported(customer_id=opened.customer_id, reported_by_employee_id=colleague),
+        failure_ids=[*opened.failure_ids, merged],
+        category=opened.category,
+        classification=opened.classification,
+    )
+    await publish(publisher, "recovery.case-amended.v1", amended, source="intake")
+
+    async def seen_by_the_owner():
+        case = (await client.as_(owner, "agent", team).GetCase(pb.GetCaseRequest(case_id=opened.case_id))).case
+        return case if case.reporters else None
+
+    case = await eventually(seen_by_the_owner, timeout=40)
+    assert [(r.employee_id, r.failure_id) for r in case.reporters] == [(colleague, merged)]
+    assert case.owner_employee_id == owner  # the owner stays the customer's contact
+    assert any(f"reported by {colleague} too" in e.detail for e in case.decision_history)
+    theirs = (await other_team.GetCase(pb.GetCaseRequest(case_id=opened.case_id))).case
+    assert theirs.case_id == opened.case_id
+    with pytest.raises(grpc.aio.AioRpcError) as acting:  # seeing is not acting: only the owner uses authority
+        await other_team.AuthorizeOffer(
+            pb.AuthorizeOfferRequest(request_id=new_id("req"), case_id=opened.case_id, offer_id=offer.offer_id)
+        )
+    assert acting.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    stranger = client.as_(new_id("agent"), "agent", new_id("team"))
+    with pytest.raises(grpc.aio.AioRpcError) as hidden:
+        await stranger.GetCase(pb.GetCaseRequest(case_id=opened.case_id))
+    assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 async def test_amendments_update_the_case_and_followup_can_reopen_a_resolved_one(escalation, publisher, client):
     team, owner = new_id("team"), new_id("agent")
     opened, _, _ = await opened_with_offer(publisher, client, owner=owner, team=team, amount=100)

@@ -45,3 +45,11 @@ def test_queued_cases_are_visible_and_claimable_by_their_team_only():
 
 def test_an_approver_routed_to_sees_the_case():
     assert access.may_view(case(), Actor.employee("e-5", "agent", "care"), routed_to_actor=True)
+
+
+def test_a_colleague_whose_report_merged_sees_the_case_but_may_not_act_on_it():
+    colleague = Actor.employee("e-9", "agent", "billing")
+    assert not access.may_view(case(), colleague)
+    assert access.may_view(case(), colleague, reported_it=True)
+    with pytest.raises(Forbidden):
+        access.require_act(case(), colleague)
