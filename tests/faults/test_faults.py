@@ -67,27 +67,34 @@ def staff(sub: str, role: str, team: str) -> list[tuple[str, str]]:
 
 
 async def resolve_all(cluster: Cluster, stream: Stream, limit: int) -> list[str]:
-    """Claim and resolve up to ``limit`` of the stream's queued cases, each by its own agent of the case's team."""
+    """Claim and resolve up to ``limit`` of the stream's queued cases, each by its own agent of the case's team.
+
+    A queued case whose flagged offer already went to a reviewer is left out: its claimer inherits the approval
+    in flight, and a case awaiting approval cannot be resolved (a decision comes first)."""
     conn = await asyncpg.connect(cluster.database_url)
     try:
         rows = await conn.fetch(
             "SELECT case_id, team FROM escalation.cases WHERE customer_id = ANY($1) AND state = 'queued'"
-            " ORDER BY case_id LIMIT $2",
+            " AND pending_approval_id = '' ORDER BY case_id LIMIT $2",
             stream.all_customers(),
             limit,
         )
     finally:
         await conn.close()
     port = cluster.replicas[("escalation", 0)].grpc_port
+    resolved = []
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = escalation_pb2_grpc.CaseServiceStub(channel)
         for row in rows:
             who = staff(f"{stream.prefix}-agent-{row['case_id'][-8:]}", "agent", row["team"])
-            await stub.ClaimCase(
+            claimed = await stub.ClaimCase(
                 cases.ClaimCaseRequest(request_id=f"claim-{row['case_id']}", case_id=row["case_id"]),
                 metadata=who,
                 timeout=30,
             )
+            if claimed.case.state == cases.CASE_STATE_AWAITING_APPROVAL:
+                continue  # its offer went to a reviewer between the query and the claim
+            resolved.append(row["case_id"])
             await stub.ResolveCase(
                 cases.ResolveCaseRequest(
                     request_id=f"resolve-{row['case_id']}", case_id=row["case_id"], resolution_summary="delivered"
@@ -95,7 +102,7 @@ async def resolve_all(cluster: Cluster, stream: Stream, limit: int) -> list[str]
                 metadata=who,
                 timeout=30,
             )
-    return [r["case_id"] for r in rows]
+    return resolved
 
 
 async def test_1_kill_9_each_service_in_turn_and_restart_it(cluster):
