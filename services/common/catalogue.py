@@ -108,7 +108,9 @@ class Catalogue:
         return frozenset(self._templates)
 
     def render(self, customer_text: CustomerText, locale: str) -> CustomerText:
-        """Return ``customer_text`` rendered in ``locale`` (a supported one); raises KeyError for an unknown one."""
+        """Return ``customer_text`` rendered in ``locale`` (a supported one, "" for the fallback); raises KeyError
+        for an unknown template."""
+        locale = locale or FALLBACK_LOCALE
         template = self._templates.get(customer_text.template_id)
         if template is None:
             raise KeyError(f"no template {customer_text.template_id!r} in catalogue {self.domain!r}")

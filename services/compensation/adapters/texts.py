@@ -34,5 +34,4 @@ def localise(offer: Offer, locale: str, texts: Catalogue | None = None) -> Offer
 def localise_lines(lines: Iterable[LineItem], locale: str, texts: Catalogue | None = None) -> tuple[LineItem, ...]:
     """Return ``lines`` with their customer texts rendered in ``locale`` (empty: the fallback)."""
     texts = texts or catalogue()
-    locale = locale or FALLBACK_LOCALE
     return tuple(replace(line, customer_text=texts.render(line.customer_text, locale)) for line in lines)

@@ -178,7 +178,7 @@ def plan_resolution(
 def kind_text(kind: FollowupKind, rule: KindRule) -> CustomerText:
     """Return what a resolution's follow-up of ``kind`` says (a check-in counts the days since)."""
     if kind is FollowupKind.CHECK_IN:
-        return text("followup.check_in", count=max(rule.delay.days, round(rule.delay.total_seconds / 86_400), 1))
+        return text("followup.check_in", count=max(round(rule.delay.total_seconds / 86_400), 1))
     return text(f"followup.{kind.value}")
 
 

@@ -21,7 +21,6 @@ import asyncpg
 from services.common import outbox
 from services.common.catalogue import Catalogue
 from services.common.scheduler import utcnow
-from services.common.texts import FALLBACK_LOCALE
 from services.common.topics import topic
 from services.followup.adapters import repository, texts, wire
 from services.followup.adapters.metrics import FollowupMetrics, label
@@ -96,7 +95,7 @@ def _followup(
         customer_timezone=case.customer_timezone,
         severity=case.severity,
         outlook=case.outlook,
-        text=catalogue.render(planned.text, case.locale or FALLBACK_LOCALE),
+        text=catalogue.render(planned.text, case.locale),
         action_id=extra.get("action_id", ""),
         action_description=extra.get("action_description", ""),
         contact=planned.contact,

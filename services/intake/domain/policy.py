@@ -32,7 +32,7 @@ from types import MappingProxyType
 from typing import Any
 
 from services.common.policy_reader import PolicyReader, load_toml
-from services.common.texts import LocalePolicy, parse_locale
+from services.common.texts import FALLBACK_LOCALE, SUPPORTED_LOCALES, LocalePolicy, parse_locale
 from services.intake.domain.errors import PolicyError
 from services.intake.domain.model import KNOWN_CURRENCIES, Category, HotspotDimension, Impact, Severity, Source
 
@@ -186,10 +186,10 @@ def _locale(r: _Reader, table: Mapping[str, Any]) -> LocalePolicy:
             parsed = parse_locale(value) if isinstance(value, str) else ""
         except ValueError as exc:
             r.bad(path, str(exc))
-            return "en"
+            return FALLBACK_LOCALE
         if not parsed:
-            r.bad(path, f"must be a supported locale (en, it, lt, pl), got {value!r}")
-        return parsed or "en"
+            r.bad(path, f"must be a supported locale ({', '.join(SUPPORTED_LOCALES)}), got {value!r}")
+        return parsed or FALLBACK_LOCALE
 
     by_timezone = r.table(table, "by_timezone", "locale.by_timezone", required=False)
     by_currency = r.table(table, "by_currency", "locale.by_currency", required=False)
