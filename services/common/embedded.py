@@ -127,12 +127,19 @@ class EmbeddedPostgres:
         options = f"-h 127.0.0.1 -p {self.port} -c unix_socket_directories='' -c max_connections=300"
         if not self._durable:
             options += " -c fsync=off -c synchronous_commit=off"  # tests: fast, and a test run is disposable
-        _commands.pg_ctl(
-            ["-w", "-t", "60", "-o", options, "-l", str(self.datadir / "server.log"), "start"],
-            pgdata=self.datadir,
-            user=self._user,
-            timeout=90,
-        )
+        command = ["-w", "-t", "60", "-o", options, "-l", str(self.datadir / "server.log"), "start"]
+        for attempt in (1, 2):
+            try:
+                _commands.pg_ctl(command, pgdata=self.datadir, user=self._user, timeout=90)
+                break
+            except subprocess.CalledProcessError as error:
+                # pg_ctl itself killed by a signal (seen: SIGSEGV in the child forked to switch user, a rare
+                # fault of forking a threaded process) is not the server refusing to start: try once more,
+                # unless it launched the server before it died.
+                if error.returncode >= 0 or attempt == 2:
+                    raise
+                if (self.datadir / "postmaster.pid").exists():
+                    break  # the server was launched before pg_ctl died: wait for it below
         wait_for_port(self.port)
         return self.url
 
