@@ -314,7 +314,7 @@ async def play(outside: Outside, ids: dict[str, str]) -> None:
     await accept_and_resolve(outside, ready12, AGENT)
 
     say("c05  Giulia answers the satisfaction check: not satisfied -> reopened to the same agent")
-    (check,) = await outside.events("recovery.followup-due.v1", c["c05 Giulia"])
+    (check,) = await outside.followups(c["c05 Giulia"])
     await outside.followup().RecordFeedback(
         followup_pb2.RecordFeedbackRequest(
             request_id=new_id("req"),
@@ -341,7 +341,7 @@ async def play(outside: Outside, ids: dict[str, str]) -> None:
 
     say(f"...   waiting for Marco's acknowledgement deadline ({ACK_DEADLINE_SECONDS} s) and the follow-ups")
     await outside.events("recovery.sla-breached.v1", c["c04 Marco"], timeout=ACK_DEADLINE_SECONDS + 60)
-    await outside.events("recovery.followup-due.v1", c["c07 Rasa"], count=3, timeout=60)
+    await outside.followups(c["c07 Rasa"], count=3, timeout=60)
     await asyncio.sleep(8)
 
 
@@ -401,6 +401,13 @@ def describe(topic: str, m: Message) -> list[str]:
             return [f"approval {name(common.ApprovalDecision, m.decision)} by {who(m.decided_by)}: {m.reason}"]
         case "recovery.sla-breached.v1":
             return [f"SLA {name(common.SlaClock, m.clock)} breached; escalated to {m.escalated_to_role} for attention"]
+        case "recovery.case-progressed.v1":
+            by = f", expected by {m.expected_by.ToDatetime():%Y-%m-%d %H:%M} UTC" if m.HasField("expected_by") else ""
+            return [f"customer to be told: {name(common.ProgressStage, m.stage)}{by}"]
+        case "recovery.contact-recorded.v1":
+            k = m.contact
+            how = f" via {name(common.Channel, k.channel)}" if k.channel else ""
+            return [f"contact logged: {name(common.ContactKind, k.kind)}{how} by {k.employee_id}: {k.note or '-'}"]
         case "recovery.customer-countered.v1":
             return [f"customer countered: {m.request.text}"]
         case "recovery.case-resolved.v1":

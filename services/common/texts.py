@@ -23,6 +23,7 @@ FALLBACK_LOCALE = "en"
 
 _TAG = re.compile(r"^([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]{1,8})*$")
 
+
 @dataclass(frozen=True)
 class CustomerText:
     """A message for the customer: its template, its parameters and, once rendered, its locale and text."""

@@ -117,6 +117,20 @@ CATALOGUE: tuple[Topic, ...] = (
         "A case missed its acknowledgement, resolution or approval deadline.",
     ),
     _t(
+        "case-progressed",
+        "CaseProgressed",
+        "escalation",
+        "followup, notification systems",
+        "A case moved in a way its customer is told of: acknowledged, awaiting approval, offer ready, done.",
+    ),
+    _t(
+        "contact-recorded",
+        "ContactRecorded",
+        "escalation",
+        "intake, notification systems",
+        "A contact with the customer in a case's contact log (apology, call, message, note, a colleague's report).",
+    ),
+    _t(
         "customer-countered",
         "CustomerCountered",
         "escalation",

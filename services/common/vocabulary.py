@@ -213,6 +213,35 @@ class FollowupKind(enum.Enum):
     CHECK_IN = "check_in"
     PERSONAL_NOTE = "personal_note"
     CORRECTIVE_ACTION_NOTICE = "corrective_action_notice"
+    PROGRESS_UPDATE = "progress_update"
+
+
+class ProgressStage(enum.Enum):
+    """Where a case stands as its customer is told it, in the order a case usually goes through them."""
+
+    ACKNOWLEDGED = "acknowledged"
+    AWAITING_APPROVAL = "awaiting_approval"
+    OFFER_READY = "offer_ready"
+    DONE = "done"
+
+
+class ContactKind(enum.Enum):
+    """What a contact-log entry records."""
+
+    APOLOGY = "apology"
+    CALL = "call"
+    MESSAGE = "message"
+    NOTE = "note"
+    REPORT = "report"
+
+
+class ContactOutcome(enum.Enum):
+    """How a contact went (None: not stated)."""
+
+    REACHED = "reached"
+    NO_ANSWER = "no_answer"
+    LEFT_MESSAGE = "left_message"
+    CALL_BACK_REQUESTED = "call_back_requested"
 
 
 class HotspotDimension(enum.Enum):
@@ -294,4 +323,7 @@ MIRRORS: dict[type[enum.Enum], str] = {
     SlaClock: "SlaClock",
     FollowupKind: "FollowupKind",
     HotspotDimension: "HotspotDimension",
+    ProgressStage: "ProgressStage",
+    ContactKind: "ContactKind",
+    ContactOutcome: "ContactOutcome",
 }

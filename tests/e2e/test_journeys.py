@@ -16,6 +16,7 @@ from recovery.escalation.v1 import escalation_pb2 as cases
 from recovery.events.v1 import common_pb2 as common
 from recovery.events.v1 import events_pb2 as events
 from recovery.followup.v1 import followup_pb2
+from recovery.intake.v1 import intake_pb2
 
 from services.common import cloudevents
 from services.common.topics import CATALOGUE
@@ -35,7 +36,7 @@ from tests.support.frontline import (
     scheduled,
     system_failure,
 )
-from tests.support.outside import DEAD_LETTERS, for_customer, new_id, of_case
+from tests.support.outside import DEAD_LETTERS, for_customer, new_id, not_progress, of_case
 
 pytestmark = pytest.mark.e2e
 
@@ -91,7 +92,7 @@ async def test_1_a_small_system_detected_failure_is_put_right_by_the_system(outs
     resolved = await resolve(outside, opened.case_id, LOGISTICS_AGENT)
     assert resolved.state == cases.CASE_STATE_RESOLVED
 
-    due = await outside.events("recovery.followup-due.v1", customer)
+    due = await outside.followups(customer)
     assert due[0].kind == common.FOLLOWUP_KIND_SATISFACTION_CHECK
     (resolved_event,) = await outside.events("recovery.case-resolved.v1", customer)
     assert due[0].due_at.ToDatetime() >= resolved_event.resolved_at.ToDatetime() + timedelta(seconds=3)
@@ -130,7 +131,7 @@ async def test_2_the_frontline_owner_authorises_within_their_own_limit(outside):
 
     resolved = await accept_and_resolve(outside, case, AGENT)
     assert (resolved.state, resolved.owner_employee_id) == (cases.CASE_STATE_RESOLVED, AGENT.sub)
-    due = await outside.events("recovery.followup-due.v1", customer, count=2)
+    due = await outside.followups(customer, count=2)
     assert kinds(due) == [common.FOLLOWUP_KIND_SATISFACTION_CHECK, common.FOLLOWUP_KIND_CHECK_IN]
     assert {f.channel for f in due} == {common.CHANNEL_EMAIL}
 
@@ -242,13 +243,15 @@ async def test_3_a_big_avoidable_repeat_failure_goes_to_the_right_tier_and_the_o
     resolved = await accept_and_resolve(outside, ready, AGENT)
     assert (resolved.state, resolved.owner_employee_id) == (cases.CASE_STATE_RESOLVED, AGENT.sub)
     # A major, at-risk case gets a personal note from its owner (a task for staff: never held back).
-    note = await outside.wait("recovery.followup-due.v1", of_case(reply.case_id))
+    note = await outside.wait("recovery.followup-due.v1", not_progress(of_case(reply.case_id)))
     assert [s.message.kind for s in note] == [common.FOLLOWUP_KIND_PERSONAL_NOTE]
     # The customer's earlier case is still open: no "are you satisfied?" while we are still failing them.
     listed = await outside.followup().ListFollowups(
         followup_pb2.ListFollowupsRequest(case_id=reply.case_id), metadata=outside.as_(AGENT), timeout=30
     )
-    held = {f.kind: f for f in listed.followups if f.status == followup_pb2.FOLLOWUP_STATUS_PENDING}
+    pending = [f for f in listed.followups if f.status == followup_pb2.FOLLOWUP_STATUS_PENDING]
+    # (A progress update, "it is done", is about this case and is not held; it goes out in seconds.)
+    held = {f.kind: f for f in pending if f.kind != common.FOLLOWUP_KIND_PROGRESS_UPDATE}
     assert set(held) == {common.FOLLOWUP_KIND_SATISFACTION_CHECK, common.FOLLOWUP_KIND_CHECK_IN}
     for followup in held.values():
         assert followup.due_at.ToDatetime() - followup.original_due_at.ToDatetime() > timedelta(days=6)
@@ -317,7 +320,7 @@ async def test_3c_every_customer_hears_from_us_in_their_own_language(outside):
     await accept_and_resolve(outside, await authorized(outside, reply.case_id, AGENT), AGENT)
     (resolved,) = await outside.events("recovery.case-resolved.v1", pl)
     assert resolved.locale == "pl"
-    due = {f.kind: f for f in await outside.events("recovery.followup-due.v1", pl, count=2)}
+    due = {f.kind: f for f in await outside.followups(pl, count=2)}
     check = due[common.FOLLOWUP_KIND_SATISFACTION_CHECK]
     assert check.message == check.text.text and check.text.locale == "pl"
     assert check.message.startswith("Czy są Państwo zadowoleni")
@@ -337,6 +340,93 @@ async def test_3c_every_customer_hears_from_us_in_their_own_language(outside):
         await report(outside, AGENT, new_id("cust"), locale="de-DE", category=common.CATEGORY_BILLING_ERROR)
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "locale: 'de-DE' is not a supported locale" in refused.value.details()
+
+
+async def test_3d_the_customer_hears_how_their_case_moves_and_every_contact_is_logged(outside):
+    customer = new_id("cust")
+    reply = await report(
+        outside,
+        AGENT,
+        customer,
+        locale="pl",
+        category=common.CATEGORY_CANCELLATION,
+        description="our overbooking cancelled the flight home",
+        avoidability=common.AVOIDABILITY_AVOIDABLE,
+        order_value=eur(20_000),
+        reported_costs=[common.CostItem(kind=common.COST_KIND_HOTEL, amount=eur(9_000), has_receipt=True)],
+    )
+    case = await offered(outside, reply.case_id, AGENT)
+    stub, meta = outside.cases(), outside.as_(AGENT)
+    # The agent apologises on the phone, again by email the next morning, and tries to call back: all logged.
+    for channel, note in ((common.CHANNEL_PHONE, "sorry on the phone"), (common.CHANNEL_EMAIL, "sorry in writing")):
+        await stub.AcknowledgeCase(
+            cases.AcknowledgeCaseRequest(request_id=new_id("req"), case_id=reply.case_id, channel=channel, note=note),
+            metadata=meta,
+            timeout=30,
+        )
+    await stub.RecordContact(
+        cases.RecordContactRequest(
+            request_id=new_id("req"),
+            case_id=reply.case_id,
+            kind=common.CONTACT_KIND_CALL,
+            outcome=common.CONTACT_OUTCOME_NO_ANSWER,
+            note="no answer; will try after 17:00",
+        ),
+        metadata=meta,
+        timeout=30,
+    )
+    # Above her limits, at once: "we are on it" is made obsolete by "we are checking with our team".
+    requested = await stub.RequestApproval(
+        cases.RequestApprovalRequest(
+            request_id=new_id("req"), case_id=reply.case_id, offer_id=case.current_offer.offer_id, note="hotel"
+        ),
+        metadata=meta,
+        timeout=30,
+    )
+    kinds_logged = [k.kind for k in requested.case.contacts]
+    assert kinds_logged == [common.CONTACT_KIND_APOLOGY, common.CONTACT_KIND_APOLOGY, common.CONTACT_KIND_CALL]
+
+    # At the point of contact a colleague sees who spoke with the customer, newest first.
+    async def history_with_contacts():
+        view = await outside.intake().GetCustomerHistory(
+            intake_pb2.GetCustomerHistoryRequest(customer_id=customer), metadata=outside.as_(LEAD), timeout=30
+        )
+        return view if len(view.contacts) >= 3 else None  # intake reads them from contact-recorded
+
+    history = await outside.until(history_with_contacts)
+    assert [c.note for c in history.contacts] == [
+        "no answer; will try after 17:00",
+        "sorry in writing",
+        "sorry on the phone",
+    ]
+    assert history.summary.last_contact.outcome == common.CONTACT_OUTCOME_NO_ANSWER
+
+    (waiting,) = await outside.progress(customer)  # told before anyone decides
+    assert waiting.text.template_id == "followup.progress_update.awaiting_approval"
+    assert waiting.text.locale == "pl" and waiting.message.startswith("Uzgadniamy z naszym zespołem")
+    assert dict(waiting.text.params)["by"]  # the approval's deadline, in the customer's time
+    await stub.DecideApproval(
+        cases.DecideApprovalRequest(
+            request_id=new_id("req"),
+            approval_id=requested.approval.approval_id,
+            decision=common.APPROVAL_DECISION_APPROVE,
+            reason="our overbooking: we pay the hotel and more",
+        ),
+        metadata=outside.as_(LEAD),
+        timeout=30,
+    )
+    (_, ready) = await outside.progress(customer, count=2)
+    assert ready.message == "Nasza propozycja dla Państwa została zatwierdzona. Wkrótce prześlemy szczegóły."
+    await accept_and_resolve(outside, await authorized(outside, reply.case_id, AGENT), AGENT)
+    told = await outside.progress(customer, count=3)
+    stages = [f.text.template_id.rsplit(".", 1)[1] for f in told]
+    assert stages == ["awaiting_approval", "offer_ready", "done"]  # in order; the acknowledgement never went out
+    listed = await outside.followup().ListFollowups(
+        followup_pb2.ListFollowupsRequest(case_id=reply.case_id), metadata=outside.as_(AGENT), timeout=30
+    )
+    obsolete = [f for f in listed.followups if f.status == followup_pb2.FOLLOWUP_STATUS_CANCELLED]
+    assert [f.kind for f in obsolete] == [common.FOLLOWUP_KIND_PROGRESS_UPDATE]
+    assert obsolete[0].cancel_reason == "obsolete: awaiting_approval is newer"
 
 
 async def test_4_a_missed_acknowledgement_breaches_the_sla_raises_the_offer_and_escalates(outside):
@@ -373,7 +463,7 @@ async def test_5_dissatisfied_feedback_reopens_the_case_to_the_same_owner(outsid
     )
     await outside.case(reply.case_id, AGENT)
     await accept_and_resolve(outside, await authorized(outside, reply.case_id, AGENT), AGENT)
-    (check,) = await outside.events("recovery.followup-due.v1", customer)
+    (check,) = await outside.followups(customer)
     assert check.kind == common.FOLLOWUP_KIND_SATISFACTION_CHECK
 
     answer = await outside.followup().RecordFeedback(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from recovery.compensation.v1 import compensation_pb2_grpc
 from recovery.escalation.v1 import escalation_pb2 as cases_pb2
 from recovery.escalation.v1 import escalation_pb2_grpc
+from recovery.events.v1 import common_pb2
 from recovery.followup.v1 import followup_pb2_grpc
 from recovery.intake.v1 import intake_pb2_grpc
 
@@ -28,6 +29,7 @@ from services.common.topics import CATALOGUE
 from tests.support.system import System
 
 DEAD_LETTERS = "recovery.deadletter.v1"
+DUE = "recovery.followup-due.v1"
 
 
 def new_id(prefix: str) -> str:
@@ -160,6 +162,28 @@ class Outside:
         found = await self.wait(topic, for_customer(customer_id), count=count, timeout=timeout)
         return [s.message for s in found]
 
+    async def until(self, check: Callable[[], Awaitable[object]], *, timeout: float = 60, interval: float = 0.2):
+        """Return ``check()``'s first truthy result (a read of a service that catches up on its own); fails after
+        ``timeout``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                result = await check()
+                if result:
+                    return result
+                await asyncio.sleep(interval)
+
+    async def followups(self, customer_id: str, *, count: int = 1, timeout: float = 60) -> list[Message]:
+        """Return the customer's due check-ins, notes and notices (not progress updates) once ``count`` arrived."""
+        found = await self.wait(DUE, not_progress(for_customer(customer_id)), count=count, timeout=timeout)
+        return [s.message for s in found]
+
+    async def progress(self, customer_id: str, *, count: int = 1, timeout: float = 60) -> list[Message]:
+        """Return the customer's due progress updates once ``count`` arrived."""
+        mine = for_customer(customer_id)
+        kind = common_pb2.FOLLOWUP_KIND_PROGRESS_UPDATE
+        found = await self.wait(DUE, lambda s: mine(s) and s.message.kind == kind, count=count, timeout=timeout)
+        return [s.message for s in found]
+
     def now_seen(self, topic: str, match: Callable[[Seen], bool] = lambda s: True) -> list[Seen]:
         """Return what has arrived on ``topic`` so far that matches."""
         return [s for s in self.seen[topic] if match(s)]
@@ -233,6 +257,11 @@ def for_customer(customer_id: str) -> Callable[[Seen], bool]:
     """Match records keyed by ``customer_id``."""
     key = customer_id.encode()
     return lambda s: s.record.key == key
+
+
+def not_progress(match: Callable[[Seen], bool]) -> Callable[[Seen], bool]:
+    """Match what ``match`` does among follow-ups, except progress updates (they come as a case moves)."""
+    return lambda s: match(s) and s.message is not None and s.message.kind != common_pb2.FOLLOWUP_KIND_PROGRESS_UPDATE
 
 
 def of_case(case_id: str) -> Callable[[Seen], bool]:

@@ -116,7 +116,7 @@ async def running_system(data_dir: Path, env: Mapping[str, str] = {}) -> AsyncIt
 
 
 # Follow-up delays shortened by configuration (the policy's hours and days become seconds).
-FOLLOWUP_DELAYS = "satisfaction_check=3,check_in=6,personal_note=2,corrective_action_notice=1"
+FOLLOWUP_DELAYS = "satisfaction_check=3,check_in=6,personal_note=2,corrective_action_notice=1,progress_update=3"
 # Moderate recoverable cases must be acknowledged within this, so a test can watch the deadline pass.
 ACK_DEADLINE_SECONDS = 15
 

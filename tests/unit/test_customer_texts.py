@@ -5,13 +5,14 @@ from __future__ import annotations
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from services.common.catalogue import Catalogue, CatalogueError
 from services.common.money import Money
 from services.common.texts import SUPPORTED_LOCALES, LocalePolicy, choose_locale, parse_locale, text
-from services.common.vocabulary import CostKind, FollowupKind, RemedyKind
+from services.common.vocabulary import CostKind, FollowupKind, ProgressStage, RemedyKind
 from services.compensation.adapters import texts as compensation_texts
 from services.followup.adapters import texts as followup_texts
 
@@ -27,6 +28,7 @@ SAMPLE: dict[str, object] = {
     "offered": text("remedy_kind.voucher"),
     "action": "We now check every parcel twice.",
     "words": "Policy words.",
+    "by": datetime(2026, 12, 3, 15, 30, tzinfo=ZoneInfo("Europe/Warsaw")),
 }
 
 
@@ -46,7 +48,9 @@ def test_every_kind_the_code_names_has_its_words():
     offers = compensation_texts.catalogue().template_ids()
     assert {f"remedy_kind.{k.value}" for k in RemedyKind} <= offers
     assert {f"cost_kind.{k.value}" for k in CostKind} <= offers
-    assert {f"followup.{k.value}" for k in FollowupKind} <= followup_texts.catalogue().template_ids()
+    said = {f"followup.{k.value}" for k in FollowupKind if k is not FollowupKind.PROGRESS_UPDATE}
+    said |= {f"followup.progress_update.{stage.value}" for stage in ProgressStage}  # a progress update per stage
+    assert said <= followup_texts.catalogue().template_ids()
 
 
 def test_money_and_days_are_written_the_way_each_language_writes_them():
@@ -150,3 +154,14 @@ def test_a_template_needs_its_parameters(folder):
         catalogue.render(text("a"), "pl")
     with pytest.raises(KeyError, match="no template 'zzz'"):
         catalogue.render(text("zzz"), "pl")
+
+
+def test_a_progress_update_says_by_when_in_each_language_and_its_local_time():
+    updates = followup_texts.catalogue()
+    by = datetime(2026, 12, 3, 14, 30, tzinfo=UTC).astimezone(ZoneInfo("Europe/Warsaw"))
+    waiting = text("followup.progress_update.awaiting_approval", by=by)
+    assert updates.render(waiting, "pl").text.endswith("Odezwiemy się do 3 grudnia 15:30.")
+    assert updates.render(waiting, "it").text.endswith("entro il 3 dicembre 15:30.")
+    assert updates.render(waiting, "lt").text.endswith("iki gruodžio 3 d. 15:30.")
+    assert updates.render(waiting, "en").text.endswith("by December 3 15:30.")
+    assert updates.render(waiting, "pl").wire_params() == {"by": "2026-12-03T15:30:00+01:00"}  # the local offset

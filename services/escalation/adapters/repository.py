@@ -19,7 +19,11 @@ from services.escalation.domain.model import (
     ApprovalStatus,
     Case,
     CaseState,
+    Channel,
     ClockState,
+    Contact,
+    ContactKind,
+    ContactOutcome,
     CustomerDecision,
     Declaration,
     Delegation,
@@ -27,6 +31,7 @@ from services.escalation.domain.model import (
     OfferLine,
     OfferStatus,
     Outlook,
+    Reach,
     Severity,
     SlaClock,
     SlaStatus,
@@ -63,6 +68,7 @@ def _case(row: asyncpg.Record) -> Case:
         resolved_at=row["resolved_at"],
         revision=row["revision"],
         incident_id=row["incident_id"],
+        reach=Reach(row["customer_timezone"], _opt(Channel, row["preferred_channel"]), row["locale"]),
     )
 
 
@@ -93,13 +99,16 @@ async def insert_cases(conn: asyncpg.Connection, cases: Sequence[tuple[Case, byt
         return set()
     rows = await conn.fetch(
         """INSERT INTO cases (case_id, customer_id, state, owner_employee_id, team, severity, outlook,
-                              system_detected, facts, opened_at, updated_at, owner_role, incident_id)
+                              system_detected, facts, opened_at, updated_at, owner_role, incident_id,
+                              customer_timezone, preferred_channel, locale)
            SELECT n.case_id, n.customer_id, n.state, n.owner_employee_id, n.team, n.severity, n.outlook,
-                  n.system_detected, n.facts, n.opened_at, $11, n.owner_role, n.incident_id
+                  n.system_detected, n.facts, n.opened_at, $11, n.owner_role, n.incident_id,
+                  n.customer_timezone, n.preferred_channel, n.locale
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                       $8::bool[], $9::bytea[], $10::timestamptz[], $12::text[], $13::text[])
+                       $8::bool[], $9::bytea[], $10::timestamptz[], $12::text[], $13::text[],
+                       $14::text[], $15::text[], $16::text[])
                 AS n(case_id, customer_id, state, owner_employee_id, team, severity, outlook, system_detected, facts,
-                     opened_at, owner_role, incident_id)
+                     opened_at, owner_role, incident_id, customer_timezone, preferred_channel, locale)
            ON CONFLICT (case_id) DO NOTHING RETURNING case_id""",
         [case.case_id for case, _ in cases],
         [case.customer_id for case, _ in cases],
@@ -114,6 +123,9 @@ async def insert_cases(conn: asyncpg.Connection, cases: Sequence[tuple[Case, byt
         now,
         [case.owner_role for case, _ in cases],
         [case.incident_id for case, _ in cases],
+        [case.reach.timezone for case, _ in cases],
+        [case.reach.channel.value if case.reach.channel else None for case, _ in cases],
+        [case.reach.locale for case, _ in cases],
     )
     return {row["case_id"] for row in rows}
 
@@ -173,9 +185,19 @@ async def save_cases(conn: asyncpg.Connection, cases: Sequence[Case], *, now: da
     await conn.executemany(_SAVE_CASE, [_case_changes(case, now) for case in cases])
 
 
-async def save_facts(conn: asyncpg.Connection, case_id: str, *, facts: bytes, revision: int) -> None:
-    """Replace the case's display facts (an amendment's snapshot)."""
-    await conn.execute("UPDATE cases SET facts = $2, facts_revision = $3 WHERE case_id = $1", case_id, facts, revision)
+async def save_facts(conn: asyncpg.Connection, case_id: str, *, facts: bytes, revision: int, reach: Reach) -> None:
+    """Replace the case's display facts (an amendment's snapshot) and how the customer is written to."""
+    await conn.execute(
+        """UPDATE cases SET facts = $2, facts_revision = $3, customer_timezone = $4, preferred_channel = $5,
+                            locale = $6
+           WHERE case_id = $1""",
+        case_id,
+        facts,
+        revision,
+        reach.timezone,
+        reach.channel.value if reach.channel else None,
+        reach.locale,
+    )
 
 
 async def open_case_count(conn: asyncpg.Connection, employee_id: str) -> int:
@@ -1118,6 +1140,46 @@ async def is_reporter(conn: asyncpg.Connection, case_id: str, employee_id: str) 
             "SELECT true FROM case_reporters WHERE case_id = $1 AND employee_id = $2", case_id, employee_id
         )
     )
+
+
+# ------------------------------------------------------------------------------------------ contact log
+
+
+async def insert_contact(conn: asyncpg.Connection, contact: Contact) -> None:
+    """Append one entry to the case's contact log."""
+    await conn.execute(
+        """INSERT INTO case_contacts (contact_id, case_id, kind, channel, outcome, note, employee_id, occurred_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        contact.contact_id,
+        contact.case_id,
+        contact.kind.value,
+        contact.channel.value if contact.channel else None,
+        contact.outcome.value if contact.outcome else None,
+        contact.note,
+        contact.employee_id,
+        contact.occurred_at,
+    )
+
+
+async def contacts_of(conn: asyncpg.Connection, case: Case) -> list[Contact]:
+    """Return the case's contact log, oldest first."""
+    rows = await conn.fetch(
+        "SELECT * FROM case_contacts WHERE case_id = $1 ORDER BY occurred_at, contact_id", case.case_id
+    )
+    return [
+        Contact(
+            contact_id=r["contact_id"],
+            case_id=r["case_id"],
+            customer_id=case.customer_id,
+            kind=ContactKind(r["kind"]),
+            channel=_opt(Channel, r["channel"]),
+            outcome=_opt(ContactOutcome, r["outcome"]),
+            note=r["note"],
+            employee_id=r["employee_id"],
+            occurred_at=r["occurred_at"],
+        )
+        for r in rows
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- gauges

@@ -36,7 +36,11 @@ from services.escalation.domain.model import (
     AuthorizationTier,
     Case,
     CaseState,
+    Channel,
     ClockState,
+    Contact,
+    ContactKind,
+    ContactOutcome,
     CustomerDecision,
     Declaration,
     Limits,
@@ -44,6 +48,8 @@ from services.escalation.domain.model import (
     OfferLine,
     OfferStatus,
     Outlook,
+    ProgressStage,
+    Reach,
     RemedyKind,
     Severity,
     SlaClock,
@@ -82,6 +88,21 @@ def open_from_event(m: events_pb2.CaseOpened, *, at: datetime) -> OpenCase:
         system_detected=m.system_detected,
         opened_at=time_from_proto(m, "opened_at") or at,
         incident_id=m.incident_id,
+        reach=reach_of(m),
+    )
+
+
+def facts_reach(facts: bytes) -> Reach:
+    """Return how the customer of the stored CaseOpened facts (amended or not) is written to."""
+    return reach_of(events_pb2.CaseOpened.FromString(facts))
+
+
+def reach_of(m: events_pb2.CaseOpened) -> Reach:
+    """Return how the customer of a CaseOpened is written to."""
+    return Reach(
+        timezone=m.customer_timezone,
+        channel=enum_from_proto(common_pb2.Channel, m.preferred_channel, Channel),
+        locale=m.locale,
     )
 
 
@@ -445,6 +466,58 @@ def case_reopened(case: Case, *, reason: str, by: Actor, followup_id: str, at: d
         followup_id=followup_id,
         reopened_at=time_to_proto(at),
     )
+
+
+def case_progressed(
+    case: Case, stage: ProgressStage, *, at: datetime, expected_by: datetime | None
+) -> events_pb2.CaseProgressed:
+    """Return the CaseProgressed event: the stage, and how the customer is written to."""
+    m = events_pb2.CaseProgressed(
+        customer_id=case.customer_id,
+        case_id=case.case_id,
+        stage=enum_to_proto(common_pb2.ProgressStage, stage),
+        progressed_at=time_to_proto(at),
+        owner_employee_id=case.owner_employee_id,
+        customer_timezone=case.reach.timezone,
+        preferred_channel=enum_to_proto(common_pb2.Channel, case.reach.channel),
+        locale=case.reach.locale,
+    )
+    set_optional(m, "expected_by", time_to_proto(expected_by))
+    return m
+
+
+def contact_to_proto(contact: Contact) -> common_pb2.Contact:
+    """Return one contact-log entry."""
+    return common_pb2.Contact(
+        contact_id=contact.contact_id,
+        case_id=contact.case_id,
+        customer_id=contact.customer_id,
+        kind=enum_to_proto(common_pb2.ContactKind, contact.kind),
+        channel=enum_to_proto(common_pb2.Channel, contact.channel),
+        outcome=enum_to_proto(common_pb2.ContactOutcome, contact.outcome),
+        note=contact.note,
+        employee_id=contact.employee_id,
+        occurred_at=time_to_proto(contact.occurred_at),
+    )
+
+
+def contact_recorded(contact: Contact, *, owner_employee_id: str) -> events_pb2.ContactRecorded:
+    """Return the ContactRecorded event."""
+    return events_pb2.ContactRecorded(
+        customer_id=contact.customer_id, contact=contact_to_proto(contact), owner_employee_id=owner_employee_id
+    )
+
+
+def contact_kind_from_proto(number: int) -> ContactKind | None:
+    return enum_from_proto(common_pb2.ContactKind, number, ContactKind)
+
+
+def channel_from_proto(number: int) -> Channel | None:
+    return enum_from_proto(common_pb2.Channel, number, Channel)
+
+
+def contact_outcome_from_proto(number: int) -> ContactOutcome | None:
+    return enum_from_proto(common_pb2.ContactOutcome, number, ContactOutcome)
 
 
 # ---------------------------------------------------------------------------------------------- resources

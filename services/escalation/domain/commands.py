@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.escalation.domain.model import Actor, CustomerDecision, Offer, Outlook, Severity
+from services.escalation.domain.model import Actor, CustomerDecision, Offer, Outlook, Reach, Severity
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ class OpenCase:
     opened_at: datetime
     owner_role: str = ""
     incident_id: str = ""
+    reach: Reach = field(default_factory=Reach)
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def _claim(case: Case, command: c.ClaimCase, now: datetime) -> Transition:
 
 def _acknowledge(case: Case, command: c.AcknowledgeCase, now: datetime) -> Transition:
     if case.acknowledged_at is not None and case.state is not S.REOPENED:
-        raise IllegalTransition.of(case.case_id, "the case is already acknowledged")
+        return Transition(case, ())  # apologising again is a contact (logged), not a move of the case
     # Acknowledging moves an open (or reopened) case on; with an offer in play the state is the offer's.
     state = S.ACKNOWLEDGED if case.state in (S.OPEN, S.REOPENED) else case.state
     return Transition(replace(case, state=state, acknowledged_at=now), (CaseAcknowledged(case.case_id, at=now),))
@@ -174,7 +174,9 @@ TABLE: dict[tuple[CaseState, type], Handler] = {
     (S.QUEUED, c.ClaimCase): _claim,
     **{
         (s, c.AcknowledgeCase): _acknowledge
-        for s in (S.OPEN, S.OFFER_PENDING, S.AWAITING_APPROVAL, S.OFFER_READY, S.REOPENED)
+        # Every state with an owner: apologising again, whenever, is logged (the first one moves the case).
+        for s in _ACTIVE
+        if s is not S.QUEUED
     },
     (S.QUEUED, c.ProposeOffer): _stay(lambda case, cmd, now: OfferProposed(case.case_id, cmd.offer_id, at=now)),
     **{

@@ -16,8 +16,12 @@ from services.common.vocabulary import ApprovalDecision as ApprovalDecision
 from services.common.vocabulary import ApprovalReason as ApprovalReason
 from services.common.vocabulary import AuthorizationPart as AuthorizationPart
 from services.common.vocabulary import AuthorizationTier as AuthorizationTier
+from services.common.vocabulary import Channel as Channel
+from services.common.vocabulary import ContactKind as ContactKind
+from services.common.vocabulary import ContactOutcome as ContactOutcome
 from services.common.vocabulary import CustomerDecision as CustomerDecision
 from services.common.vocabulary import Outlook as Outlook
+from services.common.vocabulary import ProgressStage as ProgressStage
 from services.common.vocabulary import RemedyKind as RemedyKind
 from services.common.vocabulary import Severity as Severity
 from services.common.vocabulary import SlaClock as SlaClock
@@ -179,6 +183,31 @@ class Delegation:
 
 
 @dataclass(frozen=True)
+class Reach:
+    """How the customer is written to: their time zone, preferred channel and language ("" or None: unknown,
+    the receiving service's defaults apply)."""
+
+    timezone: str = ""
+    channel: Channel | None = None
+    locale: str = ""
+
+
+@dataclass(frozen=True)
+class Contact:
+    """One entry of a case's contact log: an apology, a call, a message, a note, or a colleague's report."""
+
+    contact_id: str
+    case_id: str
+    customer_id: str
+    kind: ContactKind
+    channel: Channel | None
+    outcome: ContactOutcome | None
+    note: str
+    employee_id: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
 class Case:
     """The facts of a case that decisions need (display-only facts stay in the adapters)."""
 
@@ -205,6 +234,7 @@ class Case:
     resolved_at: datetime | None = None
     revision: int = 0
     incident_id: str = ""  # the disruption the case is part of (counted together); empty when none
+    reach: Reach = field(default_factory=Reach)  # how the customer is told of the case's progress
 
 
 @dataclass(frozen=True)

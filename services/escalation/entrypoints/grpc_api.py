@@ -93,6 +93,7 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
             now=self._deps.clock(),
         )
         view.reporters.extend(wire.reporter_to_proto(r) for r in await repo.reporters_of(conn, case.case_id))
+        view.contacts.extend(wire.contact_to_proto(k) for k in await repo.contacts_of(conn, case))
         view.owner_open_cases = load
         view.owner_overloaded = bool(case.owner_employee_id) and load > self._deps.policy().capacity_for(
             case.owner_employee_id
@@ -296,10 +297,33 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
         _required(case_id=request.case_id)
 
         async def work(conn, actor):
-            await casework.acknowledge_case(conn, case_id=request.case_id, by=actor, note=request.note, deps=self._deps)
+            channel = wire.channel_from_proto(request.channel)
+            await casework.acknowledge_case(
+                conn, case_id=request.case_id, by=actor, channel=channel, note=request.note, deps=self._deps
+            )
             return pb.AcknowledgeCaseResponse(case=await self._case(conn, request.case_id))
 
         return await self._idempotent("AcknowledgeCase", request, pb.AcknowledgeCaseResponse, work)
+
+    async def RecordContact(self, request: pb.RecordContactRequest, context) -> pb.RecordContactResponse:
+        _required(case_id=request.case_id)
+
+        async def work(conn, actor):
+            contact = await casework.record_contact(
+                conn,
+                case_id=request.case_id,
+                by=actor,
+                kind=wire.contact_kind_from_proto(request.kind),
+                channel=wire.channel_from_proto(request.channel),
+                outcome=wire.contact_outcome_from_proto(request.outcome),
+                note=request.note,
+                deps=self._deps,
+            )
+            return pb.RecordContactResponse(
+                case=await self._case(conn, request.case_id), contact=wire.contact_to_proto(contact)
+            )
+
+        return await self._idempotent("RecordContact", request, pb.RecordContactResponse, work)
 
     async def AuthorizeOffer(self, request: pb.AuthorizeOfferRequest, context) -> pb.AuthorizeOfferResponse:
         _required(case_id=request.case_id, offer_id=request.offer_id)

@@ -154,7 +154,7 @@ async def request_approval(
         approval_id=approval.approval_id,
     )
     after = replace(transition.case, pending_approval_id=approval.approval_id)
-    await repo.save_case(conn, after, now=now)
+    await steps.save_case(conn, before=before, after=after, now=now, expected_by=approval.decision_due_at)
     await steps.stage_event(
         conn,
         steps.APPROVAL_REQUESTED,
@@ -469,7 +469,7 @@ async def _settle(
     )
     await repo.decide_approval(conn, decided)
     await repo.set_timers(conn, before.case_id, SlaClock.APPROVAL, [])
-    await repo.save_case(conn, after, now=now)
+    await steps.save_case(conn, before=before, after=after, now=now)
     await steps.stage_event(
         conn,
         steps.APPROVAL_DECIDED,

@@ -21,7 +21,7 @@ from services.common.money import Money
 from services.common.unit_of_work import UnitOfWork
 from services.escalation.adapters import repository as repo
 from services.escalation.adapters import wire
-from services.escalation.domain import authority, lifecycle, sla
+from services.escalation.domain import authority, contacts, lifecycle, sla
 from services.escalation.domain import commands as c
 from services.escalation.domain.errors import Conflict, FieldViolation, InvalidCommand, NotFound
 from services.escalation.domain.model import (
@@ -31,6 +31,8 @@ from services.escalation.domain.model import (
     Case,
     CaseAction,
     CaseState,
+    Contact,
+    ContactKind,
     Declaration,
     Limits,
     OfferStatus,
@@ -57,6 +59,7 @@ def _new_case(command: c.OpenCase) -> Case:
         owner_role=command.owner_role,
         opened_at=command.opened_at,
         incident_id=command.incident_id,
+        reach=command.reach,
     )
 
 
@@ -129,9 +132,9 @@ async def amend_case(
         return  # stale or repeated amendment: the snapshot we hold is as new
     before = record.case
     after = replace(before, severity=command.severity, outlook=command.outlook, system_detected=command.system_detected)
-    await repo.save_facts(
-        conn, before.case_id, facts=wire.amended_facts(record.facts, message), revision=command.revision
-    )
+    facts = wire.amended_facts(record.facts, message)
+    reach = wire.facts_reach(facts)
+    await repo.save_facts(conn, before.case_id, facts=facts, revision=command.revision, reach=reach)
     policy = deps.policy()
     calendar = policy.calendar_for(after.team)
     for clock in (await repo.get_clocks(conn, before.case_id)).values():
@@ -154,6 +157,18 @@ async def amend_case(
         reporter = repo.Reporter(colleague, message.merged_failure_id, now)
         if await repo.add_reporter(conn, before.case_id, reporter):
             detail += f"; reported by {colleague} too, who heard from the customer"
+            heard = Contact(
+                contact_id=deps.new_id(),
+                case_id=before.case_id,
+                customer_id=before.customer_id,
+                kind=ContactKind.REPORT,
+                channel=None,
+                outcome=None,
+                note=message.merged_failure.description[: contacts.NOTE_MAX],
+                employee_id=colleague,
+                occurred_at=now,
+            )
+            await steps.record_contact(conn, before, heard)  # the owner is told a colleague heard from them
     await steps.save_and_audit(
         conn,
         deps,
@@ -420,6 +435,9 @@ async def receive_offers(uow: UnitOfWork, batch: Sequence[tuple[c.ReceiveOffer, 
             audits.append(review.audit)
             final = review.case
         saved.append(final)
+        progressed = steps.progress_record(before, final, now=now)
+        if progressed is not None:
+            uow.stage(progressed)
     await repo.save_cases(conn, saved, now=now)
     if len(await repo.insert_authorizations(conn, grants)) != len(grants):
         raise Conflict("an offer of this batch is already authorised")  # cannot be for a first offer: isolate it

@@ -11,10 +11,11 @@ from recovery.events.v1 import common_pb2
 
 from services.escalation.adapters import repository as repo
 from services.escalation.adapters import wire
-from services.escalation.domain import access, lifecycle, sla
+from services.escalation.domain import access, contacts, lifecycle, sla
 from services.escalation.domain import commands as c
 from services.escalation.domain.errors import (
     FieldViolation,
+    Forbidden,
     InvalidCommand,
 )
 from services.escalation.domain.model import (
@@ -22,6 +23,10 @@ from services.escalation.domain.model import (
     Case,
     CaseAction,
     CaseState,
+    Channel,
+    Contact,
+    ContactKind,
+    ContactOutcome,
     CustomerDecision,
     OfferStatus,
     SlaClock,
@@ -45,12 +50,23 @@ async def claim_case(conn: asyncpg.Connection, *, case_id: str, by: Actor, deps:
     return await steps.owner_authorize_at_once(conn, deps, case=after, now=now)
 
 
-async def acknowledge_case(conn: asyncpg.Connection, *, case_id: str, by: Actor, note: str, deps: steps.Deps) -> Case:
-    """Record the acknowledgement and apology; stops the acknowledge clock. Returns the case."""
+async def acknowledge_case(
+    conn: asyncpg.Connection, *, case_id: str, by: Actor, channel: Channel | None, note: str, deps: steps.Deps
+) -> Case:
+    """Record the acknowledgement and apology, an apology in the contact log each time; the first stops the
+    acknowledge clock and moves the case on. Returns the case."""
     now = deps.clock()
     before = (await steps.locked_case(conn, case_id)).case
     access.require_act(before, by)
-    after = lifecycle.apply(before, c.AcknowledgeCase(by=by), now).case
+    transition = lifecycle.apply(before, c.AcknowledgeCase(by=by), now)
+    after = transition.case
+    apology = contacts.contact(
+        before, contact_id=deps.new_id(), kind=ContactKind.APOLOGY, channel=channel,
+        outcome=ContactOutcome.REACHED, note=note, employee_id=by.employee_id, at=now,
+    )  # fmt: skip
+    await steps.record_contact(conn, after, apology)
+    if not transition.events:
+        return after  # apologising again: logged, the case does not move
     clocks = await repo.get_clocks(conn, case_id)
     if SlaClock.ACKNOWLEDGE in clocks:
         await steps.save_clock(conn, case_id, sla.stop(clocks[SlaClock.ACKNOWLEDGE], now))
@@ -60,6 +76,32 @@ async def acknowledge_case(conn: asyncpg.Connection, *, case_id: str, by: Actor,
     if before.acknowledged_at is None and before.opened_at:
         deps.metrics.time_to_acknowledge.observe(max(0.0, (now - before.opened_at).total_seconds()))
     return after
+
+
+async def record_contact(
+    conn: asyncpg.Connection,
+    *,
+    case_id: str,
+    by: Actor,
+    kind: ContactKind | None,
+    channel: Channel | None,
+    outcome: ContactOutcome | None,
+    note: str,
+    deps: steps.Deps,
+) -> Contact:
+    """Append a contact to the case's contact log: the owner, the team's supervisors and colleagues whose
+    reports merged into the case may (they spoke with the customer too). Returns the contact."""
+    now = deps.clock()
+    case = (await steps.locked_case(conn, case_id)).case
+    if not access.may_act(case, by) and not await repo.is_reporter(conn, case_id, by.employee_id):
+        raise Forbidden(f"case {case_id} is not the caller's: its owner, their leads and its reporters log contacts")
+    entry = contacts.contact(
+        case, contact_id=deps.new_id(), kind=kind, channel=channel, outcome=outcome, note=note,
+        employee_id=by.employee_id, at=now,
+    )  # fmt: skip
+    await steps.record_contact(conn, case, entry)
+    await repo.save_case(conn, case, now=now)  # a new revision: watchers (the owner) see the contact
+    return entry
 
 
 async def transfer_case(

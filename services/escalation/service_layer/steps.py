@@ -27,7 +27,7 @@ from services.common.topics import topic
 from services.escalation.adapters import repository as repo
 from services.escalation.adapters import wire
 from services.escalation.adapters.metrics import EscalationMetrics
-from services.escalation.domain import authority, lifecycle, sla
+from services.escalation.domain import authority, contacts, lifecycle, sla
 from services.escalation.domain import commands as c
 from services.escalation.domain.errors import (
     Conflict,
@@ -42,6 +42,7 @@ from services.escalation.domain.model import (
     CaseAction,
     CaseState,
     ClockState,
+    Contact,
     Declaration,
     Limits,
     Offer,
@@ -63,6 +64,8 @@ SLA_BREACHED = topic("recovery.sla-breached.v1").name
 CUSTOMER_COUNTERED = topic("recovery.customer-countered.v1").name
 CASE_RESOLVED = topic("recovery.case-resolved.v1").name
 CASE_REOPENED = topic("recovery.case-reopened.v1").name
+CASE_PROGRESSED = topic("recovery.case-progressed.v1").name
+CONTACT_RECORDED = topic("recovery.contact-recorded.v1").name
 APPROVAL_DUE = "approval_due"  # the timer kind of an approval's decision deadline
 
 
@@ -125,8 +128,40 @@ async def save_and_audit(
     conn: asyncpg.Connection, deps: Deps, *, before: Case | None, after: Case, at: datetime, **entry
 ) -> None:
     """Write the case and its audit row together: no change of a case goes unrecorded."""
-    await repo.save_case(conn, after, now=at)
+    await save_case(conn, before=before, after=after, now=at)
     await audit(conn, deps, before=before, after=after, at=at, **entry)
+
+
+async def save_case(
+    conn: asyncpg.Connection, *, before: Case | None, after: Case, now: datetime, expected_by: datetime | None = None
+) -> None:
+    """Write the case, and stage the progress update its move tells the customer (if it tells one)."""
+    await repo.save_case(conn, after, now=now)
+    record = progress_record(before, after, now=now, expected_by=expected_by)
+    if record is not None:
+        await outbox.stage(conn, record)
+
+
+def progress_record(
+    before: Case | None, after: Case, *, now: datetime, expected_by: datetime | None = None
+) -> outbox.OutgoingRecord | None:
+    """Return the CaseProgressed record of the case's move from ``before`` to ``after``; None when no news."""
+    stage = contacts.progress(before, after)
+    if stage is None:
+        return None
+    event = wire.case_progressed(after, stage, at=now, expected_by=expected_by)
+    ce_id = f"case-progressed:{after.case_id}:{stage.value}:{now.isoformat()}"
+    return outbox.event_record(CASE_PROGRESSED, event, key=after.customer_id, source=SOURCE, ce_id=ce_id, time=now)
+
+
+async def record_contact(conn: asyncpg.Connection, case: Case, contact: Contact) -> None:
+    """Append the contact to the case's log and tell the customer's history (and the owner) of it."""
+    await repo.insert_contact(conn, contact)
+    event = wire.contact_recorded(contact, owner_employee_id=case.owner_employee_id)
+    await stage_event(
+        conn, CONTACT_RECORDED, event, key=case.customer_id, ce_id=f"contact-recorded:{contact.contact_id}",
+        at=contact.occurred_at,
+    )  # fmt: skip
 
 
 async def save_clock(conn: asyncpg.Connection, case_id: str, clock: ClockState) -> None:
@@ -584,7 +619,7 @@ async def reopen(conn, deps: Deps, record: repo.CaseRecord, *, by: Actor, reason
     transition = lifecycle.apply(before, c.ReopenCase(by=by, reason=reason), now)
     after = replace(transition.case, resolved_at=None)
     await start_clock(conn, deps, after, SlaClock.RESOLVE, now)
-    await repo.save_case(conn, after, now=now)
+    await save_case(conn, before=before, after=after, now=now)
     event = wire.case_reopened(after, reason=reason, by=by, followup_id=followup_id, at=now)
     await stage_event(
         conn,

@@ -215,16 +215,23 @@ def _followup(row: asyncpg.Record) -> Followup:
 
 
 async def contact_times(
-    conn: asyncpg.Connection, customer_id: str, *, since: datetime, exclude: Iterable[str] = ()
+    conn: asyncpg.Connection,
+    customer_id: str,
+    *,
+    since: datetime,
+    exclude: Iterable[str] = (),
+    uncounted: Iterable[FollowupKind] = (),
 ) -> list[datetime]:
-    """Return the due times of the customer's contacts (pending, sent or answered) from ``since`` on."""
+    """Return the due times of the customer's contacts (pending, sent or answered) from ``since`` on that the
+    cap counts (not those of the ``uncounted`` kinds)."""
     rows = await conn.fetch(
         """SELECT due_at FROM followups
            WHERE customer_id = $1 AND contact AND status <> 'cancelled' AND due_at >= $2
-             AND NOT followup_id = ANY($3::text[])""",
+             AND NOT followup_id = ANY($3::text[]) AND NOT kind = ANY($4::text[])""",
         customer_id,
         since,
         list(exclude),
+        [kind.value for kind in uncounted],
     )
     return [row["due_at"] for row in rows]
 
@@ -271,6 +278,17 @@ async def insert_followups(conn: asyncpg.Connection, followups: Sequence[Followu
     return {row["followup_id"] for row in inserted}
 
 
+# A new failure holds check-ins and notices, not progress updates: they are about a case in hand.
+NOT_HELD = FollowupKind.PROGRESS_UPDATE.value
+
+
+async def latest_progress(conn: asyncpg.Connection, case_id: str) -> datetime | None:
+    """Return when the case's newest progress update (any status) was first due, or None when it has none."""
+    return await conn.fetchval(
+        "SELECT max(original_due_at) FROM followups WHERE case_id = $1 AND kind = $2", case_id, NOT_HELD
+    )
+
+
 async def pending_of_case(conn: asyncpg.Connection, case_id: str) -> list[Followup]:
     """Return the case's pending follow-ups, locked for update."""
     rows = await conn.fetch(
@@ -285,10 +303,11 @@ async def pending_contacts_of_customer(
     """Return the customer's pending contact follow-ups of cases other than ``except_case_id``, locked."""
     rows = await conn.fetch(
         f"""SELECT {_FOLLOWUP_COLUMNS} FROM followups
-            WHERE customer_id = $1 AND case_id <> $2 AND status = 'pending' AND contact
+            WHERE customer_id = $1 AND case_id <> $2 AND status = 'pending' AND contact AND kind <> $3
             ORDER BY due_at FOR UPDATE""",
         customer_id,
         except_case_id,
+        NOT_HELD,
     )
     return [_followup(row) for row in rows]
 
@@ -297,8 +316,9 @@ async def customers_with_pending_contacts(conn: asyncpg.Connection, customer_ids
     """Return which of the customers have a pending contact follow-up (the ones a new case may hold)."""
     rows = await conn.fetch(
         """SELECT DISTINCT customer_id FROM followups
-           WHERE customer_id = ANY($1::text[]) AND status = 'pending' AND contact""",
+           WHERE customer_id = ANY($1::text[]) AND status = 'pending' AND contact AND kind <> $2""",
         sorted(set(customer_ids)),
+        NOT_HELD,
     )
     return {row["customer_id"] for row in rows}
 

@@ -20,6 +20,7 @@ from services.followup.domain.commands import (
     HoldCaseFollowups,
     HoldCustomerFollowups,
     NotifyCorrectiveAction,
+    TellProgress,
 )
 from services.followup.domain.errors import FieldViolation, InvalidEvent
 from services.followup.domain.events import CaseReopenRequested, FeedbackRecorded, RecoveryFailed
@@ -30,6 +31,7 @@ from services.followup.domain.model import (
     Followup,
     FollowupStatus,
     Outlook,
+    ProgressStage,
     ResolvedCase,
     Severity,
     Source,
@@ -62,6 +64,29 @@ def resolved_case_from_event(message: events_pb2.CaseResolved, *, at: datetime) 
         root_team=area.team,
         resolution_number=max(message.resolution_number, 1),
         incident_id=message.incident_id,
+        locale=locale_from_proto(message.locale, "locale"),
+    )
+
+
+def progress_from_event(message: events_pb2.CaseProgressed, *, at: datetime) -> TellProgress:
+    """Return the progress update a CaseProgressed asks for; raises InvalidEvent naming a missing or bad field
+    (a stage, an awaiting-approval update's expected_by, an unknown locale)."""
+    _require(message, "customer_id", "case_id")
+    stage = enum_from_proto(common_pb2.ProgressStage, message.stage, ProgressStage)
+    if stage is None:
+        raise InvalidEvent.of(FieldViolation("stage", f"is required (got {message.stage})"))
+    expected_by = time_from_proto(message, "expected_by")
+    if stage is ProgressStage.AWAITING_APPROVAL and expected_by is None:
+        raise InvalidEvent.of(FieldViolation("expected_by", "is required while awaiting approval"))
+    return TellProgress(
+        case_id=message.case_id,
+        customer_id=message.customer_id,
+        stage=stage,
+        progressed_at=time_from_proto(message, "progressed_at") or at,
+        expected_by=expected_by,
+        owner_employee_id=message.owner_employee_id,
+        customer_timezone=message.customer_timezone,
+        channel=enum_from_proto(common_pb2.Channel, message.preferred_channel, Channel),
         locale=locale_from_proto(message.locale, "locale"),
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.followup.domain.model import Feedback, FollowupStatus, ResolvedCase
+from services.followup.domain.model import Channel, Feedback, FollowupStatus, ProgressStage, ResolvedCase
 
 
 @dataclass(frozen=True)
@@ -75,3 +75,18 @@ class ListFollowups:
     statuses: tuple[FollowupStatus, ...]
     page_size: int
     after: tuple[datetime, str] | None = None
+
+
+@dataclass(frozen=True)
+class TellProgress:
+    """A case moved in a way its customer is told of: plan the progress update (a newer one replaces it)."""
+
+    case_id: str
+    customer_id: str
+    stage: ProgressStage
+    progressed_at: datetime
+    expected_by: datetime | None  # awaiting approval: when the customer hears from us at the latest
+    owner_employee_id: str
+    customer_timezone: str
+    channel: Channel | None
+    locale: str

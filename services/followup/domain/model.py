@@ -16,6 +16,7 @@ from services.common.vocabulary import Category as Category
 from services.common.vocabulary import Channel as Channel
 from services.common.vocabulary import FollowupKind as FollowupKind
 from services.common.vocabulary import Outlook as Outlook
+from services.common.vocabulary import ProgressStage as ProgressStage
 from services.common.vocabulary import Severity as Severity
 from services.common.vocabulary import Source as Source
 

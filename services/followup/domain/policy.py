@@ -53,6 +53,9 @@ class KindRule:
     contact: bool
     min_severity: Severity | None = None
     when_at_risk: bool = False
+    # A contact that is not counted still keeps quiet hours and waits for room under the cap, but does not
+    # push the customer's other contacts (a progress update they are waiting for is not a check-in).
+    counted: bool = True
 
 
 @dataclass(frozen=True)
@@ -100,11 +103,16 @@ class Policy:
         """Return the rule for ``kind`` (every kind has one: the loader requires it)."""
         return self.kinds[kind]
 
+    @property
+    def uncounted(self) -> tuple[FollowupKind, ...]:
+        """Return the contact kinds the cap does not count (they still wait for room under it)."""
+        return tuple(kind for kind, rule in self.kinds.items() if rule.contact and not rule.counted)
+
 
 _TOP_KEYS = frozenset(
     {"version", "default_timezone", "default_channel", "quiet_hours", "contact_cap", "hold", "feedback", "kinds"}
 )
-_KIND_KEYS = frozenset({"delay_days", "delay_hours", "delay_minutes", "contact"})
+_KIND_KEYS = frozenset({"delay_days", "delay_hours", "delay_minutes", "contact", "counted"})
 _NOTE_KEYS = _KIND_KEYS | {"min_severity", "when_at_risk"}
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _KIND_BY_NAME = {k.value: k for k in FollowupKind}
@@ -219,6 +227,7 @@ def _kind(r: _Reader, kind: FollowupKind, table: Mapping[str, Any], path: str) -
     return KindRule(
         delay=delay,
         contact=r.boolean(table, "contact", f"{path}.contact", True),
+        counted=r.boolean(table, "counted", f"{path}.counted", True),
         min_severity=min_severity,
         when_at_risk=r.boolean(table, "when_at_risk", f"{path}.when_at_risk", False) if note else False,
     )

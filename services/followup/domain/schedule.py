@@ -31,6 +31,7 @@ from services.followup.domain.model import (
     FollowupKind,
     Outlook,
     PlannedFollowup,
+    ProgressStage,
     ResolvedCase,
 )
 from services.followup.domain.policy import ContactCap, Delay, KindRule, Policy, QuietHours, is_known_zone
@@ -207,6 +208,39 @@ def plan_notice(
         contact=rule.contact,
         text=text(f"followup.{kind.value}", action=description),
     )
+
+
+def plan_progress(
+    *,
+    stage: ProgressStage,
+    progressed_at: datetime,
+    expected_by: datetime | None,
+    timezone: str,
+    policy: Policy,
+    tuning: DelayTuning,
+    contacts: Iterable[datetime] = (),
+) -> PlannedFollowup:
+    """Return the progress update of a case's move, due per delay, quiet hours and cap (never held by a new
+    failure: it is about the case in hand). An awaiting-approval update says by when, in the customer's time."""
+    kind = FollowupKind.PROGRESS_UPDATE
+    rule = policy.rule(kind)
+    zone = customer_zone(timezone, policy)
+    original = add_delay(progressed_at, tuning.apply(kind, rule.delay), zone)
+    due = due_time(original, zone=zone, policy=policy, contact=rule.contact, contacts=list(contacts))
+    params = {"by": expected_by.astimezone(zone)} if expected_by is not None else {}
+    return PlannedFollowup(
+        kind=kind,
+        occasion=progress_occasion(stage, progressed_at),
+        original_due_at=original,
+        due_at=due,
+        contact=rule.contact,
+        text=text(f"followup.{kind.value}.{stage.value}", **params),
+    )
+
+
+def progress_occasion(stage: ProgressStage, progressed_at: datetime) -> str:
+    """Return the occasion key of one progress update (a case has one per move it tells)."""
+    return f"progress:{stage.value}:{progressed_at.astimezone(UTC).isoformat()}"
 
 
 def notice_occasion(action_id: str) -> str:

@@ -18,7 +18,8 @@ from services.followup.service_layer.handlers import Deps
 
 
 def subscriptions(deps: Deps) -> list[Subscription]:
-    """Return followup's subscriptions: resolutions to schedule, what holds them, answers and corrective actions."""
+    """Return followup's subscriptions: resolutions to schedule, what holds them, progress to tell, answers and
+    corrective actions."""
 
     async def case_resolved(conn: asyncpg.Connection, incoming: Incoming) -> None:
         case = wire.resolved_case_from_event(incoming.message, at=incoming.event.time)
@@ -33,6 +34,10 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         await handlers.hold_customers_followups(uow.conn, [command for _, command in converted], deps=deps)
         return refused
 
+    async def case_progressed(conn: asyncpg.Connection, incoming: Incoming) -> None:
+        command = wire.progress_from_event(incoming.message, at=incoming.event.time)
+        await handlers.tell_progress(conn, command, deps=deps)
+
     async def feedback_received(conn: asyncpg.Connection, incoming: Incoming) -> None:
         feedback = wire.feedback_from_event(incoming.message, at=incoming.event.time)
         await handlers.record_feedback(conn, RecordFeedback(feedback), deps=deps)
@@ -45,6 +50,7 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         ("recovery.case-resolved.v1", events_pb2.CaseResolved, each(case_resolved)),
         ("recovery.case-reopened.v1", events_pb2.CaseReopened, each(case_reopened)),
         ("recovery.case-opened.v1", events_pb2.CaseOpened, cases_opened),
+        ("recovery.case-progressed.v1", events_pb2.CaseProgressed, each(case_progressed)),
         ("recovery.feedback-received.v1", events_pb2.FeedbackReceived, each(feedback_received)),
         ("recovery.corrective-action-completed.v1", events_pb2.CorrectiveActionCompleted, each(corrective_action)),
     )

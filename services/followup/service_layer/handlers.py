@@ -34,6 +34,7 @@ from services.followup.domain.commands import (
     NotifyCorrectiveAction,
     RecordFeedback,
     ScheduleFollowups,
+    TellProgress,
 )
 from services.followup.domain.errors import (
     CaseNotFound,
@@ -55,7 +56,7 @@ from services.followup.domain.model import (
     ResolvedCase,
 )
 from services.followup.domain.policy import Policy
-from services.followup.domain.schedule import DelayTuning, plan_notice, plan_resolution, postponed
+from services.followup.domain.schedule import DelayTuning, plan_notice, plan_progress, plan_resolution, postponed
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ async def schedule_followups(conn: asyncpg.Connection, command: ScheduleFollowup
     await repository.forget_open_case(conn, case.case_id)
     policy = deps.policy()
     contacts = await repository.contact_times(
-        conn, case.customer_id, since=case.resolved_at - policy.contact_cap.window
+        conn, case.customer_id, since=case.resolved_at - policy.contact_cap.window, uncounted=policy.uncounted
     )
     planned = plan_resolution(
         case,
@@ -157,7 +158,7 @@ async def notify_corrective_action(conn: asyncpg.Connection, command: NotifyCorr
     for case in sorted(cases, key=lambda c: c.customer_id):  # one lock order, so two such batches cannot deadlock
         await repository.lock_customer(conn, case.customer_id)
         contacts = await repository.contact_times(
-            conn, case.customer_id, since=command.completed_at - policy.contact_cap.window
+            conn, case.customer_id, since=command.completed_at - policy.contact_cap.window, uncounted=policy.uncounted
         )
         planned = plan_notice(
             action_id=command.action_id,
@@ -183,6 +184,60 @@ async def notify_corrective_action(conn: asyncpg.Connection, command: NotifyCorr
     return await _insert(conn, rows, policy=policy, deps=deps)
 
 
+async def tell_progress(conn: asyncpg.Connection, command: TellProgress, *, deps: Deps) -> int:
+    """Plan the progress update of a case's move; a pending older update of the case is obsolete and cancelled
+    (the customer hears the newest news once), and an update older than one planned already is kept cancelled
+    as obsolete (a replay). Returns how many were new (0 for a redelivery)."""
+    await repository.lock_customer(conn, command.customer_id)
+    policy, now = deps.policy(), deps.clock()
+    contacts = await repository.contact_times(
+        conn, command.customer_id, since=command.progressed_at - policy.contact_cap.window, uncounted=policy.uncounted
+    )
+    planned = plan_progress(
+        stage=command.stage,
+        progressed_at=command.progressed_at,
+        expected_by=command.expected_by,
+        timezone=command.customer_timezone,
+        policy=policy,
+        tuning=deps.tuning,
+        contacts=contacts,
+    )
+    row = Followup(
+        followup_id=repository.followup_id(case_id=command.case_id, kind=planned.kind, occasion=planned.occasion),
+        case_id=command.case_id,
+        customer_id=command.customer_id,
+        kind=planned.kind,
+        occasion=planned.occasion,
+        status=FollowupStatus.PENDING,
+        due_at=planned.due_at,
+        original_due_at=planned.original_due_at,
+        channel=command.channel or policy.default_channel,
+        owner_employee_id=command.owner_employee_id,
+        customer_timezone=command.customer_timezone,
+        severity=None,
+        outlook=None,
+        text=deps.texts.render(planned.text, command.locale),
+        action_id="",
+        action_description="",
+        contact=planned.contact,
+        scheduled_at=now,
+    )
+    latest = await repository.latest_progress(conn, command.case_id)
+    if latest is not None and latest > planned.original_due_at:
+        row = replace(
+            row, status=FollowupStatus.CANCELLED, cancelled_at=now, cancel_reason="obsolete: a newer update was planned"
+        )
+    else:
+        older = [f for f in await repository.pending_of_case(conn, command.case_id) if f.kind is planned.kind]
+        older = [f for f in older if f.followup_id != row.followup_id]
+        await repository.cancel(
+            conn, [f.followup_id for f in older], reason=f"obsolete: {command.stage.value} is newer", at=now
+        )
+        for followup in older:
+            deps.metrics.cancelled.labels(kind=followup.kind.value, reason="obsolete").inc()
+    return await _insert(conn, [row], policy=policy, deps=deps)
+
+
 async def _postpone(
     conn: asyncpg.Connection, followups: Sequence[Followup], *, hold_until: datetime, deps: Deps
 ) -> int:
@@ -190,7 +245,11 @@ async def _postpone(
     moved = 0
     for followup in sorted(followups, key=lambda f: f.due_at):
         contacts = await repository.contact_times(
-            conn, followup.customer_id, since=hold_until - policy.contact_cap.window, exclude=[followup.followup_id]
+            conn,
+            followup.customer_id,
+            since=hold_until - policy.contact_cap.window,
+            exclude=[followup.followup_id],
+            uncounted=policy.uncounted,
         )
         due = postponed(
             followup.due_at,

@@ -18,7 +18,7 @@ from services.common.db import lock_keys
 from services.common.money import Money
 from services.intake.adapters import wire
 from services.intake.domain.acceptance import Amended, CustomerState, Granted, KnownCase, KnownFailure, Opened
-from services.intake.domain.commands import RecordCompensation
+from services.intake.domain.commands import RecordCompensation, RecordContact
 from services.intake.domain.events import CaseAmended, CaseOpened
 from services.intake.domain.hotspots import Occurrence, WindowKey
 from services.intake.domain.model import (
@@ -482,6 +482,26 @@ async def record_satisfaction(
         answer.satisfied,
         answer.received_at,
     )
+
+
+async def record_contacts(conn: asyncpg.Connection, contacts: Sequence[RecordContact]) -> None:
+    """Record contact-log entries in one round trip, each once under its id (a redelivery changes nothing)."""
+    await conn.executemany(
+        """INSERT INTO customer_contacts (contact_id, customer_id, case_id, occurred_at, entry)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (contact_id) DO NOTHING""",
+        [(c.contact_id, c.customer_id, c.case_id, c.occurred_at, c.entry) for c in contacts],
+    )
+
+
+async def customer_contacts(conn: asyncpg.Connection, *, customer_id: str, limit: int) -> list[bytes]:
+    """Return the customer's most recent contact-log entries as published, newest first."""
+    rows = await conn.fetch(
+        """SELECT entry FROM customer_contacts WHERE customer_id = $1
+           ORDER BY occurred_at DESC, contact_id LIMIT $2""",
+        customer_id,
+        limit,
+    )
+    return [bytes(r["entry"]) for r in rows]
 
 
 # ------------------------------------------------------------------------------------------- hot spots

@@ -6,6 +6,7 @@ None) into a ``ReportFailure`` command, and ``validate_report`` decides. Encodin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from recovery.events.v1 import common_pb2, events_pb2
@@ -27,7 +28,13 @@ from services.common.wire import (
     time_from_proto,
     time_to_proto,
 )
-from services.intake.domain.commands import RecordCaseStatus, RecordCompensation, RecordSatisfaction, ReportFailure
+from services.intake.domain.commands import (
+    RecordCaseStatus,
+    RecordCompensation,
+    RecordContact,
+    RecordSatisfaction,
+    ReportFailure,
+)
 from services.intake.domain.events import CaseAmended, CaseOpened, HotspotDetected
 from services.intake.domain.model import (
     Area,
@@ -347,6 +354,26 @@ def reopening_from_event(message: events_pb2.CaseReopened, *, at: datetime) -> R
     return RecordCaseStatus(
         case_id=message.case_id, status=CaseStatus.REOPENED, at=time_from_proto(message, "reopened_at") or at
     )
+
+
+def contact_from_event(message: events_pb2.ContactRecorded, *, at: datetime) -> RecordContact:
+    """Return the contact-log entry a ContactRecorded carries; raises InvalidInput naming a missing id."""
+    _require(message, "customer_id")
+    missing = [f"contact.{name}" for name in ("contact_id", "case_id") if not getattr(message.contact, name)]
+    if missing:
+        raise InvalidInput.of(*(FieldViolation(name, "is required") for name in missing))
+    return RecordContact(
+        contact_id=message.contact.contact_id,
+        customer_id=message.customer_id,
+        case_id=message.contact.case_id,
+        occurred_at=time_from_proto(message.contact, "occurred_at") or at,
+        entry=message.contact.SerializeToString(),
+    )
+
+
+def contacts_to_proto(entries: Sequence[bytes]) -> list[common_pb2.Contact]:
+    """Return stored contact-log entries as the contract's messages."""
+    return [common_pb2.Contact.FromString(entry) for entry in entries]
 
 
 def satisfaction_from_event(

@@ -90,3 +90,15 @@ class RecordSatisfaction:
     source: str
     feedback_id: str
     answer: SatisfactionAnswer
+
+
+@dataclass(frozen=True)
+class RecordContact:
+    """Remember a contact-log entry of one of the customer's cases (from the contact-recorded event); the entry
+    is kept as published, for the history view."""
+
+    contact_id: str
+    customer_id: str
+    case_id: str
+    occurred_at: datetime
+    entry: bytes

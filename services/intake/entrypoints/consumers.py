@@ -42,6 +42,11 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         await handlers.record_compensations(uow.conn, [command for _, command in converted])
         return refused
 
+    async def contacts_recorded(uow: UnitOfWork, records: Sequence[Incoming]) -> Rejections:
+        converted, refused = convert(records, lambda i: wire.contact_from_event(i.message, at=i.event.time))
+        await handlers.record_contacts(uow.conn, [command for _, command in converted])
+        return refused
+
     async def case_resolved(conn: asyncpg.Connection, incoming: Incoming) -> None:
         await _record_status(conn, wire.resolution_from_event(incoming.message, at=incoming.event.time))
 
@@ -55,6 +60,7 @@ def subscriptions(deps: Deps) -> list[Subscription]:
     table = (
         ("recovery.failure-reported.v1", events_pb2.FailureReported, failures_reported),
         ("recovery.offer-authorized.v1", events_pb2.OfferAuthorized, offers_authorized),
+        ("recovery.contact-recorded.v1", events_pb2.ContactRecorded, contacts_recorded),
         ("recovery.case-resolved.v1", events_pb2.CaseResolved, each(case_resolved)),
         ("recovery.case-reopened.v1", events_pb2.CaseReopened, each(case_reopened)),
         ("recovery.feedback-received.v1", events_pb2.FeedbackReceived, each(feedback_received)),

@@ -147,4 +147,7 @@ def _history_response(customer_id: str, view: HistoryView) -> intake_pb2.GetCust
         set_optional(record, "satisfaction", wire.satisfaction_to_proto(item.satisfaction))
         set_optional(record, "resolved_at", time_to_proto(case.resolved_at))
         response.cases.append(record)
+    response.contacts.extend(wire.contacts_to_proto(view.contacts))
+    if response.contacts:
+        response.summary.last_contact.CopyFrom(response.contacts[0])
     return response

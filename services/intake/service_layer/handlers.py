@@ -26,7 +26,13 @@ from services.intake.adapters import repository, wire
 from services.intake.adapters.metrics import IntakeMetrics
 from services.intake.adapters.repository import CaseRow, FailureRow, FailureStore
 from services.intake.domain import acceptance
-from services.intake.domain.commands import RecordCaseStatus, RecordCompensation, RecordSatisfaction, ReportFailure
+from services.intake.domain.commands import (
+    RecordCaseStatus,
+    RecordCompensation,
+    RecordContact,
+    RecordSatisfaction,
+    ReportFailure,
+)
 from services.intake.domain.errors import InvalidFailureReport
 from services.intake.domain.events import CaseOpened, HotspotDetected
 from services.intake.domain.hotspots import is_hot_spot, tally
@@ -290,6 +296,11 @@ async def record_case_status(conn: asyncpg.Connection, command: RecordCaseStatus
     )
 
 
+async def record_contacts(conn: asyncpg.Connection, commands: Sequence[RecordContact]) -> None:
+    """Remember contact-log entries of customers' cases, for the history at the point of contact (a set at a time)."""
+    await repository.record_contacts(conn, commands)
+
+
 async def record_satisfaction(conn: asyncpg.Connection, command: RecordSatisfaction) -> None:
     """Remember a customer's satisfaction answer, once per (source, feedback id)."""
     await repository.record_satisfaction(
@@ -323,6 +334,7 @@ class HistoryView:
     summary: CustomerHistory
     failures: tuple[FailureRow, ...]
     cases: tuple[CaseView, ...]
+    contacts: tuple[bytes, ...] = ()  # contact-log entries as published (recovery.events.v1.Contact), newest first
 
 
 async def customer_history(conn: asyncpg.Connection, customer_id: str, *, limit: int, deps: Deps) -> HistoryView:
@@ -348,4 +360,5 @@ async def customer_history(conn: asyncpg.Connection, customer_id: str, *, limit:
         )
         for case in cases
     )
-    return HistoryView(summary=summary, failures=tuple(failures), cases=views)
+    contacts = await repository.customer_contacts(conn, customer_id=customer_id, limit=limit)
+    return HistoryView(summary=summary, failures=tuple(failures), cases=views, contacts=tuple(contacts))

@@ -44,6 +44,8 @@ VOUCHER = common_pb2.REMEDY_KIND_VOUCHER
 AUTHORIZED = "recovery.offer-authorized.v1"
 REQUESTED = "recovery.approval-requested.v1"
 DECIDED = "recovery.approval-decided.v1"
+PROGRESSED = "recovery.case-progressed.v1"
+CONTACTS = "recovery.contact-recorded.v1"
 
 
 @pytest.fixture(scope="module")
@@ -342,6 +344,17 @@ async def test_only_the_excess_above_the_owners_limits_goes_to_the_lowest_tier_t
     ]
     assert case.current_offer.authorized_amount.amount_minor == 30000
     assert not case.current_offer.HasField("awaiting_approval")
+    # The customer was told as the case moved: waiting for a colleague (by the approval's deadline), then ready.
+    told = await read_events(
+        escalation.settings.kafka_bootstrap_servers, PROGRESSED, events_pb2.CaseProgressed, key=opened.customer_id,
+        count=2,
+    )  # fmt: skip
+    assert [t.stage for t in told] == [
+        common_pb2.PROGRESS_STAGE_AWAITING_APPROVAL,
+        common_pb2.PROGRESS_STAGE_OFFER_READY,
+    ]
+    assert told[0].expected_by == approval.decision_due_at and not told[1].HasField("expected_by")
+    assert {(t.case_id, t.owner_employee_id) for t in told} == {(opened.case_id, owner)}
 
 
 async def test_nobody_approves_their_own_request_not_even_through_a_delegate(escalation, publisher, client):
@@ -466,13 +479,20 @@ async def test_claim_acknowledge_transfer_counting_and_resolve(escalation, publi
     assert acked.case.state == pb.CASE_STATE_ACKNOWLEDGED
     assert acked.case.sla.acknowledge.status == pb.SLA_STATUS_MET
     assert acked.case.sla.resolve.status == pb.SLA_STATUS_ON_TRACK
-    with pytest.raises(grpc.aio.AioRpcError) as twice:
-        await client.as_(first, "agent", team).AcknowledgeCase(
-            pb.AcknowledgeCaseRequest(request_id=new_id("req"), case_id=opened.case_id)
+    # Apologising again is allowed: logged as a second apology, the case and its clock do not move.
+    again = await client.as_(first, "agent", team).AcknowledgeCase(
+        pb.AcknowledgeCaseRequest(
+            request_id=new_id("req"),
+            case_id=opened.case_id,
+            channel=common_pb2.CHANNEL_EMAIL,
+            note="wrote to say sorry",
         )
-    assert twice.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert violations(twice.value)[0].type == "STATE"
-    assert violations(twice.value)[0].subject == f"case/{opened.case_id}"
+    )
+    assert (again.case.state, again.case.acknowledged_at) == (pb.CASE_STATE_ACKNOWLEDGED, acked.case.acknowledged_at)
+    assert [(k.kind, k.channel, k.note) for k in again.case.contacts] == [
+        (common_pb2.CONTACT_KIND_APOLOGY, common_pb2.CHANNEL_UNSPECIFIED, "called, apologised"),
+        (common_pb2.CONTACT_KIND_APOLOGY, common_pb2.CHANNEL_EMAIL, "wrote to say sorry"),
+    ]
 
     holder = first
     for hop in range(3):  # the policy allows 2 transfers; the third flags the case
@@ -730,9 +750,7 @@ async def test_an_employee_at_capacity_cannot_take_more_cases(escalation, publis
     await eventually(overloaded, timeout=10)
 
 
-async def test_a_colleague_whose_report_merged_may_open_the_case_and_the_owner_sees_them(
-    escalation, publisher, client
-):
+async def test_a_colleague_whose_report_merged_may_open_the_case_and_the_owner_sees_them(escalation, publisher, client):
     team, owner, colleague = new_id("team"), new_id("agent"), new_id("agent")
     opened, offer, _ = await opened_with_offer(publisher, client, owner=owner, team=team, amount=100)
     other_team = client.as_(colleague, "agent", new_id("team"))
@@ -771,6 +789,76 @@ async def test_a_colleague_whose_report_merged_may_open_the_case_and_the_owner_s
     with pytest.raises(grpc.aio.AioRpcError) as hidden:
         await stranger.GetCase(pb.GetCaseRequest(case_id=opened.case_id))
     assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+    # She is a contact on the case (she heard from the customer), and the owner is told so on contact-recorded.
+    assert [(k.kind, k.employee_id) for k in theirs.contacts] == [(common_pb2.CONTACT_KIND_REPORT, colleague)]
+    [heard] = await read_events(
+        escalation.settings.kafka_bootstrap_servers, CONTACTS, events_pb2.ContactRecorded, key=opened.customer_id,
+        count=1,
+    )  # fmt: skip
+    assert (heard.owner_employee_id, heard.contact.employee_id) == (owner, colleague)
+    assert heard.contact.kind == common_pb2.CONTACT_KIND_REPORT
+    # She may log her own call back to the customer; a stranger may not.
+    called = await other_team.RecordContact(
+        pb.RecordContactRequest(
+            request_id=new_id("req"), case_id=opened.case_id, kind=common_pb2.CONTACT_KIND_CALL,
+            outcome=common_pb2.CONTACT_OUTCOME_REACHED, note="called back, all clear",
+        )
+    )  # fmt: skip
+    assert (called.contact.employee_id, called.contact.channel) == (colleague, common_pb2.CHANNEL_PHONE)
+    with pytest.raises(grpc.aio.AioRpcError) as not_theirs:
+        await stranger.RecordContact(
+            pb.RecordContactRequest(request_id=new_id("req"), case_id=opened.case_id, kind=common_pb2.CONTACT_KIND_CALL)
+        )
+    assert not_theirs.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_the_contact_log_keeps_every_apology_call_and_note_and_refuses_bad_ones(escalation, publisher, client):
+    team, owner = new_id("team"), new_id("agent")
+    opened, _, _ = await opened_with_offer(publisher, client, owner=owner, team=team, amount=100)
+    me = client.as_(owner, "agent", team)
+    for note in ("sorry on the phone", "sorry again the next day"):
+        await me.AcknowledgeCase(
+            pb.AcknowledgeCaseRequest(
+                request_id=new_id("req"), case_id=opened.case_id, channel=common_pb2.CHANNEL_PHONE, note=note
+            )
+        )
+    logged = await me.RecordContact(
+        pb.RecordContactRequest(
+            request_id=new_id("req"), case_id=opened.case_id, kind=common_pb2.CONTACT_KIND_CALL,
+            outcome=common_pb2.CONTACT_OUTCOME_NO_ANSWER, note="no answer at 10:00",
+        )
+    )  # fmt: skip
+    before = [(k.contact_id, k.kind, k.outcome) for k in logged.case.contacts]
+    assert [(kind, outcome) for _, kind, outcome in before] == [
+        (common_pb2.CONTACT_KIND_APOLOGY, common_pb2.CONTACT_OUTCOME_REACHED),
+        (common_pb2.CONTACT_KIND_APOLOGY, common_pb2.CONTACT_OUTCOME_REACHED),
+        (common_pb2.CONTACT_KIND_CALL, common_pb2.CONTACT_OUTCOME_NO_ANSWER),
+    ]
+    # Bad input names the field and the value, and changes nothing.
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await me.RecordContact(
+            pb.RecordContactRequest(
+                request_id=new_id("req"), case_id=opened.case_id, kind=common_pb2.CONTACT_KIND_MESSAGE, note="x" * 2001
+            )
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "channel" in bad.value.details() and "2,001 characters" in bad.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as no_kind:
+        await me.RecordContact(pb.RecordContactRequest(request_id=new_id("req"), case_id=opened.case_id))
+    assert no_kind.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "kind" in no_kind.value.details()
+    after = (await me.GetCase(pb.GetCaseRequest(case_id=opened.case_id))).case
+    assert [(k.contact_id, k.kind, k.outcome) for k in after.contacts] == before
+    recorded = await read_events(
+        escalation.settings.kafka_bootstrap_servers, CONTACTS, events_pb2.ContactRecorded, key=opened.customer_id,
+        count=3,
+    )  # fmt: skip
+    assert [r.contact.contact_id for r in recorded] == [contact_id for contact_id, _, _ in before]
+    # The first apology is news for the customer ("we are on it"); the second is not.
+    [told] = await read_events(
+        escalation.settings.kafka_bootstrap_servers, PROGRESSED, events_pb2.CaseProgressed, key=opened.customer_id,
+        count=1, settle=1.0,
+    )  # fmt: skip
+    assert told.stage == common_pb2.PROGRESS_STAGE_ACKNOWLEDGED
 
 
 async def test_amendments_update_the_case_and_followup_can_reopen_a_resolved_one(escalation, publisher, client):

@@ -25,7 +25,7 @@ from tests.support.running import running_service
 # A cap high enough that a test customer with several cases is not pushed a week out (the unit tests cover it).
 TEST_POLICY = DEFAULT_POLICY.read_text().replace("max_contacts = 3", "max_contacts = 20")
 # Delays shortened by configuration (seconds per kind), the way a demo would run.
-TEST_DELAYS = "satisfaction_check=3,check_in=15,personal_note=2,corrective_action_notice=1"
+TEST_DELAYS = "satisfaction_check=3,check_in=15,personal_note=2,corrective_action_notice=1,progress_update=2"
 
 RESOLVED = "recovery.case-resolved.v1"
 REOPENED = "recovery.case-reopened.v1"
@@ -35,6 +35,7 @@ ACTIONS = "recovery.corrective-action-completed.v1"
 DUE = "recovery.followup-due.v1"
 REOPEN_REQUESTED = "recovery.case-reopen-requested.v1"
 FAILURES = "recovery.failure-reported.v1"
+PROGRESSED = "recovery.case-progressed.v1"
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,19 @@ def resolved(customer_id: str, case_id: str | None = None, **fields) -> events_p
         "resolution_number": 1,
     }
     return events_pb2.CaseResolved(**(base | fields))
+
+
+def progressed(customer_id: str, case_id: str, stage: int, at: datetime, **fields) -> events_pb2.CaseProgressed:
+    base = {
+        "customer_id": customer_id,
+        "case_id": case_id,
+        "stage": stage,
+        "progressed_at": time_to_proto(at),
+        "owner_employee_id": "emp-owner",
+        "customer_timezone": daytime_zone(),
+        "preferred_channel": common_pb2.CHANNEL_SMS,
+    }
+    return events_pb2.CaseProgressed(**(base | fields))
 
 
 async def read_events(bootstrap: str, topic: str, message_class, *, keys, count: int, settle: float = 0.0, timeout=60):

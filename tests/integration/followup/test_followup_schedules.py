@@ -78,8 +78,10 @@ async def test_a_polish_customers_follow_ups_are_written_in_polish_with_their_te
     )
     by_kind = {message.kind: message for _, message in got}
     check = by_kind[SATISFACTION]
-    assert check.message == check.text.text == (
-        "Czy są Państwo zadowoleni z tego, jak rozwiązaliśmy sprawę? Prosimy o odpowiedź jednym kliknięciem."
+    assert (
+        check.message
+        == check.text.text
+        == ("Czy są Państwo zadowoleni z tego, jak rozwiązaliśmy sprawę? Prosimy o odpowiedź jednym kliknięciem.")
     )
     assert (check.text.template_id, check.text.locale) == ("followup.satisfaction_check", "pl")
     check_in = by_kind[CHECK_IN]  # three days in the policy (seconds in the test's tuning): Polish plural
@@ -284,19 +286,19 @@ async def test_a_new_policy_version_applies_without_restart_and_a_bad_one_is_ref
     try:
         write(
             path,
-            original.replace('version = "2026.3"', 'version = "2026.4-test"').replace(
+            original.replace('version = "2026.4"', 'version = "2026.5-test"').replace(
                 "max_contacts = 20", "max_contacts = 19"
             ),
         )
         await eventually(lambda: counted("loaded", loaded))  # the store polls every 0.2 s here
-        write(path, original.replace("max_contacts = 20", "max_contacts = 0"))  # refused: the 2026.4-test stays
+        write(path, original.replace("max_contacts = 20", "max_contacts = 0"))  # refused: the 2026.5-test stays
         await eventually(lambda: counted("refused", refused))
         customer = new_id("cust")
         event = resolved(customer)
         await publish(publisher, RESOLVED, event)
         found = await eventually(lambda: followups_of(followup, event.case_id))
         check_in = next(r for r in found if r["kind"] == "check_in")
-        assert check_in["policy_version"] == "2026.4-test"
+        assert check_in["policy_version"] == "2026.5-test"
         assert (check_in["template_id"], check_in["locale"]) == ("followup.check_in", "en")
         assert check_in["message"].endswith("days on: is everything working as it should?")
     finally:

@@ -52,8 +52,10 @@ def test_an_offer_round_trips_and_becomes_its_event():
         {"cost": "cost_kind.meal", "amount": "9.00 EUR"},
         "pl",
     )
-    assert meal.text == event.line_items[0].customer_explanation == (
-        "Zwracamy koszt, który ponieśli Państwo przez nasz błąd: posiłki, 9,00\xa0€."
+    assert (
+        meal.text
+        == event.line_items[0].customer_explanation
+        == ("Zwracamy koszt, który ponieśli Państwo przez nasz błąd: posiłki, 9,00\xa0€.")
     )
     assert event.line_items[0].cost_kind == common_pb2.COST_KIND_MEAL
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from services.escalation.domain import commands as c
@@ -31,6 +33,8 @@ COMMANDS = {
 EXPECTED = {
     (S.QUEUED, c.ClaimCase): S.OPEN,
     (S.OPEN, c.AcknowledgeCase): S.ACKNOWLEDGED,
+    (S.ACKNOWLEDGED, c.AcknowledgeCase): S.ACKNOWLEDGED,
+    (S.WAITING_ON_CUSTOMER, c.AcknowledgeCase): S.WAITING_ON_CUSTOMER,
     (S.OFFER_PENDING, c.AcknowledgeCase): S.OFFER_PENDING,
     (S.AWAITING_APPROVAL, c.AcknowledgeCase): S.AWAITING_APPROVAL,
     (S.OFFER_READY, c.AcknowledgeCase): S.OFFER_READY,
@@ -137,9 +141,12 @@ def test_only_the_system_sends_a_queued_cases_offer_up_and_the_claimer_inherits_
     assert (decided.state, decided.pending_approval_id) == (S.QUEUED, "")
 
 
-def test_a_second_acknowledgement_is_refused():
-    with pytest.raises(IllegalTransition, match="already acknowledged"):
-        lifecycle.apply(case(S.OFFER_PENDING, acknowledged_at=NOW), COMMANDS[c.AcknowledgeCase], NOW)
+def test_a_second_acknowledgement_changes_nothing_in_the_lifecycle():
+    acknowledged = case(S.OFFER_PENDING, acknowledged_at=NOW)
+    later = NOW + timedelta(days=1)
+    transition = lifecycle.apply(acknowledged, COMMANDS[c.AcknowledgeCase], later)
+    assert transition.case == acknowledged  # the first acknowledgement's time stands; the SLA clock stopped then
+    assert transition.events == ()
 
 
 def test_rejection_returns_to_work_and_clears_the_pending_approval():

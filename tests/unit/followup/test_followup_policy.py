@@ -13,7 +13,7 @@ from services.followup.domain.policy import load_policy
 
 def test_the_shipped_policy_loads_with_every_kind():
     policy = load_policy(DEFAULT_POLICY.read_text())
-    assert policy.version == "2026.3"
+    assert policy.version == "2026.4"
     assert set(policy.kinds) == set(FollowupKind)
     assert policy.default_channel is Channel.EMAIL
     assert policy.contact_cap.max_contacts == 3
@@ -59,6 +59,7 @@ delay_days = 1
         "kinds.personal_note.min_severity",
         "kinds.teleport",
         "kinds.corrective_action_notice",
+        "kinds.progress_update",
     }
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from services.common.texts import text
 from services.followup.config import DEFAULT_POLICY
-from services.followup.domain.model import FollowupKind, Outlook, ResolvedCase, Severity
+from services.followup.domain.model import FollowupKind, Outlook, ProgressStage, ResolvedCase, Severity
 from services.followup.domain.policy import ContactCap, Delay, QuietHours, load_policy
 from services.followup.domain.schedule import (
     DelayTuning,
@@ -21,6 +21,7 @@ from services.followup.domain.schedule import (
     customer_zone,
     due_time,
     plan_notice,
+    plan_progress,
     plan_resolution,
     postponed,
 )
@@ -276,3 +277,49 @@ def test_a_floor_does_not_hold_a_task_for_staff():
     at = local(VILNIUS, 2026, 5, 10, 14, 0)
     floor = local(VILNIUS, 2026, 5, 17, 14, 0)  # another case of the customer is still open
     assert due_time(at, zone=VILNIUS, policy=POLICY, contact=False, floor=floor) == at
+
+
+# ------------------------------------------------------------------------------------ progress updates
+
+
+def test_a_progress_update_waits_a_minute_and_keeps_quiet_hours():
+    day = local(VILNIUS, 2026, 5, 4, 11, 0)
+    update = plan_progress(
+        stage=ProgressStage.ACKNOWLEDGED, progressed_at=day, expected_by=None, timezone="Europe/Vilnius",
+        policy=POLICY, tuning=DelayTuning(),
+    )  # fmt: skip
+    assert (update.kind, update.contact, update.due_at) == (
+        FollowupKind.PROGRESS_UPDATE,
+        True,
+        day + timedelta(minutes=1),
+    )
+    assert update.text == text("followup.progress_update.acknowledged")
+    night = local(VILNIUS, 2026, 5, 4, 23, 30)
+    late = plan_progress(
+        stage=ProgressStage.DONE, progressed_at=night, expected_by=None, timezone="Europe/Vilnius",
+        policy=POLICY, tuning=DelayTuning(),
+    )  # fmt: skip
+    assert late.due_at == local(VILNIUS, 2026, 5, 5, 9, 0)  # told in the morning, not at midnight
+    assert late.occasion != update.occasion  # each move of the case is its own update
+
+
+def test_awaiting_approval_says_by_when_in_the_customers_own_time():
+    asked = local(VILNIUS, 2026, 5, 4, 11, 0)
+    by = asked + timedelta(hours=4)
+    update = plan_progress(
+        stage=ProgressStage.AWAITING_APPROVAL, progressed_at=asked, expected_by=by.astimezone(UTC),
+        timezone="Asia/Tokyo", policy=POLICY, tuning=DelayTuning(),
+    )  # fmt: skip
+    said = update.text.param("by")
+    assert said == by and said.utcoffset() == timedelta(hours=9)  # 4 May 17:00 Tokyo time
+
+
+def test_progress_updates_wait_for_room_under_the_cap_but_are_not_counted():
+    first = local(VILNIUS, 2026, 5, 4, 10, 0)
+    full = [first, first + timedelta(hours=1), first + timedelta(hours=2)]
+    update = plan_progress(
+        stage=ProgressStage.OFFER_READY, progressed_at=first + timedelta(hours=3), expected_by=None,
+        timezone="Europe/Vilnius", policy=POLICY, tuning=DelayTuning(), contacts=full,
+    )  # fmt: skip
+    assert update.due_at == first + timedelta(days=7)  # the cap applies: it waits for room
+    assert POLICY.uncounted == (FollowupKind.PROGRESS_UPDATE,)  # but the cap does not count it for others

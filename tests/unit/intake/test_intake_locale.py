@@ -12,7 +12,9 @@ from services.intake.domain.policy import load_policy
 from services.intake.domain.rules import case_locale
 from services.intake.domain.validation import validate_report
 
-MARKETS = POLICY_TEXT + """
+MARKETS = (
+    POLICY_TEXT
+    + """
 [locale]
 default = "en"
 [locale.by_timezone]
@@ -21,6 +23,7 @@ default = "en"
 [locale.by_currency]
 PLN = "pl"
 """
+)
 
 
 def test_the_report_names_the_language_else_the_market_does_else_the_default():
