@@ -131,6 +131,13 @@ CATALOGUE: tuple[Topic, ...] = (
         "A contact with the customer in a case's contact log (apology, call, message, note, a colleague's report).",
     ),
     _t(
+        "offer-adjusted",
+        "OfferAdjusted",
+        "escalation",
+        "compensation",
+        "The case owner adjusted the offer within policy (swap, personal gesture, late cost, receipt); re-quoted.",
+    ),
+    _t(
         "customer-countered",
         "CustomerCountered",
         "escalation",

@@ -159,6 +159,7 @@ class RequoteReason(enum.Enum):
     CUSTOMER_COUNTERED = "customer_countered"
     CASE_REOPENED = "case_reopened"
     INCIDENT_DECLARED = "incident_declared"
+    FRONTLINE_ADJUSTED = "frontline_adjusted"
 
 
 class AuthorizationTier(enum.Enum):
@@ -287,6 +288,46 @@ class CustomerRequest:
     remedy_kind: RemedyKind | None = None
     amount: Money | None = None
     text: str = ""
+
+
+@dataclass(frozen=True)
+class RemedySwap:
+    """The customer prefers ``to_kind``: every goodwill line of ``from_kind`` is offered in it (within policy)."""
+
+    from_kind: RemedyKind | None
+    to_kind: RemedyKind | None
+
+
+@dataclass(frozen=True)
+class PersonalGesture:
+    """A small gesture the frontline adds (flowers, a glass of wine): the customer reads ``description``."""
+
+    description: str
+    amount: Money
+    reason: str  # for staff and audit
+    employee_id: str = ""
+
+
+@dataclass(frozen=True)
+class ReceiptReceived:
+    """The customer presented the receipt of a reported cost of ``cost_kind``."""
+
+    cost_kind: CostKind | None
+    receipt_reference: str = ""
+
+
+@dataclass(frozen=True)
+class OfferAdjustment:
+    """What the frontline changes in an offer, within policy; compensation re-quotes with it."""
+
+    swaps: tuple[RemedySwap, ...] = ()
+    gestures: tuple[PersonalGesture, ...] = ()
+    late_costs: tuple[CostItem, ...] = ()
+    receipts: tuple[ReceiptReceived, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.swaps or self.gestures or self.late_costs or self.receipts)
 
 
 @dataclass(frozen=True)

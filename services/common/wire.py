@@ -27,7 +27,16 @@ from recovery.events.v1 import common_pb2
 from services.common.errors import FieldViolation, InvalidInput
 from services.common.money import Money
 from services.common.texts import FALLBACK_LOCALE, CustomerText, parse_locale
-from services.common.vocabulary import CostItem, CostKind, CustomerRequest, RemedyKind
+from services.common.vocabulary import (
+    CostItem,
+    CostKind,
+    CustomerRequest,
+    OfferAdjustment,
+    PersonalGesture,
+    ReceiptReceived,
+    RemedyKind,
+    RemedySwap,
+)
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -277,6 +286,68 @@ def cost_to_proto(item: CostItem) -> common_pb2.CostItem:
         description=item.description,
         has_receipt=item.has_receipt,
         receipt_reference=item.receipt_reference,
+    )
+
+
+def swap_from_proto(item: common_pb2.RemedySwap) -> RemedySwap:
+    return RemedySwap(
+        from_kind=enum_from_proto(common_pb2.RemedyKind, item.from_kind, RemedyKind),
+        to_kind=enum_from_proto(common_pb2.RemedyKind, item.to_kind, RemedyKind),
+    )
+
+
+def gesture_from_proto(item: common_pb2.PersonalGesture) -> PersonalGesture:
+    return PersonalGesture(
+        description=item.description,
+        amount=money_from_proto(item, "amount") or Money(amount_minor=0, currency=""),
+        reason=item.reason,
+        employee_id=item.employee_id,
+    )
+
+
+def swap_to_proto(swap: RemedySwap) -> common_pb2.RemedySwap:
+    return common_pb2.RemedySwap(
+        from_kind=enum_to_proto(common_pb2.RemedyKind, swap.from_kind),
+        to_kind=enum_to_proto(common_pb2.RemedyKind, swap.to_kind),
+    )
+
+
+def gesture_to_proto(gesture: PersonalGesture) -> common_pb2.PersonalGesture:
+    return common_pb2.PersonalGesture(
+        description=gesture.description,
+        amount=money_to_proto(gesture.amount),
+        reason=gesture.reason,
+        employee_id=gesture.employee_id,
+    )
+
+
+def adjustment_from_proto(item: common_pb2.OfferAdjustment) -> OfferAdjustment:
+    """Return the domain adjustment (decoding never validates: the receiving side's rules do)."""
+    return OfferAdjustment(
+        swaps=tuple(swap_from_proto(s) for s in item.swaps),
+        gestures=tuple(gesture_from_proto(g) for g in item.gestures),
+        late_costs=tuple(cost_from_proto(c) for c in item.late_costs),
+        receipts=tuple(
+            ReceiptReceived(
+                cost_kind=enum_from_proto(common_pb2.CostKind, r.cost_kind, CostKind),
+                receipt_reference=r.receipt_reference,
+            )
+            for r in item.receipts
+        ),
+    )
+
+
+def adjustment_to_proto(adjustment: OfferAdjustment) -> common_pb2.OfferAdjustment:
+    return common_pb2.OfferAdjustment(
+        swaps=[swap_to_proto(s) for s in adjustment.swaps],
+        gestures=[gesture_to_proto(g) for g in adjustment.gestures],
+        late_costs=[cost_to_proto(c) for c in adjustment.late_costs],
+        receipts=[
+            common_pb2.ReceiptReceived(
+                cost_kind=enum_to_proto(common_pb2.CostKind, r.cost_kind), receipt_reference=r.receipt_reference
+            )
+            for r in adjustment.receipts
+        ],
     )
 
 

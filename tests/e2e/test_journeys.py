@@ -429,6 +429,120 @@ async def test_3d_the_customer_hears_how_their_case_moves_and_every_contact_is_l
     assert obsolete[0].cancel_reason == "obsolete: awaiting_approval is newer"
 
 
+async def test_3e_the_frontline_puts_it_right_in_her_own_way_within_her_authority_and_above_it(outside):
+    ada = Employee("e2e-agent-ada", "agent", AGENT.team)  # her own day's usage: other journeys do not use it up
+    stub, meta = outside.cases(), outside.as_(ada)
+
+    async def adjust(case: cases.Case, reason: str, **adjustment) -> None:
+        await stub.AdjustOffer(
+            cases.AdjustOfferRequest(
+                request_id=new_id("req"),
+                case_id=case.case_id,
+                offer_id=case.current_offer.offer_id,
+                adjustment=common.OfferAdjustment(**adjustment),
+                reason=reason,
+            ),
+            metadata=meta,
+            timeout=30,
+        )
+
+    # She asked for 25 EUR back: above an agent's 20 EUR cash refunds, so the offer waits for Ada.
+    customer = new_id("cust")
+    reply = await report(
+        outside,
+        ada,
+        customer,
+        category=common.CATEGORY_BILLING_ERROR,
+        description="charged twice for the same month",
+        customer_request=common.CustomerRequest(remedy_kind=common.REMEDY_KIND_REFUND, amount=eur(2_500)),
+    )
+    pending = await outside.case(reply.case_id, ada, lambda c: c.current_offer.version >= 1)
+    assert pending.current_offer.status == cases.OFFER_STATUS_PROPOSED
+    assert any(line.kind == common.REMEDY_KIND_REFUND for line in pending.current_offer.line_items)
+    # On the phone she takes a credit instead, and Ada adds flowers: within Ada's authority, granted at once.
+    flowers = common.PersonalGesture(description="a bouquet of flowers", amount=eur(1_000), reason="a rough month")
+    await adjust(
+        pending,
+        "prefers a credit on her account; flowers for the trouble",
+        swaps=[common.RemedySwap(from_kind=common.REMEDY_KIND_REFUND, to_kind=common.REMEDY_KIND_ACCOUNT_CREDIT)],
+        gestures=[flowers],
+    )
+    granted = await authorized(outside, reply.case_id, ada, version=2)
+    offer = granted.current_offer
+    assert (offer.tier, offer.authorized_by.employee_id) == (common.AUTHORIZATION_TIER_OWNER, ada.sub)
+    assert common.REMEDY_KIND_REFUND not in [line.kind for line in offer.line_items]
+    gift = next(line for line in offer.line_items if line.rule_id == "frontline.gesture")
+    assert (gift.kind, gift.amount) == (common.REMEDY_KIND_GIFT, eur(1_000))
+    assert gift.customer_explanation == "And a small gesture from us, personally: a bouquet of flowers."
+    adjusted = next(e for e in granted.decision_history if e.action == cases.CASE_ACTION_OFFER_ADJUSTED)
+    assert (adjusted.actor.employee_id, adjusted.reason) == (
+        ada.sub,
+        "prefers a credit on her account; flowers for the trouble",
+    )
+
+    # A taxi she paid without a receipt yet; a dinner for two is above Ada's gifts: her share now, the rest up.
+    customer = new_id("cust")
+    reply = await report(
+        outside,
+        ada,
+        customer,
+        category=common.CATEGORY_BILLING_ERROR,
+        description="our billing error made her travel to the branch",
+        reported_costs=[common.CostItem(kind=common.COST_KIND_TAXI, amount=eur(3_000))],
+    )
+    first = await authorized(outside, reply.case_id, ada)
+    taxi = next(line for line in first.current_offer.line_items if line.kind == common.REMEDY_KIND_REIMBURSEMENT)
+    assert taxi.needs_receipt  # 30 EUR without a receipt
+    dinner = common.PersonalGesture(description="a dinner for two", amount=eur(4_000), reason="a wasted afternoon")
+    await adjust(first, "she lost an afternoon", gestures=[dinner])
+    second = await outside.case(reply.case_id, ada, lambda c: c.current_offer.version >= 2)
+    assert second.current_offer.status == cases.OFFER_STATUS_PROPOSED  # above her limits: it waits for her
+    assert [line.amount for line in second.current_offer.line_items if line.rule_id == "frontline.gesture"] == [
+        eur(4_000)
+    ]
+    requested = await stub.RequestApproval(
+        cases.RequestApprovalRequest(
+            request_id=new_id("req"), case_id=reply.case_id, offer_id=second.current_offer.offer_id, note="dinner"
+        ),
+        metadata=meta,
+        timeout=30,
+    )
+    approval = requested.approval
+    assert approval.owner_share.amount_minor > 0 and approval.amount.amount_minor > 0  # split: only the excess up
+    assert approval.owner_share.amount_minor + approval.amount.amount_minor == 4_000
+    await stub.DecideApproval(
+        cases.DecideApprovalRequest(
+            request_id=new_id("req"),
+            approval_id=approval.approval_id,
+            decision=common.APPROVAL_DECISION_APPROVE,
+            reason="a fair gesture",
+        ),
+        metadata=outside.as_(LEAD),
+        timeout=30,
+    )
+    ready = await authorized(outside, reply.case_id, ada, version=2)
+    # The receipt arrives: the repayment granted before no longer waits for it (nothing is paid twice).
+    await adjust(ready, "receipt emailed", receipts=[common.ReceiptReceived(cost_kind=common.COST_KIND_TAXI)])
+    third = await authorized(outside, reply.case_id, ada, version=3)
+    repaid = [line for line in third.current_offer.granted_before if line.kind == common.REMEDY_KIND_REIMBURSEMENT]
+    assert [(line.amount, line.needs_receipt) for line in repaid] == [(eur(3_000), False)]
+    assert not any(line.kind == common.REMEDY_KIND_REIMBURSEMENT for line in third.current_offer.line_items)
+
+    # A gesture without a reason, or above any authority, is refused at the field and changes nothing.
+    with pytest.raises(grpc.aio.AioRpcError) as no_reason:
+        await adjust(third, "x", gestures=[common.PersonalGesture(description="wine", amount=eur(500))])
+    assert no_reason.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "adjustment.gestures[0].reason" in no_reason.value.details()
+    car = common.PersonalGesture(description="a new car", amount=eur(5_000_000), reason="why not")
+    with pytest.raises(grpc.aio.AioRpcError) as too_much:
+        await adjust(third, "x", gestures=[car])
+    assert too_much.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "above what any authority may grant" in too_much.value.details()
+    same = await outside.case(reply.case_id, ada)
+    assert same.current_offer.version == 3
+    assert [e.action for e in same.decision_history].count(cases.CASE_ACTION_OFFER_ADJUSTED) == 2
+
+
 async def test_4_a_missed_acknowledgement_breaches_the_sla_raises_the_offer_and_escalates(outside):
     customer = new_id("cust")
     reply = await report(

@@ -74,6 +74,8 @@ CaseService/ListCases                  AAA    AAA    AAA    AAA      AAA       D
 CaseService/WatchCases                 AAA    AAA    AAA    AAA      AAA       DDD      UUU
 CaseService/ClaimCase                  AAD    AAD    AAD    AAD      AAD       DDD      UUU
 CaseService/AcknowledgeCase            ADD    ADD    AAD    AAD      AAD       DDD      UUU
+CaseService/RecordContact              ADD    ADD    AAD    AAD      AAD       DDD      UUU
+CaseService/AdjustOffer                ADD    ADD    AAD    AAD      AAD       DDD      UUU
 CaseService/AuthorizeOffer             ADD    ADD    ADD    ADD      ADD       DDD      UUU
 CaseService/RequestApproval            ADD    ADD    AAD    AAD      AAD       DDD      UUU
 CaseService/DecideApproval             DDD    DDD    DAD    DAD      DAD       DDD      UUU
@@ -95,11 +97,12 @@ FollowupService/RecordFeedback         AAA    AAA    AAA    AAA      AAA       D
 FollowupService/ListFollowups          AAA    AAA    AAA    AAA      AAA       DDD      UUU
 FollowupService/CancelFollowup         ADD    ADD    AAD    AAD      AAD       DDD      UUU
 """
-# Notes on the rows. ClaimCase: any member of the case's team may claim (only queued cases: FAILED_PRECONDITION
-# here). AuthorizeOffer: the owner's authority is the owner's alone, supervisors included. DecideApproval: the
-# tier the request is routed to (team_lead of the case's team here) or a higher one of that team, never the
-# owner or requester. GetMyAuthority names a case the caller may see, as GetCase. DeclareIncident: the policy's
-# declarer roles (a lead and above), whose own limits pre-approve the incident's playbook offers.
+# Notes on the rows. RecordContact and AdjustOffer follow the case rule too (a merged report's colleague may also
+# log contacts; not exercised here). ClaimCase: any member of the case's team may claim (only queued cases:
+# FAILED_PRECONDITION here). AuthorizeOffer: the owner's authority is the owner's alone, supervisors included.
+# DecideApproval: the tier the request is routed to (team_lead of the case's team here) or a higher one of that
+# team, never the owner or requester. GetMyAuthority names a case the caller may see, as GetCase. DeclareIncident:
+# the policy's declarer roles (a lead and above), whose own limits pre-approve the incident's playbook offers.
 # Compensation's and followup's reads and RecordFeedback are open to every staff role by design (README);
 # CancelFollowup follows the case rule: the owner, or a lead and above of the case's team.
 
@@ -296,8 +299,26 @@ PROBES: dict[str, Probe] = {
         lambda t, me: cases.ClaimCaseRequest(request_id=req(), case_id=t.case_id),
         REFUSED_BY_STATE,
     ),
+    # Apologising again is allowed (and logged): a note over the contact log's 2,000 characters is refused
+    # once admitted, so the matrix logs nothing.
     "CaseService/AcknowledgeCase": (
-        lambda t, me: cases.AcknowledgeCaseRequest(request_id=req(), case_id=t.case_id, note="probe"),
+        lambda t, me: cases.AcknowledgeCaseRequest(request_id=req(), case_id=t.case_id, note="p" * 2_001),
+        INVALID,
+    ),
+    # No kind: INVALID_ARGUMENT once admitted (the owner, the team's supervisors and the case's reporters log).
+    "CaseService/RecordContact": (
+        lambda t, me: cases.RecordContactRequest(request_id=req(), case_id=t.case_id),
+        INVALID,
+    ),
+    # The case awaits an approval: no adjustment while the approver decides.
+    "CaseService/AdjustOffer": (
+        lambda t, me: cases.AdjustOfferRequest(
+            request_id=req(),
+            case_id=t.case_id,
+            offer_id=t.offer_id,
+            reason="probe",
+            adjustment=common.OfferAdjustment(receipts=[common.ReceiptReceived(cost_kind=common.COST_KIND_TAXI)]),
+        ),
         REFUSED_BY_STATE,
     ),
     "CaseService/AuthorizeOffer": (

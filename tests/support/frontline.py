@@ -96,13 +96,15 @@ async def accept_and_resolve(outside: Outside, case: cases.Case, who: Employee, 
 
 
 async def scheduled(outside: Outside, customer: str) -> list[followup_pb2.Followup]:
-    """Return the customer's follow-ups once followup has planned some (it read the resolution)."""
+    """Return the customer's resolution follow-ups once followup has planned some (it read the resolution); the
+    progress updates of the case's moves are left out."""
     request = followup_pb2.ListFollowupsRequest(customer_id=customer)
     async with asyncio.timeout(60):
         while True:
             listed = await outside.followup().ListFollowups(request, metadata=outside.as_(AGENT), timeout=30)
-            if listed.followups:
-                return list(listed.followups)
+            planned = [f for f in listed.followups if f.kind != common.FOLLOWUP_KIND_PROGRESS_UPDATE]
+            if planned:
+                return planned
             await asyncio.sleep(0.2)
 
 

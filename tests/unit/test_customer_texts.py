@@ -28,6 +28,7 @@ SAMPLE: dict[str, object] = {
     "offered": text("remedy_kind.voucher"),
     "action": "We now check every parcel twice.",
     "words": "Policy words.",
+    "gesture": "Kwiaty",
     "by": datetime(2026, 12, 3, 15, 30, tzinfo=ZoneInfo("Europe/Warsaw")),
 }
 

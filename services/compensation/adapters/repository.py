@@ -572,3 +572,16 @@ async def team_spent(conn: asyncpg.Connection, *, team: str, currency: str, at: 
         currency,
     )
     return int(value)
+
+
+async def claim_adjustment(conn: asyncpg.Connection, adjustment_id: str, *, case_id: str, at: datetime) -> bool:
+    """Record that the adjustment is applied; False when it was already (a republished copy)."""
+    return bool(
+        await conn.fetchval(
+            """INSERT INTO adjustments (adjustment_id, case_id, applied_at) VALUES ($1, $2, $3)
+               ON CONFLICT DO NOTHING RETURNING true""",
+            adjustment_id,
+            case_id,
+            at,
+        )
+    )

@@ -13,6 +13,7 @@ from recovery.events.v1 import common_pb2, events_pb2
 
 from services.common.errors import InvalidInput
 from services.common.wire import (
+    adjustment_from_proto,
     cost_from_proto,
     cost_to_proto,
     customer_text_from_proto,
@@ -22,12 +23,16 @@ from services.common.wire import (
     enum_from_proto,
     enum_to_proto,
     enums_from_proto,
+    gesture_from_proto,
+    gesture_to_proto,
     locale_from_proto,
     money_from_proto,
     money_to_proto,
     request_from_proto,
     request_to_proto,
     set_optional,
+    swap_from_proto,
+    swap_to_proto,
     time_from_proto,
     time_to_proto,
 )
@@ -166,6 +171,23 @@ def counter_command(message: events_pb2.CustomerCountered, *, at: datetime) -> c
     )
 
 
+def adjustment_command(message: events_pb2.OfferAdjusted, *, at: datetime) -> commands.RequoteForAdjustment:
+    """Return the command an offer-adjusted event asks for; raises InvalidEvent naming missing ids."""
+    missing = [name for name in ("case_id", "adjustment_id") if not getattr(message, name)]
+    if missing:
+        raise InvalidEvent.of(*(FieldViolation(name, "is required") for name in missing))
+    return commands.RequoteForAdjustment(
+        case_id=message.case_id,
+        customer_id=message.customer_id,
+        adjusted_offer_id=message.offer_id,
+        adjustment_id=message.adjustment_id,
+        adjustment=adjustment_from_proto(message.adjustment),
+        reason=message.reason,
+        adjusted_by=message.adjusted_by.employee_id,
+        adjusted_at=time_from_proto(message, "adjusted_at") or at,
+    )
+
+
 def reopen_command(message: events_pb2.CaseReopened, *, at: datetime, ce_id: str) -> commands.RequoteReopenedCase:
     """Return the command a case-reopened event asks for (deduped by followup id, else by event id)."""
     return commands.RequoteReopenedCase(
@@ -230,6 +252,8 @@ def facts_to_proto(facts: CaseFacts, *, at: datetime) -> compensation_pb2.CaseFa
         incident_id=facts.incident_id,
         playbook_id=facts.playbook_id,
         locale=facts.locale,
+        swaps=[swap_to_proto(s) for s in facts.swaps],
+        gestures=[gesture_to_proto(g) for g in facts.gestures],
     )
     set_optional(wire, "customer_request", request_to_proto(facts.customer_request))
     set_optional(wire, "order_value", money_to_proto(facts.order_value))
@@ -261,6 +285,8 @@ def facts_from_proto(wire: compensation_pb2.CaseFacts, *, at: datetime, case_id:
         incident_id=wire.incident_id,
         playbook_id=wire.playbook_id,
         locale=wire.locale,
+        swaps=tuple(swap_from_proto(s) for s in wire.swaps),
+        gestures=tuple(gesture_from_proto(g) for g in wire.gestures),
     )
 
 

@@ -11,6 +11,7 @@ from services.compensation.domain.model import (
     CustomerRequest,
     LineItem,
     Money,
+    OfferAdjustment,
     SlaClock,
 )
 
@@ -43,6 +44,20 @@ class RequoteForBreach:
     deadline_at: datetime | None
     breached_at: datetime
     approval_id: str = ""
+
+
+@dataclass(frozen=True)
+class RequoteForAdjustment:
+    """The case owner adjusted the offer (swap, gesture, late cost, receipt): re-quote with it, once per id."""
+
+    case_id: str
+    customer_id: str
+    adjusted_offer_id: str
+    adjustment_id: str
+    adjustment: OfferAdjustment
+    reason: str
+    adjusted_by: str
+    adjusted_at: datetime
 
 
 @dataclass(frozen=True)

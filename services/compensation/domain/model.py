@@ -20,9 +20,13 @@ from services.common.vocabulary import CostItem as CostItem
 from services.common.vocabulary import CostKind as CostKind
 from services.common.vocabulary import CustomerRequest as CustomerRequest
 from services.common.vocabulary import Impact as Impact
+from services.common.vocabulary import OfferAdjustment as OfferAdjustment
 from services.common.vocabulary import Outlook as Outlook
+from services.common.vocabulary import PersonalGesture as PersonalGesture
 from services.common.vocabulary import Reason as Reason
+from services.common.vocabulary import ReceiptReceived as ReceiptReceived
 from services.common.vocabulary import RemedyKind as RemedyKind
+from services.common.vocabulary import RemedySwap as RemedySwap
 from services.common.vocabulary import RequestOutcome as RequestOutcome
 from services.common.vocabulary import RequoteReason as RequoteReason
 from services.common.vocabulary import Severity as Severity
@@ -61,6 +65,9 @@ class CaseFacts:
     playbook_id: str = ""
     # The language the customer is written to in (en, it, lt, pl; empty: the fallback).
     locale: str = ""
+    # The frontline's adjustments so far: the kinds the customer prefers, and the personal gestures added.
+    swaps: tuple[RemedySwap, ...] = ()
+    gestures: tuple[PersonalGesture, ...] = ()
 
 
 @dataclass(frozen=True)

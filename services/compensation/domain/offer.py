@@ -40,11 +40,13 @@ from services.compensation.domain.model import (
     LineItem,
     Money,
     Offer,
+    OfferAdjustment,
+    PersonalGesture,
     Reason,
     RemedyKind,
     RequestOutcome,
 )
-from services.compensation.domain.policy import Playbook, Policy, StatutoryRule
+from services.compensation.domain.policy import GOODWILL_KINDS, Playbook, Policy, StatutoryRule
 
 FULL_BP = 10_000
 
@@ -84,8 +86,11 @@ def compute_offer(
             lines += statutory + playbook_lines(facts, playbook, currency, normal)
             # A request is answered by the playbook, which gives at least as much, in its own kinds.
             outcome = RequestOutcome.ALTERNATIVE_OFFERED if outcome is not None else None
+        lines = apply_swaps(lines, facts, policy)
+        lines += gesture_lines(facts.gestures, policy, currency, reviews)
     lines.append(_apology(currency))
     new_lines, granted_before = deduct_granted(lines, granted, currency)
+    granted_before = receipts_still_due(granted_before, lines)
     reviews += _granted_currency_reasons(granted, currency)
     if playbook is None:
         reviews += _abuse_reasons(facts, history, policy)
@@ -106,6 +111,93 @@ def compute_offer(
         request_outcome=outcome,
         granted_before=granted_before,
         playbook_id=playbook.playbook_id if playbook else "",
+    )
+
+
+# ------------------------------------------------------------------------------- the frontline's own remedy
+
+
+def adjusted(facts: CaseFacts, adjustment: OfferAdjustment) -> CaseFacts:
+    """Return the facts with the frontline's adjustment applied: a swap of a kind replaces an earlier swap of the
+    same kind, gestures add up, late costs are reported costs like any other, and a receipt received marks every
+    reported cost of its kind as having one."""
+    swaps = {swap.from_kind: swap for swap in facts.swaps}
+    swaps.update({swap.from_kind: swap for swap in adjustment.swaps})
+    costs = list(facts.reported_costs) + list(adjustment.late_costs)
+    for receipt in adjustment.receipts:
+        costs = [
+            replace(cost, has_receipt=True, receipt_reference=cost.receipt_reference or receipt.receipt_reference)
+            if (cost.kind or CostKind.OTHER) is (receipt.cost_kind or CostKind.OTHER)
+            else cost
+            for cost in costs
+        ]
+    return replace(
+        facts,
+        swaps=tuple(swaps.values()),
+        gestures=facts.gestures + adjustment.gestures,
+        reported_costs=tuple(costs),
+    )
+
+
+def apply_swaps(lines: Sequence[LineItem], facts: CaseFacts, policy: Policy) -> list[LineItem]:
+    """Return ``lines`` with each goodwill line of a swapped kind offered in the kind the customer prefers, when the
+    category allows that kind (otherwise kept, and staff see why). The law's lines, repayments and the apology
+    keep their kinds."""
+    wanted = {swap.from_kind: swap.to_kind for swap in facts.swaps if swap.from_kind and swap.to_kind}
+    allowed = allowed_kinds(policy, facts.category)
+    out = []
+    for line in lines:
+        to_kind = wanted.get(line.kind)
+        if to_kind is None or line.kind not in GOODWILL_KINDS:
+            out.append(line)
+        elif to_kind in allowed:
+            internal = f"{line.internal_reason}; swapped from {line.kind.value} to {to_kind.value} at the frontline"
+            swapped = text("offer.swapped", offered=kind_words(to_kind))
+            out.append(replace(line, kind=to_kind, internal_reason=internal, customer_text=swapped))
+        else:
+            category = (facts.category or Category.OTHER).value
+            internal = f"{line.internal_reason}; a swap to {to_kind.value} is not offered for {category}: kept"
+            out.append(replace(line, internal_reason=internal))
+    return out
+
+
+def gesture_lines(
+    gestures: Sequence[PersonalGesture], policy: Policy, currency: str, reviews: list[Reason]
+) -> list[LineItem]:
+    """Return a line per personal gesture the frontline added, all of them together within the policy's gesture
+    cap (a gesture above what is left is cut to it; one in another currency goes to review, unpaid)."""
+    left = policy.gesture_cap.get(currency, policy.case_cap[currency])
+    lines = []
+    for i, gesture in enumerate(gestures):
+        if gesture.amount.currency != currency:
+            reviews.append(Reason("gesture_currency_mismatch", f"personal gesture {i} is in {gesture.amount.currency}"))
+            continue
+        amount = min(gesture.amount.amount_minor, left)
+        left -= amount
+        internal = f"personal gesture by {gesture.employee_id or 'the owner'}: {gesture.reason}"
+        if amount < gesture.amount.amount_minor:
+            internal += f"; cut to the gesture cap ({gesture.amount.amount_minor - amount} not given)"
+        if amount <= 0:
+            continue
+        lines.append(
+            LineItem(
+                kind=RemedyKind.GIFT,
+                amount=Money(amount, currency),
+                rule_id="frontline.gesture",
+                internal_reason=internal,
+                customer_text=text("offer.personal_gesture", gesture=gesture.description),
+            )
+        )
+    return lines
+
+
+def receipts_still_due(granted_before: Sequence[LineItem], lines: Sequence[LineItem]) -> tuple[LineItem, ...]:
+    """Return what was granted before, each repayment saying whether it still waits for its receipt (a receipt
+    received since clears it, though nothing new is offered for it)."""
+    due = {line.cost_kind for line in lines if line.kind is RemedyKind.REIMBURSEMENT and line.needs_receipt}
+    return tuple(
+        replace(line, needs_receipt=line.kind is RemedyKind.REIMBURSEMENT and line.cost_kind in due)
+        for line in granted_before
     )
 
 

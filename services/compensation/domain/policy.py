@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
@@ -165,6 +165,9 @@ class Policy:
     budget_default: Mapping[str, int]
     budget_by_team: Mapping[str, Mapping[str, int]]
     playbooks: Mapping[str, Playbook]
+    # The most the frontline's personal gestures may add to a case, per currency (a version without
+    # [frontline] caps them at the per-case goodwill cap).
+    gesture_cap: Mapping[str, int] = field(default_factory=dict)
 
     def budget(self, team: str, currency: str) -> int | None:
         """Return the team's monthly budget in ``currency`` (None: no budget set, nothing to exceed)."""
@@ -189,7 +192,7 @@ class Policy:
 _TOP = frozenset(
     {
         "version", "currencies", "remedies", "alternatives", "goodwill", "caps", "request", "reimbursement",
-        "statutory", "abuse", "budget", "playbooks",
+        "statutory", "abuse", "budget", "playbooks", "frontline",
     }
 )  # fmt: skip
 _GOODWILL_INTS = (
@@ -296,6 +299,11 @@ def load_policy(source: str, templates: frozenset[str] | None = None) -> Policy:
     abuse_max = r.integer(abuse, "max_unverified_claims", "abuse.max_unverified_claims", None, minimum=0)
     budget_default, budget_by_team = _budget(r, r.table(data, "budget", "budget", required=False))
     playbooks = _playbooks(r, r.table(data, "playbooks", "playbooks", required=False))
+    frontline = r.table(data, "frontline", "frontline", required=False)
+    r.only(frontline, frozenset({"gesture_cap"}), "frontline")
+    gesture_cap = dict(case_cap)
+    if "gesture_cap" in frontline:
+        gesture_cap = r.per_currency(frontline, "gesture_cap", "frontline.gesture_cap", minimum=0)
     r.raise_if_bad(PolicyError)
     return Policy(
         version=version,
@@ -316,6 +324,7 @@ def load_policy(source: str, templates: frozenset[str] | None = None) -> Policy:
         budget_default=MappingProxyType(budget_default),
         budget_by_team=MappingProxyType(budget_by_team),
         playbooks=MappingProxyType(playbooks),
+        gesture_cap=MappingProxyType(gesture_cap),
     )
 
 

@@ -21,7 +21,8 @@ from services.compensation.service_layer.handlers import Deps
 
 
 def subscriptions(deps: Deps) -> list[Subscription]:
-    """Return compensation's subscriptions: cases to price, the recovery's failures, declared incidents and spend."""
+    """Return compensation's subscriptions: cases to price, the recovery's failures, the frontline's adjustments,
+    declared incidents and spend."""
 
     async def cases_opened(uow: UnitOfWork, records: Sequence[Incoming]) -> Rejections:
         converted, refused = convert(records, lambda i: wire.open_command(i.message, at=i.event.time))
@@ -36,6 +37,10 @@ def subscriptions(deps: Deps) -> list[Subscription]:
 
     async def customer_countered(conn: asyncpg.Connection, incoming: Incoming) -> None:
         await handlers.record_counter(conn, wire.counter_command(incoming.message, at=incoming.event.time), deps=deps)
+
+    async def offer_adjusted(conn: asyncpg.Connection, incoming: Incoming) -> None:
+        command = wire.adjustment_command(incoming.message, at=incoming.event.time)
+        await handlers.record_adjustment(conn, command, deps=deps)
 
     async def case_reopened(conn: asyncpg.Connection, incoming: Incoming) -> None:
         command = wire.reopen_command(incoming.message, at=incoming.event.time, ce_id=incoming.event.id)
@@ -55,6 +60,7 @@ def subscriptions(deps: Deps) -> list[Subscription]:
         ("recovery.case-opened.v1", events_pb2.CaseOpened, cases_opened),
         ("recovery.case-amended.v1", events_pb2.CaseAmended, each(case_amended)),
         ("recovery.sla-breached.v1", events_pb2.SlaBreached, each(sla_breached)),
+        ("recovery.offer-adjusted.v1", events_pb2.OfferAdjusted, each(offer_adjusted)),
         ("recovery.customer-countered.v1", events_pb2.CustomerCountered, each(customer_countered)),
         ("recovery.case-reopened.v1", events_pb2.CaseReopened, each(case_reopened)),
         ("recovery.incident-declared.v1", events_pb2.IncidentDeclared, each(incident_declared)),

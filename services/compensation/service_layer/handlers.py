@@ -35,7 +35,7 @@ from services.compensation.domain.model import (
     Offer,
     RequoteReason,
 )
-from services.compensation.domain.offer import case_currency, granted_of, unverified_claims
+from services.compensation.domain.offer import adjusted, case_currency, granted_of, unverified_claims
 from services.compensation.domain.offer import compute_offer as compute_unrendered
 from services.compensation.domain.policy import Policy
 
@@ -367,6 +367,28 @@ async def record_counter(conn: asyncpg.Connection, command: commands.RequoteForC
     )
     detail = f"customer countered offer {command.countered_offer_id or '(unknown)'}: {_describe(command.request)}"
     return await _propose(conn, facts, deps=deps, reason=RequoteReason.CUSTOMER_COUNTERED, detail=detail)
+
+
+async def record_adjustment(
+    conn: asyncpg.Connection, command: commands.RequoteForAdjustment, *, deps: Deps
+) -> Offer | None:
+    """Re-quote with the frontline's adjustment; None when the case is unknown or this adjustment was applied."""
+    stored = await repository.lock_case(conn, command.case_id)
+    if stored is None:
+        log.warning("adjustment of case %s, which compensation never saw opened; ignored", command.case_id)
+        return None
+    if not await repository.claim_adjustment(
+        conn, command.adjustment_id, case_id=command.case_id, at=command.adjusted_at
+    ):
+        deps.metrics.duplicates.labels(kind="offer_adjusted").inc()
+        return None  # a copy republished under another event id: the adjustment is in the facts already
+    facts = adjusted(stored.facts, command.adjustment)
+    await repository.update_case(
+        conn, facts, revision=stored.revision, unverified=unverified_claims(facts), at=command.adjusted_at
+    )
+    who = command.adjusted_by or "(unknown)"
+    detail = f"adjustment {command.adjustment_id} by {who} of offer {command.adjusted_offer_id}: {command.reason}"
+    return await _propose(conn, facts, deps=deps, reason=RequoteReason.FRONTLINE_ADJUSTED, detail=detail)
 
 
 async def record_reopening(

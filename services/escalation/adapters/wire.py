@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 import asyncpg
@@ -13,6 +14,8 @@ from recovery.events.v1 import common_pb2, events_pb2
 
 from services.common.money import Money
 from services.common.wire import (
+    adjustment_from_proto,
+    adjustment_to_proto,
     duration_to_proto,
     enum_from_proto,
     enum_to_proto,
@@ -41,10 +44,12 @@ from services.escalation.domain.model import (
     Contact,
     ContactKind,
     ContactOutcome,
+    CostKind,
     CustomerDecision,
     Declaration,
     Limits,
     Offer,
+    OfferAdjustment,
     OfferLine,
     OfferStatus,
     Outlook,
@@ -484,6 +489,48 @@ def case_progressed(
     )
     set_optional(m, "expected_by", time_to_proto(expected_by))
     return m
+
+
+def receipts_due(message: bytes) -> frozenset[CostKind]:
+    """Return the cost kinds whose repayment in a stored OfferProposed (new or granted before) waits for a receipt."""
+    proposed = events_pb2.OfferProposed.FromString(message)
+    lines = [*proposed.line_items, *proposed.granted_before]
+    kinds = (enum_from_proto(common_pb2.CostKind, line.cost_kind, CostKind) for line in lines if line.needs_receipt)
+    return frozenset(kind or CostKind.OTHER for kind in kinds)
+
+
+def granted_before(message: bytes) -> bool:
+    """True when earlier authorisations of the case granted something (a stored OfferProposed's granted_before)."""
+    return any(line.amount.amount_minor > 0 for line in events_pb2.OfferProposed.FromString(message).granted_before)
+
+
+def offer_adjusted(
+    case: Case,
+    offer: Offer,
+    adjustment: OfferAdjustment,
+    *,
+    adjustment_id: str,
+    reason: str,
+    by: Actor,
+    at: datetime,
+) -> events_pb2.OfferAdjusted:
+    """Return the OfferAdjusted event (each gesture signed by the employee who added it)."""
+    signed = replace(adjustment, gestures=tuple(replace(g, employee_id=by.employee_id) for g in adjustment.gestures))
+    return events_pb2.OfferAdjusted(
+        customer_id=case.customer_id,
+        case_id=case.case_id,
+        offer_id=offer.offer_id,
+        offer_version=offer.version,
+        adjustment_id=adjustment_id,
+        adjustment=adjustment_to_proto(signed),
+        reason=reason,
+        adjusted_by=actor_to_proto(by),
+        adjusted_at=time_to_proto(at),
+    )
+
+
+def adjustment_from_request(request: pb.AdjustOfferRequest) -> OfferAdjustment:
+    return adjustment_from_proto(request.adjustment)
 
 
 def contact_to_proto(contact: Contact) -> common_pb2.Contact:

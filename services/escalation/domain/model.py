@@ -19,7 +19,9 @@ from services.common.vocabulary import AuthorizationTier as AuthorizationTier
 from services.common.vocabulary import Channel as Channel
 from services.common.vocabulary import ContactKind as ContactKind
 from services.common.vocabulary import ContactOutcome as ContactOutcome
+from services.common.vocabulary import CostKind as CostKind
 from services.common.vocabulary import CustomerDecision as CustomerDecision
+from services.common.vocabulary import OfferAdjustment as OfferAdjustment
 from services.common.vocabulary import Outlook as Outlook
 from services.common.vocabulary import ProgressStage as ProgressStage
 from services.common.vocabulary import RemedyKind as RemedyKind
@@ -77,6 +79,7 @@ class CaseAction(enum.Enum):
     SLA_BREACHED = "sla_breached"
     RESOLVED = "resolved"
     REOPENED = "reopened"
+    OFFER_ADJUSTED = "offer_adjusted"
 
 
 @dataclass(frozen=True)

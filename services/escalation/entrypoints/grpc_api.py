@@ -325,6 +325,23 @@ class CaseApi(escalation_pb2_grpc.CaseServiceServicer):
 
         return await self._idempotent("RecordContact", request, pb.RecordContactResponse, work)
 
+    async def AdjustOffer(self, request: pb.AdjustOfferRequest, context) -> pb.AdjustOfferResponse:
+        _required(case_id=request.case_id, offer_id=request.offer_id)
+
+        async def work(conn, actor):
+            adjustment_id = await casework.adjust_offer(
+                conn,
+                case_id=request.case_id,
+                offer_id=request.offer_id,
+                adjustment=wire.adjustment_from_request(request),
+                reason=request.reason,
+                by=actor,
+                deps=self._deps,
+            )
+            return pb.AdjustOfferResponse(case=await self._case(conn, request.case_id), adjustment_id=adjustment_id)
+
+        return await self._idempotent("AdjustOffer", request, pb.AdjustOfferResponse, work)
+
     async def AuthorizeOffer(self, request: pb.AuthorizeOfferRequest, context) -> pb.AuthorizeOfferResponse:
         _required(case_id=request.case_id, offer_id=request.offer_id)
 

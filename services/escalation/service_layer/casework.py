@@ -11,7 +11,7 @@ from recovery.events.v1 import common_pb2
 
 from services.escalation.adapters import repository as repo
 from services.escalation.adapters import wire
-from services.escalation.domain import access, contacts, lifecycle, sla
+from services.escalation.domain import access, adjustments, authority, contacts, lifecycle, sla
 from services.escalation.domain import commands as c
 from services.escalation.domain.errors import (
     FieldViolation,
@@ -28,8 +28,11 @@ from services.escalation.domain.model import (
     ContactKind,
     ContactOutcome,
     CustomerDecision,
+    Money,
+    OfferAdjustment,
     OfferStatus,
     SlaClock,
+    Usage,
 )
 from services.escalation.service_layer import steps
 
@@ -76,6 +79,54 @@ async def acknowledge_case(
     if before.acknowledged_at is None and before.opened_at:
         deps.metrics.time_to_acknowledge.observe(max(0.0, (now - before.opened_at).total_seconds()))
     return after
+
+
+async def adjust_offer(
+    conn: asyncpg.Connection,
+    *,
+    case_id: str,
+    offer_id: str,
+    adjustment: OfferAdjustment,
+    reason: str,
+    by: Actor,
+    deps: steps.Deps,
+) -> str:
+    """The owner's own remedy: check the adjustment of the current offer, audit it with who and why, and ask
+    compensation to re-quote (OfferAdjusted). The new version is authorised as it arrives, like any re-quote.
+    Returns the adjustment id."""
+    now = deps.clock()
+    case = (await steps.locked_case(conn, case_id)).case
+    access.require_act(case, by)
+    steps.current_offer_check(case, offer_id)
+    record = await steps.load_offer(conn, offer_id)
+    offer = record.offer
+    policy = deps.policy()
+    top = policy.limits_for(employee_id="", role=policy.tiers[-1])
+    converted, _ = authority.in_currency(policy, top, Usage(), offer.total.currency)
+    most = (
+        Money(converted.per_case, converted.currency)
+        if converted and converted.currency == offer.total.currency
+        else None
+    )
+    adjustments.check(
+        case,
+        adjustment,
+        reason=reason,
+        currency=offer.total.currency,
+        authorized=bool(record.authorizations) or wire.granted_before(record.message),
+        receipts_due=wire.receipts_due(record.message),
+        most_per_case=most,
+    )
+    adjustment_id = deps.new_id()
+    event = wire.offer_adjusted(case, offer, adjustment, adjustment_id=adjustment_id, reason=reason, by=by, at=now)
+    await steps.stage_event(
+        conn, steps.OFFER_ADJUSTED, event, key=case.customer_id, ce_id=f"offer-adjusted:{adjustment_id}", at=now
+    )
+    await steps.save_and_audit(
+        conn, deps, before=case, after=case, action=CaseAction.OFFER_ADJUSTED, actor=by, at=now, reason=reason,
+        offer_id=offer_id, detail=f"adjustment {adjustment_id}: {adjustments.describe(adjustment)}",
+    )  # fmt: skip
+    return adjustment_id
 
 
 async def record_contact(

@@ -66,6 +66,7 @@ CASE_RESOLVED = topic("recovery.case-resolved.v1").name
 CASE_REOPENED = topic("recovery.case-reopened.v1").name
 CASE_PROGRESSED = topic("recovery.case-progressed.v1").name
 CONTACT_RECORDED = topic("recovery.contact-recorded.v1").name
+OFFER_ADJUSTED = topic("recovery.offer-adjusted.v1").name
 APPROVAL_DUE = "approval_due"  # the timer kind of an approval's decision deadline
 
 

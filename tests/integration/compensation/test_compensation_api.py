@@ -51,7 +51,7 @@ async def test_a_what_if_quote_on_facts_is_itemised_and_stores_nothing(compensat
     facts = what_if()
     response = await stub.QuoteOffer(compensation_pb2.QuoteOfferRequest(facts=facts), metadata=agent(compensation))
     offer = response.offer
-    assert offer.offer_id == "" and offer.version == 0 and offer.policy_version == "2026.3"
+    assert offer.offer_id == "" and offer.version == 0 and offer.policy_version == "2026.4"
     lines = [(li.kind, li.amount.amount_minor, li.rule_id) for li in offer.line_items]
     # major 40 EUR +30% avoidable = 52 EUR, within min(300, 50% of 400) = 200 EUR; statutory 400 EUR band.
     assert lines == [
@@ -134,11 +134,11 @@ async def test_offers_are_listed_newest_first_page_by_page(stack, compensation, 
 
 async def test_the_policy_in_force_is_described(compensation, stub):
     policy = await stub.GetPolicy(compensation_pb2.GetPolicyRequest(), metadata=agent(compensation))
-    assert (policy.version, policy.current) == ("2026.3", True)
+    assert (policy.version, policy.current) == ("2026.4", True)
     assert len(policy.content_sha256) == 64 and "floor 500" in policy.summary
     remedies = {c.category: list(c.remedy_kinds) for c in policy.category_remedies}
     assert remedies[common_pb2.CATEGORY_BILLING_ERROR][0] == common_pb2.REMEDY_KIND_ACCOUNT_CREDIT
-    same = await stub.GetPolicy(compensation_pb2.GetPolicyRequest(version="2026.3"), metadata=agent(compensation))
+    same = await stub.GetPolicy(compensation_pb2.GetPolicyRequest(version="2026.4"), metadata=agent(compensation))
     assert same == policy
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await stub.GetPolicy(compensation_pb2.GetPolicyRequest(version="nope"), metadata=agent(compensation))

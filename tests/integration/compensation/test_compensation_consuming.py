@@ -38,7 +38,7 @@ async def test_a_case_opened_gives_exactly_one_current_offer(stack, compensation
     offer = events_pb2.OfferProposed.FromString(records[0].value)
     headers = dict(records[0].headers)
     assert headers["ce_id"].decode() == f"offer-proposed:{offer.offer_id}"
-    assert (offer.case_id, offer.version, offer.policy_version) == (case, 1, "2026.3")
+    assert (offer.case_id, offer.version, offer.policy_version) == (case, 1, "2026.4")
     assert offer.requote_reason == common_pb2.REQUOTE_REASON_UNSPECIFIED and not offer.supersedes_offer_id
     assert offer.total == eur(1500)
     kinds = [line.kind for line in offer.line_items]
@@ -187,3 +187,47 @@ async def test_authorised_spend_flags_the_next_offer_over_the_team_budget(stack,
     )
     assert spend == [(authorized.offer_id, team, 4000)]
     assert metric(compensation, "recovery_compensation_offers_budget_exceeded_total") >= 1
+
+
+async def test_the_frontlines_adjustment_is_requoted_once_within_the_policy(stack, compensation, publisher):
+    customer, case = new_id("cust"), new_id("case")
+    await publish(publisher, CASE_OPENED, case_opened(customer, case), source="intake")
+    (first,) = await offers_for(stack, customer, count=1)
+    gesture_kind = first.line_items[0].kind
+    adjustment = common_pb2.OfferAdjustment(
+        swaps=[common_pb2.RemedySwap(from_kind=gesture_kind, to_kind=common_pb2.REMEDY_KIND_REFUND)],
+        gestures=[
+            common_pb2.PersonalGesture(
+                description="una bottiglia di vino", amount=eur(9_000), reason="anniversary dinner", employee_id="e-7"
+            )
+        ],
+        late_costs=[common_pb2.CostItem(kind=common_pb2.COST_KIND_TAXI, amount=eur(1_200))],
+    )
+    adjusted = events_pb2.OfferAdjusted(
+        customer_id=customer,
+        case_id=case,
+        offer_id=first.offer_id,
+        offer_version=1,
+        adjustment_id=new_id("adj"),
+        adjustment=adjustment,
+        reason="she prefers her money back",
+        adjusted_by=common_pb2.Actor(kind=common_pb2.ACTOR_KIND_EMPLOYEE, employee_id="e-7", role="agent"),
+        adjusted_at=time_to_proto(now()),
+    )
+    await publish(publisher, "recovery.offer-adjusted.v1", adjusted, source="escalation")
+    await publish(publisher, "recovery.offer-adjusted.v1", adjusted, source="escalation")  # republished: once
+    offers = await offers_for(stack, customer, count=2, settle=2.0)
+    assert len(offers) == 2
+    second = offers[1]
+    assert second.requote_reason == common_pb2.REQUOTE_REASON_FRONTLINE_ADJUSTED
+    assert second.requote_detail.endswith(f"by e-7 of offer {first.offer_id}: she prefers her money back")
+    kinds = [(li.kind, li.rule_id) for li in second.line_items]
+    assert (common_pb2.REMEDY_KIND_REFUND, first.line_items[0].rule_id) in kinds  # the gesture, in her kind
+    assert gesture_kind not in [k for k, _ in kinds]
+    taxi = next(li for li in second.line_items if li.kind == common_pb2.REMEDY_KIND_REIMBURSEMENT)
+    assert taxi.amount.amount_minor == 1_200 and not taxi.needs_receipt  # below the receipt threshold
+    wine = next(li for li in second.line_items if li.rule_id == "frontline.gesture")
+    # Within the policy's gesture cap (50 EUR): cut, and staff see why.
+    assert (wine.kind, wine.amount.amount_minor) == (common_pb2.REMEDY_KIND_GIFT, 5_000)
+    assert "cut to the gesture cap (4000 not given)" in wine.internal_reason
+    assert wine.customer_explanation.endswith("una bottiglia di vino.")

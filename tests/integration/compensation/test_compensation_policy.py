@@ -31,7 +31,7 @@ from tests.integration.compensation.test_compensation_api import what_if
 from tests.integration.conftest import eventually
 from tests.support.running import channel, running_service
 
-V2 = TEST_POLICY.replace('version = "2026.3"', 'version = "2026.4"').replace(
+V2 = TEST_POLICY.replace('version = "2026.4"', 'version = "2026.5"').replace(
     "[goodwill.base.EUR]\nminor = 500\nmoderate = 1500", "[goodwill.base.EUR]\nminor = 500\nmoderate = 2500"
 )
 
@@ -63,9 +63,9 @@ async def test_a_bad_edit_is_refused_and_a_good_one_applies_without_a_restart(st
 
         assert await eventually(refused, timeout=30)
         in_force = await stub.GetPolicy(compensation_pb2.GetPolicyRequest(), metadata=meta)
-        assert in_force.version == "2026.3"  # the previous version is still in force
+        assert in_force.version == "2026.4"  # the previous version is still in force
 
-        # A changed file under the same version would make "2026.3" mean two things: refused too.
+        # A changed file under the same version would make "2026.4" mean two things: refused too.
         policy.write_text(TEST_POLICY.replace("avoidable_bp = 3000", "avoidable_bp = 3500"))
         assert await eventually(lambda: _refusals_at_least(compensation, 2), timeout=30)
 
@@ -73,18 +73,18 @@ async def test_a_bad_edit_is_refused_and_a_good_one_applies_without_a_restart(st
 
         async def applied():
             reply = await stub.GetPolicy(compensation_pb2.GetPolicyRequest(), metadata=meta)
-            return reply.version == "2026.4"
+            return reply.version == "2026.5"
 
         assert await eventually(applied, timeout=30)
-        old = await stub.GetPolicy(compensation_pb2.GetPolicyRequest(version="2026.3"), metadata=meta)
-        assert (old.version, old.current) == ("2026.3", False)
+        old = await stub.GetPolicy(compensation_pb2.GetPolicyRequest(version="2026.4"), metadata=meta)
+        assert (old.version, old.current) == ("2026.4", False)
         facts = what_if(category=1, severity=2, avoidability=2, order_value=None, reported_costs=[])  # moderate
         new_quote = await stub.QuoteOffer(compensation_pb2.QuoteOfferRequest(facts=facts), metadata=meta)
         old_quote = await stub.QuoteOffer(
-            compensation_pb2.QuoteOfferRequest(facts=facts, policy_version="2026.3"), metadata=meta
+            compensation_pb2.QuoteOfferRequest(facts=facts, policy_version="2026.4"), metadata=meta
         )
-        assert (new_quote.offer.policy_version, new_quote.offer.total.amount_minor) == ("2026.4", 2500)
-        assert (old_quote.offer.policy_version, old_quote.offer.total.amount_minor) == ("2026.3", 1500)
+        assert (new_quote.offer.policy_version, new_quote.offer.total.amount_minor) == ("2026.5", 2500)
+        assert (old_quote.offer.policy_version, old_quote.offer.total.amount_minor) == ("2026.4", 1500)
 
 
 async def _refusals_at_least(compensation, n: int) -> bool:
@@ -97,7 +97,7 @@ async def test_an_old_offer_recomputes_with_its_version_after_a_restart(stack, t
     async with running_service(settings, build=bootstrap.build, migrations_dir=bootstrap.MIGRATIONS):
         await publish(publisher, "recovery.case-opened.v1", case_opened(customer, case), source="intake")
         (proposed,) = await offers_for(stack, customer, count=1)
-    assert proposed.policy_version == "2026.3"
+    assert proposed.policy_version == "2026.4"
 
     (tmp_path / "policy.toml").write_text(V2)
     restarted = replace(settings)  # same service, same schema, new policy version in force
@@ -111,7 +111,7 @@ async def test_an_old_offer_recomputes_with_its_version_after_a_restart(stack, t
             compensation_pb2.GetOfferRequest(offer_id=proposed.offer_id), metadata=agent(compensation)
         )
         current = await stub.GetPolicy(compensation_pb2.GetPolicyRequest(), metadata=agent(compensation))
-        assert current.version == "2026.4"
+        assert current.version == "2026.5"
 
     db = await Database.connect(settings.database_url, schema=settings.schema, max_size=2)
     try:
@@ -121,7 +121,7 @@ async def test_an_old_offer_recomputes_with_its_version_after_a_restart(stack, t
             again = await handlers.recompute(conn, proposed.offer_id, deps=deps)
     finally:
         await db.close()
-    assert again.policy_version == "2026.3"
+    assert again.policy_version == "2026.4"
     assert wire.offer_to_proto(again) == stored.offer
     assert wire.offer_to_event(again) == proposed
 

@@ -909,3 +909,89 @@ async def test_amendments_update_the_case_and_followup_can_reopen_a_resolved_one
     assert reopened.reopened_by.kind == common_pb2.ACTOR_KIND_SYSTEM
     case = (await me.GetCase(pb.GetCaseRequest(case_id=opened.case_id))).case
     assert (case.state, case.sla.resolve.status) == (pb.CASE_STATE_REOPENED, pb.SLA_STATUS_ON_TRACK)
+
+
+async def test_the_owner_adjusts_the_offer_audited_with_who_and_why_and_bad_adjustments_change_nothing(
+    escalation, publisher, client
+):
+    team, owner = new_id("team"), new_id("agent")
+    opened, offer, _ = await opened_with_offer(publisher, client, owner=owner, team=team, amount=1000)
+    me = client.as_(owner, "agent", team)
+    flowers = common_pb2.PersonalGesture(
+        description="a bouquet of flowers",
+        amount=common_pb2.Money(amount_minor=1500, currency="EUR"),
+        reason="birthday",
+    )
+    taxi = common_pb2.CostItem(
+        kind=common_pb2.COST_KIND_TAXI, amount=common_pb2.Money(amount_minor=900, currency="EUR")
+    )
+    adjusted = await me.AdjustOffer(
+        pb.AdjustOfferRequest(
+            request_id=new_id("req"),
+            case_id=opened.case_id,
+            offer_id=offer.offer_id,
+            adjustment=common_pb2.OfferAdjustment(
+                swaps=[common_pb2.RemedySwap(from_kind=VOUCHER, to_kind=common_pb2.REMEDY_KIND_ACCOUNT_CREDIT)],
+                gestures=[flowers],
+                late_costs=[taxi],
+            ),
+            reason="the customer prefers credit; it was her birthday; she took a taxi too",
+        )
+    )
+    entry = adjusted.case.decision_history[-1]
+    assert (entry.action, entry.actor.employee_id, entry.offer_id) == (
+        pb.CASE_ACTION_OFFER_ADJUSTED,
+        owner,
+        offer.offer_id,
+    )
+    assert entry.reason.startswith("the customer prefers credit")
+    assert "swap voucher -> account_credit; gesture 'a bouquet of flowers' 1500 EUR: birthday" in entry.detail
+    [event] = await read_events(
+        escalation.settings.kafka_bootstrap_servers,
+        "recovery.offer-adjusted.v1",
+        events_pb2.OfferAdjusted,
+        key=opened.customer_id,
+        count=1,
+    )
+    assert (event.adjustment_id, event.offer_id, event.adjusted_by.employee_id) == (
+        adjusted.adjustment_id,
+        offer.offer_id,
+        owner,
+    )
+    assert event.adjustment.gestures[0].employee_id == owner  # signed by who added it
+    assert list(event.adjustment.late_costs) == [taxi]
+
+    def request(**changes):
+        base = {"request_id": new_id("req"), "case_id": opened.case_id, "offer_id": offer.offer_id, "reason": "x"}
+        return pb.AdjustOfferRequest(**(base | changes))
+
+    no_reason = common_pb2.PersonalGesture(
+        description="wine", amount=common_pb2.Money(amount_minor=800, currency="EUR")
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await me.AdjustOffer(request(adjustment=common_pb2.OfferAdjustment(gestures=[no_reason])))
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "adjustment.gestures[0].reason" in bad.value.details()
+    huge = common_pb2.PersonalGesture(
+        description="a car", amount=common_pb2.Money(amount_minor=10_000_000, currency="EUR"), reason="why not"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as above:
+        await me.AdjustOffer(request(adjustment=common_pb2.OfferAdjustment(gestures=[huge])))
+    assert above.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert violations(above.value)[0].type == "LIMIT"
+    with pytest.raises(grpc.aio.AioRpcError) as stranger:
+        await client.as_(new_id("agent"), "agent", new_id("team")).AdjustOffer(
+            request(adjustment=common_pb2.OfferAdjustment(gestures=[flowers]))
+        )
+    assert stranger.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    after = (await me.GetCase(pb.GetCaseRequest(case_id=opened.case_id))).case
+    assert [e.action for e in after.decision_history].count(pb.CASE_ACTION_OFFER_ADJUSTED) == 1  # nothing else
+    got = await read_events(
+        escalation.settings.kafka_bootstrap_servers,
+        "recovery.offer-adjusted.v1",
+        events_pb2.OfferAdjusted,
+        key=opened.customer_id,
+        count=1,
+        settle=1.0,
+    )
+    assert len(got) == 1

@@ -200,7 +200,7 @@ def test_an_unknown_playbook_gives_the_normal_offer_for_review():
     assert money_lines(o) == [(STATUTORY, None, 25_000), (VOUCHER, None, 2_000)]
     (reason,) = o.review_reasons
     assert reason.code == "playbook_unknown"
-    assert "'volcano'" in reason.detail and "policy 2026.3" in reason.detail and "storm-1" in reason.detail
+    assert "'volcano'" in reason.detail and "policy 2026.4" in reason.detail and "storm-1" in reason.detail
 
 
 def test_a_case_in_a_currency_the_policy_does_not_price_gets_no_playbook():

@@ -18,7 +18,7 @@ def refused(text: str) -> dict[str, str]:
 
 
 def test_the_shipped_policy_loads_with_every_category_and_cost_kind():
-    assert POLICY.version == "2026.3"
+    assert POLICY.version == "2026.4"
     assert set(POLICY.remedies) == set(Category)
     assert POLICY.goodwill.base["EUR"][Severity.MAJOR] == 4000
     assert set(POLICY.reimbursement_caps["PLN"]) == set(CostKind)
@@ -54,7 +54,7 @@ def test_every_bad_key_is_named_at_once():
 @pytest.mark.parametrize(
     ("old", "new", "key", "why"),
     [
-        ('version = "2026.3"', 'version = ""', "version", "is required and must be a non-empty string"),
+        ('version = "2026.4"', 'version = ""', "version", "is required and must be a non-empty string"),
         ("other = [", "others = [", "remedies.others", "unknown category"),
         ('other = ["voucher", "account_credit", "gift", "apology_note"]', 'other = ["apology_note"]',
          "remedies.other", "needs a kind besides apology_note (the gesture has to take some form)"),
@@ -85,12 +85,12 @@ def test_not_toml_at_all_is_refused():
 def test_a_version_reused_for_other_content_is_refused(tmp_path):
     path = tmp_path / "policy.toml"
     path.write_text(POLICY_TEXT)
-    with pytest.raises(PolicyError, match=r"'2026\.3' was already used for other content; bump the version"):
-        PolicyBook(path, known={"2026.3": "0" * 64})
+    with pytest.raises(PolicyError, match=r"'2026\.4' was already used for other content; bump the version"):
+        PolicyBook(path, known={"2026.4": "0" * 64})
     book = PolicyBook(path, known={})
-    assert book.loaded.version == "2026.3"
+    assert book.loaded.version == "2026.4"
     path.write_text(POLICY_TEXT.replace("avoidable_bp = 3000", "avoidable_bp = 3500"))
-    book._known["2026.3"] = book.loaded.sha256
+    book._known["2026.4"] = book.loaded.sha256
     with pytest.raises(PolicyError):
         book.store.reload()
     assert book.loaded.policy.goodwill.avoidable_bp == 3000  # the previous policy stays in force
