@@ -343,10 +343,11 @@ async def test_3c_every_customer_hears_from_us_in_their_own_language(outside):
 
 
 async def test_3d_the_customer_hears_how_their_case_moves_and_every_contact_is_logged(outside):
+    dora = Employee("e2e-agent-dora", "agent", AGENT.team)  # her own day's usage: other journeys keep theirs
     customer = new_id("cust")
     reply = await report(
         outside,
-        AGENT,
+        dora,
         customer,
         locale="pl",
         category=common.CATEGORY_CANCELLATION,
@@ -355,8 +356,8 @@ async def test_3d_the_customer_hears_how_their_case_moves_and_every_contact_is_l
         order_value=eur(20_000),
         reported_costs=[common.CostItem(kind=common.COST_KIND_HOTEL, amount=eur(9_000), has_receipt=True)],
     )
-    case = await offered(outside, reply.case_id, AGENT)
-    stub, meta = outside.cases(), outside.as_(AGENT)
+    case = await offered(outside, reply.case_id, dora)
+    stub, meta = outside.cases(), outside.as_(dora)
     # The agent apologises on the phone, again by email the next morning, and tries to call back: all logged.
     for channel, note in ((common.CHANNEL_PHONE, "sorry on the phone"), (common.CHANNEL_EMAIL, "sorry in writing")):
         await stub.AcknowledgeCase(
@@ -417,12 +418,12 @@ async def test_3d_the_customer_hears_how_their_case_moves_and_every_contact_is_l
     )
     (_, ready) = await outside.progress(customer, count=2)
     assert ready.message == "Nasza propozycja dla Państwa została zatwierdzona. Wkrótce prześlemy szczegóły."
-    await accept_and_resolve(outside, await authorized(outside, reply.case_id, AGENT), AGENT)
+    await accept_and_resolve(outside, await authorized(outside, reply.case_id, dora), dora)
     told = await outside.progress(customer, count=3)
     stages = [f.text.template_id.rsplit(".", 1)[1] for f in told]
     assert stages == ["awaiting_approval", "offer_ready", "done"]  # in order; the acknowledgement never went out
     listed = await outside.followup().ListFollowups(
-        followup_pb2.ListFollowupsRequest(case_id=reply.case_id), metadata=outside.as_(AGENT), timeout=30
+        followup_pb2.ListFollowupsRequest(case_id=reply.case_id), metadata=outside.as_(dora), timeout=30
     )
     obsolete = [f for f in listed.followups if f.status == followup_pb2.FOLLOWUP_STATUS_CANCELLED]
     assert [f.kind for f in obsolete] == [common.FOLLOWUP_KIND_PROGRESS_UPDATE]
@@ -602,6 +603,67 @@ async def test_5_dissatisfied_feedback_reopens_the_case_to_the_same_owner(outsid
     # The failed recovery is itself a failure: intake records it against the same case.
     failures = await outside.events("recovery.failure-reported.v1", customer, count=1)
     assert any(f.source == common.SOURCE_FOLLOWUP and f.related_case_id == reply.case_id for f in failures)
+
+
+async def test_5b_a_survey_score_alone_is_judged_by_the_policys_threshold(outside):
+    ema = Employee("e2e-agent-ema", "agent", AGENT.team)  # her own day's usage: other journeys keep theirs
+    customer = new_id("cust")
+    case_ids = []
+    for description in ("slow reply at the counter", "slow reply on the phone"):
+        reply = await report(outside, ema, customer, category=common.CATEGORY_SERVICE_QUALITY, description=description)
+        await accept_and_resolve(outside, await authorized(outside, reply.case_id, ema), ema)
+        case_ids.append(reply.case_id)
+    for case_id in case_ids:
+        await outside.until(lambda case_id=case_id: _planned(outside, case_id))  # followup knows both resolutions
+    # A survey system sends scores and no verdict: 8 out of 10 is not below the policy's 7, 3 is.
+    for case_id, score in zip(case_ids, (8, 3), strict=True):
+        answer = events.FeedbackReceived(
+            customer_id=customer,
+            case_id=case_id,
+            feedback_id=new_id("survey"),
+            source=common.SOURCE_SURVEY,
+            score=score,
+            received_at=ago(seconds=1),
+        )
+        await outside.publish("recovery.feedback-received.v1", answer, source="survey-system")
+    # One customer, one partition: the 8 was judged before the 3, so its reopening would have come first.
+    reopened = await outside.events("recovery.case-reopened.v1", customer)
+    assert [r.case_id for r in reopened] == [case_ids[1]]
+    kept = await outside.case(case_ids[0], ema)
+    assert kept.state == cases.CASE_STATE_RESOLVED
+
+
+async def _planned(outside, case_id: str) -> bool:
+    listed = await outside.followup().ListFollowups(
+        followup_pb2.ListFollowupsRequest(case_id=case_id), metadata=outside.as_(AGENT), timeout=30
+    )
+    return any(f.kind == common.FOLLOWUP_KIND_SATISFACTION_CHECK for f in listed.followups)
+
+
+async def test_5c_a_colleague_whose_report_merged_reads_the_case_and_the_owner_is_told(outside):
+    fina = Employee("e2e-agent-fina", "agent", AGENT.team)  # her own day's usage: other journeys keep theirs
+    customer, reference = new_id("cust"), new_id("booking")
+    first = await report(
+        outside, fina, customer, reference=reference, category=common.CATEGORY_CANCELLATION, description="cancelled"
+    )
+    await outside.case(first.case_id, fina)
+    # The customer calls again and reaches another team: the same booking, the same case.
+    again = await report(
+        outside,
+        LOGISTICS_AGENT,
+        customer,
+        reference=reference,
+        category=common.CATEGORY_CANCELLATION,
+        description="called again about the cancelled booking",
+    )
+    assert again.case_id == first.case_id
+    (told,) = await outside.events("recovery.contact-recorded.v1", customer)
+    assert (told.owner_employee_id, told.contact.employee_id) == (fina.sub, LOGISTICS_AGENT.sub)
+    assert told.contact.kind == common.CONTACT_KIND_REPORT
+    theirs = await outside.case(first.case_id, LOGISTICS_AGENT, lambda c: bool(c.reporters))
+    assert theirs.owner_employee_id == fina.sub  # the owner stays the customer's contact
+    assert [r.employee_id for r in theirs.reporters] == [LOGISTICS_AGENT.sub]
+    assert [(k.kind, k.employee_id) for k in theirs.contacts] == [(common.CONTACT_KIND_REPORT, LOGISTICS_AGENT.sub)]
 
 
 async def test_6_a_corrective_action_reaches_every_linked_customer_once(outside):

@@ -129,6 +129,16 @@ def in_currency(policy: Policy, limits: Limits | None, usage: Usage, currency: s
     return limits_in(limits, rate), usage_in(usage, rate)
 
 
+def most_per_case(policy: Policy, currency: str) -> Money | None:
+    """Return the most any authority may grant on one case (the top tier's per-case limit) in ``currency``; None
+    when the currency has no rate (nobody authorises in it)."""
+    top = policy.limits_for(employee_id="", role=policy.tiers[-1])
+    converted, _ = in_currency(policy, top, Usage(), currency)
+    if converted is None or converted.currency != currency:
+        return None
+    return Money(converted.per_case, currency)
+
+
 def split(limits: Limits | None, usage: Usage, offer: Offer) -> Split:
     """Return what the owner's ``limits`` (in the offer's currency, with their period ``usage``) cover of ``offer``,
     line by line in the offer's order, and the remainder for an approver.

@@ -28,11 +28,9 @@ from services.escalation.domain.model import (
     ContactKind,
     ContactOutcome,
     CustomerDecision,
-    Money,
     OfferAdjustment,
     OfferStatus,
     SlaClock,
-    Usage,
 )
 from services.escalation.service_layer import steps
 
@@ -69,7 +67,8 @@ async def acknowledge_case(
     )  # fmt: skip
     await steps.record_contact(conn, after, apology)
     if not transition.events:
-        return after  # apologising again: logged, the case does not move
+        await repo.save_case(conn, after, now=now)  # apologising again: logged (watchers see it), no move
+        return after
     clocks = await repo.get_clocks(conn, case_id)
     if SlaClock.ACKNOWLEDGE in clocks:
         await steps.save_clock(conn, case_id, sla.stop(clocks[SlaClock.ACKNOWLEDGE], now))
@@ -100,14 +99,6 @@ async def adjust_offer(
     steps.current_offer_check(case, offer_id)
     record = await steps.load_offer(conn, offer_id)
     offer = record.offer
-    policy = deps.policy()
-    top = policy.limits_for(employee_id="", role=policy.tiers[-1])
-    converted, _ = authority.in_currency(policy, top, Usage(), offer.total.currency)
-    most = (
-        Money(converted.per_case, converted.currency)
-        if converted and converted.currency == offer.total.currency
-        else None
-    )
     adjustments.check(
         case,
         adjustment,
@@ -115,7 +106,7 @@ async def adjust_offer(
         currency=offer.total.currency,
         authorized=bool(record.authorizations) or wire.granted_before(record.message),
         receipts_due=wire.receipts_due(record.message),
-        most_per_case=most,
+        most_per_case=authority.most_per_case(deps.policy(), offer.total.currency),
     )
     adjustment_id = deps.new_id()
     event = wire.offer_adjusted(case, offer, adjustment, adjustment_id=adjustment_id, reason=reason, by=by, at=now)

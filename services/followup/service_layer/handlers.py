@@ -104,6 +104,14 @@ def _followup(
     )
 
 
+async def _counted_contacts(
+    conn: asyncpg.Connection, customer_id: str, *, around: datetime, policy: Policy, exclude: Sequence[str] = ()
+) -> list[datetime]:
+    """Return when the customer's contacts the cap counts are due, from one cap window before ``around`` on."""
+    since = around - policy.contact_cap.window
+    return await repository.contact_times(conn, customer_id, since=since, exclude=exclude, uncounted=policy.uncounted)
+
+
 async def _hold_floor(conn: asyncpg.Connection, customer_id: str, case_id: str, policy: Policy) -> datetime | None:
     opened = await repository.latest_open_case(conn, customer_id, except_case_id=case_id)
     return None if opened is None else opened + policy.hold_after_new_failure
@@ -131,9 +139,7 @@ async def schedule_followups(conn: asyncpg.Connection, command: ScheduleFollowup
         return 0
     await repository.forget_open_case(conn, case.case_id)
     policy = deps.policy()
-    contacts = await repository.contact_times(
-        conn, case.customer_id, since=case.resolved_at - policy.contact_cap.window, uncounted=policy.uncounted
-    )
+    contacts = await _counted_contacts(conn, case.customer_id, around=case.resolved_at, policy=policy)
     planned = plan_resolution(
         case,
         policy=policy,
@@ -157,9 +163,7 @@ async def notify_corrective_action(conn: asyncpg.Connection, command: NotifyCorr
     rows = []
     for case in sorted(cases, key=lambda c: c.customer_id):  # one lock order, so two such batches cannot deadlock
         await repository.lock_customer(conn, case.customer_id)
-        contacts = await repository.contact_times(
-            conn, case.customer_id, since=command.completed_at - policy.contact_cap.window, uncounted=policy.uncounted
-        )
+        contacts = await _counted_contacts(conn, case.customer_id, around=command.completed_at, policy=policy)
         planned = plan_notice(
             action_id=command.action_id,
             description=command.description,
@@ -190,9 +194,7 @@ async def tell_progress(conn: asyncpg.Connection, command: TellProgress, *, deps
     as obsolete (a replay). Returns how many were new (0 for a redelivery)."""
     await repository.lock_customer(conn, command.customer_id)
     policy, now = deps.policy(), deps.clock()
-    contacts = await repository.contact_times(
-        conn, command.customer_id, since=command.progressed_at - policy.contact_cap.window, uncounted=policy.uncounted
-    )
+    contacts = await _counted_contacts(conn, command.customer_id, around=command.progressed_at, policy=policy)
     planned = plan_progress(
         stage=command.stage,
         progressed_at=command.progressed_at,
@@ -244,12 +246,8 @@ async def _postpone(
     policy = deps.policy()
     moved = 0
     for followup in sorted(followups, key=lambda f: f.due_at):
-        contacts = await repository.contact_times(
-            conn,
-            followup.customer_id,
-            since=hold_until - policy.contact_cap.window,
-            exclude=[followup.followup_id],
-            uncounted=policy.uncounted,
+        contacts = await _counted_contacts(
+            conn, followup.customer_id, around=hold_until, policy=policy, exclude=[followup.followup_id]
         )
         due = postponed(
             followup.due_at,

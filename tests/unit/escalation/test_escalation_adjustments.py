@@ -7,9 +7,11 @@ import pytest
 
 from services.common.vocabulary import CostItem, PersonalGesture, ReceiptReceived, RemedySwap
 from services.escalation.domain import adjustments
+from services.escalation.domain.authority import most_per_case
 from services.escalation.domain.errors import IllegalTransition, InvalidCommand, LimitExceeded
 from services.escalation.domain.model import CaseState, CostKind, Money, OfferAdjustment, RemedyKind
 from tests.unit.escalation.escalation_builders import case, eur
+from tests.unit.escalation.escalation_builders import policy as escalation_policy
 
 S = CaseState
 MOST = eur(100_000)  # the top tier's per-case limit
@@ -105,3 +107,11 @@ def test_the_audit_says_what_changed():
         )
     )
     assert said == "swap voucher -> refund; gesture 'flowers' 1500 EUR: a spoilt birthday; receipt for hotel received"
+
+
+def test_the_most_any_authority_grants_per_case_is_the_top_tiers_in_the_offers_currency():
+    policy = escalation_policy()
+    top = policy.limits_for(employee_id="", role=policy.tiers[-1])
+    assert most_per_case(policy, "EUR") == Money(top.per_case, "EUR")
+    assert most_per_case(policy, "PLN").amount_minor > top.per_case  # about four zloty to the euro
+    assert most_per_case(policy, "JPY") is None  # no rate: nobody authorises in it
