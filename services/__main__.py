@@ -145,6 +145,8 @@ def _spawn(name: str, settings: KitSettings) -> Child:
         "DATA_DIR": settings.data_dir,
         "GRPC_PORT": str(grpc_port),
         "METRICS_PORT": str(metrics_port),
+        # Locally the API is discoverable (grpcurl list, UIs' explorers); production leaves it off.
+        "GRPC_REFLECTION": os.environ.get("GRPC_REFLECTION", "true"),
     }
     process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env, cwd=ROOT)
     return Child(name=name, process=process, grpc_port=grpc_port, metrics_port=metrics_port)

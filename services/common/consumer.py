@@ -15,10 +15,12 @@ No exception escapes an agent: faust would ack the message and lose it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import asyncpg
@@ -194,6 +196,7 @@ class ConsumerHarness:
                 try:
                     with self._metrics.time_batch(topic_name):
                         await self._apply(subscription, records, decoded, rejected)
+                    self._observe_age(topic_name, decoded)
                     break
                 except asyncio.CancelledError:
                     raise
@@ -326,12 +329,30 @@ class ConsumerHarness:
 
         uow.after_commit(count)
 
+    def _observe_age(self, topic_name: str, decoded: Sequence[Incoming]) -> None:
+        """Record how old the batch's events were when it committed (records without a time say nothing)."""
+        now = datetime.now(UTC)
+        for incoming in decoded:
+            if not incoming.event.time_from_receipt:
+                age = (now - incoming.event.time).total_seconds()
+                self._metrics.event_age.labels(topic=topic_name).observe(max(0.0, age))
+
     def observe_lag(self) -> None:
-        """Set each partition's lag: records on the broker this consumer has not committed an effect for yet."""
+        """Set each partition's lag: records on the broker this consumer has not committed an effect for yet.
+
+        A partition no longer assigned (revoked: another replica has it now) loses its series: its last value
+        would otherwise stay put and read as a stalled consumer.
+        """
         if self._app is None:
             return
         consumer = self._app.consumer
-        for (topic_name, partition), next_offset in self._next_offsets.items():
+        assigned = consumer.assignment()
+        for (topic_name, partition), next_offset in list(self._next_offsets.items()):
+            if TP(topic_name, partition) not in assigned:
+                del self._next_offsets[(topic_name, partition)]
+                with contextlib.suppress(KeyError):
+                    self._metrics.consumer_lag.remove(topic_name, str(partition))
+                continue
             try:
                 highwater = consumer.highwater(TP(topic_name, partition))
             except Exception:  # not assigned (any more) or not fetched yet: nothing to say about it

@@ -31,6 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from services.common.auth import PUBLIC, Principal, Rule, TokenVerifier, authorize, bearer_token, is_public
+from services.common.db import is_transient
 from services.common.errors import (
     AlreadyExists,
     Conflict,
@@ -49,6 +50,9 @@ from services.common.wire import nul_fields
 log = logging.getLogger(__name__)
 
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# The health name liveness probes ask: SERVING while the process answers at all, whatever its dependencies do
+# (readiness asks the server, ""; that drops while the database is down, and restarting would not bring it back).
+LIVENESS = "liveness"
 REFLECTION_SERVICE = reflection.SERVICE_NAME
 
 # The one piece of module state: the caller of the RPC running in this task (each RPC has its own context).
@@ -70,17 +74,23 @@ def method_path(service: str, method: str) -> str:
 
 # --------------------------------------------------------------------------------------------- errors
 
-# Siblings in the error tree, so order does not matter; subclasses (UndecodableRecord) inherit a code.
-_CODES: tuple[tuple[type[RecoveryError], grpc.StatusCode], ...] = (
-    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (Forbidden, grpc.StatusCode.PERMISSION_DENIED),
-    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (IdempotencyConflict, grpc.StatusCode.ALREADY_EXISTS),
-    (Conflict, grpc.StatusCode.ABORTED),
+# The one table of what a caller is told: each error of the tree, and the transient outage of a dependency,
+# with its status code and the ErrorInfo reason (UPPER_SNAKE_CASE, stable: a UI translates it). Siblings in the
+# error tree, so order does not matter; subclasses (UndecodableRecord) inherit their parent's row. A failed
+# precondition's reason names its violation type (PRECONDITION_LIMIT, PRECONDITION_STATE, ...).
+TRANSIENT = "DEPENDENCY_UNAVAILABLE"
+ERRORS: tuple[tuple[type[RecoveryError], grpc.StatusCode, str], ...] = (
+    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_INPUT"),
+    (NotFound, grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS"),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION"),
+    (Forbidden, grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
+    (IdempotencyConflict, grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED"),
+    (Conflict, grpc.StatusCode.ABORTED, "CONFLICT"),
 )
+# A database or broker outage (``services.common.db.is_transient``): retrying after this helps.
+UNAVAILABLE_RETRY_SECONDS = 1
 
 
 def _packed(message: Any) -> any_pb2.Any:
@@ -107,6 +117,23 @@ def _details(exc: RecoveryError) -> list[any_pb2.Any]:
     return []
 
 
+def error_domain(method: str) -> str:
+    """Return the ErrorInfo domain of ``method`` (``/recovery.escalation.v1.CaseService/GetCase`` ->
+    ``recovery.escalation.v1``): the API whose reasons these are."""
+    service = method.strip("/").split("/")[0]
+    return service.rpartition(".")[0] or service
+
+
+def _error_info(reason: str, method: str, **metadata: str) -> any_pb2.Any:
+    return _packed(error_details_pb2.ErrorInfo(reason=reason, domain=error_domain(method), metadata=metadata))
+
+
+def _reason(exc: RecoveryError, reason: str) -> str:
+    if isinstance(exc, FailedPrecondition) and exc.violations and exc.violations[0].type:
+        return f"PRECONDITION_{exc.violations[0].type.upper()}"
+    return reason
+
+
 def _rich_status(code: grpc.StatusCode, message: str, details: list[any_pb2.Any]) -> grpc.Status:
     """Return a grpc.Status carrying a google.rpc.Status in the trailing metadata."""
     proto = status_pb2.Status(code=code.value[0], message=message, details=details)
@@ -114,15 +141,24 @@ def _rich_status(code: grpc.StatusCode, message: str, details: list[any_pb2.Any]
 
 
 def to_grpc_status(exc: Exception, *, method: str) -> grpc.Status:
-    """Return the status to send for ``exc``; anything outside the error tree becomes a generic INTERNAL."""
+    """Return the status to send for ``exc`` (the ``ERRORS`` table; UNAVAILABLE with RetryInfo for a transient
+    outage of a dependency); anything else becomes a generic INTERNAL. Every status carries an ErrorInfo."""
     if isinstance(exc, RecoveryError):
-        for kind, code in _CODES:
+        for kind, code, reason in ERRORS:
             if isinstance(exc, kind):
-                return _rich_status(code, exc.message, _details(exc))
+                info = _error_info(_reason(exc, reason), method)
+                return _rich_status(code, exc.message, [info, *_details(exc)])
+    if is_transient(exc):
+        log.warning("%s: a dependency is unavailable (%s); the caller is told to retry", method, type(exc).__name__)
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromSeconds(UNAVAILABLE_RETRY_SECONDS)
+        message = "a service this call needs is unavailable for now; retry shortly"
+        return _rich_status(grpc.StatusCode.UNAVAILABLE, message, [_error_info(TRANSIENT, method), _packed(retry)])
     # Unknown failure: log the traceback under a reference the caller can quote, tell them nothing else.
     reference = uuid.uuid4().hex[:12]
     log.error("unhandled error in %s (ref %s)", method, reference, exc_info=exc)
-    return _rich_status(grpc.StatusCode.INTERNAL, f"internal error (ref {reference})", [])
+    info = _error_info("INTERNAL", method, reference=reference)
+    return _rich_status(grpc.StatusCode.INTERNAL, f"internal error (ref {reference})", [info])
 
 
 # ------------------------------------------------------------------------------------------- the guard
@@ -191,7 +227,10 @@ class _Guard:
         except TimeoutError:
             if not scope.expired():
                 raise  # the servicer's own timeout, not ours: an internal error like any other
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+            info = _error_info("DEADLINE_EXCEEDED", self.method)
+            await context.abort_with_status(
+                _rich_status(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", [info])
+            )
 
 
 def _refuse_nul(request: Any) -> None:
@@ -438,6 +477,7 @@ class GrpcServer:
         self._port = self._bind(server)
         await server.start()
         self._server, self._health = server, health
+        await health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)  # alive until stop()
         await self.set_serving(True)
         log.info("gRPC listening on %s:%d (tls=%s)", self._settings.host, self._port, self._settings.tls)
         return self._port
@@ -460,7 +500,8 @@ class GrpcServer:
         return server.add_insecure_port(address)
 
     async def set_serving(self, serving: bool) -> None:
-        """Report SERVING or NOT_SERVING for the server ("") and every named service; no-op after stop()."""
+        """Report SERVING or NOT_SERVING for the server ("") and every named service (readiness; liveness
+        stays SERVING); no-op after stop()."""
         if self._health is None:
             raise RuntimeError("server not started")
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING

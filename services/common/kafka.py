@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from services.common.settings import KitSettings
+from services.common.topics import BY_NAME
 
 
 def _ssl_context(settings: KitSettings) -> ssl.SSLContext | None:
@@ -51,6 +52,11 @@ def make_producer(settings: KitSettings) -> AIOKafkaProducer:
     )
 
 
+def topic_configs(name: str) -> dict[str, str]:
+    """Return the catalogue's configuration of topic ``name`` (nothing for a topic outside it, e.g. a test's)."""
+    return BY_NAME[name].configs if name in BY_NAME else {}
+
+
 async def ensure_topics(settings: KitSettings, names: Iterable[str]) -> None:
     """Create the missing topics with the configured partition count and replication."""
     admin = AIOKafkaAdminClient(**client_options(settings), client_id=f"{settings.service_name}-admin")
@@ -58,7 +64,7 @@ async def ensure_topics(settings: KitSettings, names: Iterable[str]) -> None:
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, settings.topic_partitions, settings.topic_replication)
+            NewTopic(name, settings.topic_partitions, settings.topic_replication, topic_configs=topic_configs(name))
             for name in names
             if name not in existing
         ]

@@ -6,16 +6,33 @@ independent sets as they like and nothing is registered at import time.
 
 from __future__ import annotations
 
+import platform
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 # Seconds; from a fast single-row transaction to a slow batch under load.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Seconds a durable timer fired after its due time: a healthy scheduler stays under a second or two.
 LATENESS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+# The labels of recovery_build_info.
+BUILD_LABELS = frozenset({"service", "version", "revision", "python"})
+# Seconds from an event's CloudEvents time to its processing: milliseconds when healthy, hours in a backlog.
+EVENT_AGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 86400.0)
 
 
 class KitMetrics:
@@ -39,6 +56,13 @@ class KitMetrics:
             "recovery_records_without_time_total",
             "Records that carried no CloudEvents time (optional): the time they were read stands in, by topic.",
             ["topic"],
+            registry=registry,
+        )
+        self.event_age = Histogram(
+            "recovery_consumer_event_age_seconds",
+            "How old events are when their batch commits (now minus the CloudEvents time), by topic.",
+            ["topic"],
+            buckets=EVENT_AGE_BUCKETS,
             registry=registry,
         )
         self.consumer_lag = Gauge(
@@ -125,12 +149,28 @@ class KitMetrics:
             ["policy", "outcome"],
             registry=registry,
         )
+        self.pruned = Counter(
+            "recovery_pruned_rows_total",
+            "Rows pruned once older than the dedupe retention, by table (inbox, request_log).",
+            ["table"],
+            registry=registry,
+        )
+        self.build = Info(
+            "recovery_build",
+            "What is running: service, version, source revision and Python (set once at start).",
+            registry=registry,
+        )
         self.policy_version = Info(
             "recovery_policy",
             "The policy version in force, by policy.",
             ["policy"],
             registry=registry,
         )
+
+    def record_build(self, *, service: str, version: str, revision: str) -> None:
+        """Set ``recovery_build_info`` (labels ``BUILD_LABELS``)."""
+        values = {"service": service, "version": version, "revision": revision, "python": platform.python_version()}
+        self.build.info(values)
 
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
         """Count one finished RPC and record its latency."""
@@ -145,6 +185,25 @@ class KitMetrics:
             yield
         finally:
             self.batch_duration.labels(topic=topic).observe(time.perf_counter() - started)
+
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def project_version(pyproject: Path = PYPROJECT) -> str:
+    """Return the project's version from ``pyproject.toml``; "unknown" where it is not shipped (the image)."""
+    try:
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+def register_platform(registry: CollectorRegistry) -> None:
+    """Add the process, platform and garbage-collector collectors to ``registry`` (a fresh one has none):
+    ``process_*`` (CPU, memory, open files) and ``python_*`` (version, GC)."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
 
 
 def serve_metrics(registry: CollectorRegistry, *, host: str, port: int) -> tuple[object, int]:

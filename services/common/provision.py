@@ -37,7 +37,7 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_c
 
 from services.common import migrations
 from services.common.db import check_schema_name, is_transient
-from services.common.kafka import client_options
+from services.common.kafka import client_options, topic_configs
 from services.common.logs import setup_logging
 from services.common.settings import KitSettings
 from services.common.topics import CATALOGUE
@@ -79,7 +79,9 @@ async def create_topics(settings: KitSettings, names: Iterable[str], *, min_insy
         if missing:
             configs = {"min.insync.replicas": str(min_insync_replicas)}
             shape = (settings.topic_partitions, settings.topic_replication)
-            response = await admin.create_topics([NewTopic(n, *shape, topic_configs=configs) for n in missing])
+            response = await admin.create_topics(
+                [NewTopic(n, *shape, topic_configs=configs | topic_configs(n)) for n in missing]
+            )
             for name, code, *message in response.topic_errors:
                 if code and code != TopicAlreadyExistsError.errno:  # another run created it meanwhile: fine
                     raise for_code(code)(f"creating {name}: {message[0] if message else ''}")

@@ -14,6 +14,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -25,8 +26,9 @@ from services.common.db import Database
 from services.common.grpc_server import GrpcServer, GrpcSettings, watch_health
 from services.common.kafka import ensure_topics, make_faust_app, make_producer
 from services.common.logs import setup_logging
-from services.common.metrics import KitMetrics, serve_metrics
+from services.common.metrics import KitMetrics, project_version, register_platform, serve_metrics
 from services.common.outbox import OutboxRelay
+from services.common.retention import check_retention, keep_pruning
 from services.common.settings import KitSettings
 from services.common.topics import CATALOGUE
 
@@ -92,6 +94,7 @@ async def run_service(
     on_ready: Callable[[Endpoints], None] | None = None,
 ) -> None:
     """Run the service until ``stop`` is set, then shut it down gracefully."""
+    check_retention(timedelta(days=settings.dedupe_retention_days))  # before anything starts
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is not set: start the system with `make run`, or point it at a server")
     async with contextlib.AsyncExitStack() as running:
@@ -100,6 +103,12 @@ async def run_service(
         # in hand finishes), then the outbox is flushed before the producer and the pool close.
         registry = CollectorRegistry()
         metrics = KitMetrics(registry)
+        register_platform(registry)
+        metrics.record_build(
+            service=settings.service_name,
+            version=settings.build_version or project_version(),
+            revision=settings.build_revision or "unknown",
+        )
         metrics_server, metrics_port = serve_metrics(registry, host=settings.metrics_host, port=settings.metrics_port)
         running.callback(metrics_server.shutdown)
         await ensure_topics(settings, [t.name for t in CATALOGUE])
@@ -157,7 +166,9 @@ async def run_service(
             await server.start()
             running.push_async_callback(server.stop)
             running.push_async_callback(_cancel, asyncio.create_task(watch_health(server, db.ping), name="health"))
-        loops = [_watch_pool(db, metrics), *(loop() for loop in parts.background)]
+        retention = timedelta(days=settings.dedupe_retention_days)
+        pruning = keep_pruning(db, metrics, retention=retention, interval=settings.prune_interval_seconds)
+        loops = [_watch_pool(db, metrics), pruning, *(loop() for loop in parts.background)]
         for coro in loops:
             running.push_async_callback(_cancel, asyncio.create_task(coro))
 

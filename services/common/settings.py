@@ -47,6 +47,10 @@ class KitSettings:
     """Settings every service shares: where Kafka and Postgres are, ports, auth, batching."""
 
     service_name: str = env("SERVICE_NAME", "recovery", doc="Name used for the consumer group, schema and logs.")
+    build_version: str = env(
+        "BUILD_VERSION", "", doc="Release running, for recovery_build_info; empty: pyproject's version, if present."
+    )
+    build_revision: str = env("BUILD_REVISION", "", doc="Source revision running, for recovery_build_info.")
     kafka_bootstrap_servers: str = env(
         "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", doc="Comma-separated Kafka bootstrap servers."
     )
@@ -62,6 +66,14 @@ class KitSettings:
         False,
         doc="Idempotent producer; turn on for Apache Kafka (Tansu lacks it).",
     )
+    dedupe_retention_days: int = env(
+        "DEDUPE_RETENTION_DAYS",
+        30,
+        doc="Days inbox and request-log rows are kept (must exceed every topic's retention; checked at start).",
+    )
+    prune_interval_seconds: float = env(
+        "PRUNE_INTERVAL_SECONDS", 3600.0, doc="How often rows older than the dedupe retention are pruned."
+    )
     topic_partitions: int = env("TOPIC_PARTITIONS", 6, doc="Partition count of every topic (one count for all).")
     topic_replication: int = env("TOPIC_REPLICATION", 1, doc="Replication factor when creating topics.")
     database_url: str = env(
@@ -72,7 +84,9 @@ class KitSettings:
     db_pool_max: int = env("DB_POOL_MAX", 10, doc="Maximum pool connections.")
     grpc_host: str = env("GRPC_HOST", "127.0.0.1", doc="Address the gRPC server binds.")
     grpc_port: int = env("GRPC_PORT", 0, doc="gRPC port (0 picks a free one).")
-    grpc_reflection: bool = env("GRPC_REFLECTION", False, doc="Serve gRPC reflection (off by default).")
+    grpc_reflection: bool = env(
+        "GRPC_REFLECTION", False, doc="Serve gRPC reflection (off by default; the local runner, make run, turns it on)."
+    )
     grpc_tls_cert_file: str = env("GRPC_TLS_CERT_FILE", "", doc="Server certificate; TLS is on when set.")
     grpc_tls_key_file: str = env("GRPC_TLS_KEY_FILE", "", doc="Server private key.")
     grpc_tls_client_ca_file: str = env("GRPC_TLS_CLIENT_CA_FILE", "", doc="CA for client certificates (mTLS).")

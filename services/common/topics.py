@@ -8,8 +8,13 @@ partition number everywhere. The events that are not about one customer say what
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 KEY = "customer_id"
+# How long the broker keeps a topic's records. Events: a week, Apache Kafka's default, named so it is not left to
+# a broker setting. Dead letters: a quarter, so an incident's records are still there when someone replays them.
+EVENT_RETENTION = timedelta(days=7)
+DEADLETTER_RETENTION = timedelta(days=90)
 
 
 @dataclass(frozen=True)
@@ -22,11 +27,26 @@ class Topic:
     consumers: tuple[str, ...]
     meaning: str
     key: str = KEY
+    retention: timedelta = EVENT_RETENTION
+
+    @property
+    def configs(self) -> dict[str, str]:
+        """Return the topic configuration the catalogue sets when it creates the topic."""
+        return {"retention.ms": str(int(self.retention.total_seconds() * 1000))}
 
 
-def _t(event: str, message: str, producers: str, consumers: str, meaning: str, key: str = KEY) -> Topic:
+def _t(
+    event: str,
+    message: str,
+    producers: str,
+    consumers: str,
+    meaning: str,
+    key: str = KEY,
+    retention: timedelta = EVENT_RETENTION,
+) -> Topic:
     return Topic(
         key=key,
+        retention=retention,
         name=f"recovery.{event}.v1",
         message=f"recovery.events.v1.{message}" if message else "",
         producers=tuple(producers.split(", ")),
@@ -193,10 +213,18 @@ CATALOGUE: tuple[Topic, ...] = (
         "intake, escalation, compensation, followup",
         "SREs (replay tool)",
         "Records a consumer could not process: original bytes and headers plus where and why.",
+        retention=DEADLETTER_RETENTION,
     ),
 )
 
 BY_NAME = {t.name: t for t in CATALOGUE}
+
+
+def longest_input_retention() -> timedelta:
+    """Return the longest time any consumed topic keeps its records (dead letters aside: they are replayed by
+    hand, and a dead-lettered record was never recorded as processed). A consumer's memory of what it processed
+    must outlast it, or a redelivered record could be applied twice."""
+    return max(t.retention for t in CATALOGUE if t.message)
 
 
 def topic(name: str) -> Topic:

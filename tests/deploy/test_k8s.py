@@ -8,6 +8,7 @@ import re
 import kubernetes_validate
 import pytest
 
+from services.common.grpc_server import LIVENESS
 from services.common.settings import KitSettings
 from tests.deploy.manifests import (
     DEPLOY,
@@ -103,9 +104,13 @@ def test_probes_ask_grpc_health_on_the_port_the_image_serves(target):
                 assert command[command.index("--tls-server-name") + 1] == name
                 mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
                 assert command[command.index("--tls-ca") + 1].rsplit("/", 1)[0] in mounts
+                service = command[command.index("--service") + 1] if "--service" in command else ""
             else:
-                assert handler["grpc"] == {"port": ports["grpc"]}, f"{name} {probe}"
-        # Liveness is patient (a database outage makes the service NOT_SERVING; restarting will not help).
+                assert handler["grpc"]["port"] == ports["grpc"], f"{name} {probe}"
+                service = handler["grpc"].get("service", "")
+            # Liveness asks whether the process is alive; readiness and start-up whether it can serve (the
+            # server's status, which a database outage drops: restarting the pod would not bring it back).
+            assert service == (LIVENESS if probe == "livenessProbe" else ""), f"{name} {probe}"
         live = container["livenessProbe"]
         assert live["periodSeconds"] * live["failureThreshold"] >= 120
 

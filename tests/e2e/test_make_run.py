@@ -9,8 +9,10 @@ import signal
 import socket
 
 import asyncpg
+import grpc
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.__main__ import READY_LINE, ROOT
 from services.common.topics import CATALOGUE
@@ -30,6 +32,15 @@ async def read_until(stream: asyncio.StreamReader, marker: str, seen: list[str])
         seen.append(line)
         if marker in line:
             return
+
+
+async def listed_services(port: int) -> set[str]:
+    """Return the service names reflection lists on ``port`` (no token: reflection is public)."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        requests = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        replies = [r async for r in stub.ServerReflectionInfo(requests, timeout=10)]
+    return {s.name for s in replies[0].list_services_response.service}
 
 
 async def test_make_run_brings_the_stack_up_and_ctrl_c_stops_it(tmp_path):
@@ -64,6 +75,10 @@ async def test_make_run_brings_the_stack_up_and_ctrl_c_stops_it(tmp_path):
         assert await conn.fetchval("SELECT 1") == 1
         await conn.close()
         assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()  # data lives under DATA_DIR
+        # Locally the API is discoverable (grpcurl list): reflection is on in the runner, public like health.
+        for name, package in (("intake", "recovery.intake.v1"), ("escalation", "recovery.escalation.v1")):
+            port = int(re.search(rf"^{name}\s+gRPC 127\.0\.0\.1:(\d+)", text, re.M).group(1))
+            assert any(s.startswith(package) for s in await listed_services(port)), name
 
         os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         await asyncio.wait_for(read_until(make.stdout, "stopped", output), 90)

@@ -20,7 +20,10 @@ from aiokafka import AIOKafkaProducer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.embedded import free_port
+from services.common.metrics import project_version
+from tests.support.frontline import system_failure
 from tests.support.metrics_catalogue import PROMETHEUS_DIR
+from tests.support.outside import new_id
 from tests.support.prometheus_tools import load_rules, prometheus_tool
 
 pytestmark = pytest.mark.e2e
@@ -127,17 +130,31 @@ async def test_every_service_is_scraped_and_up(prometheus):
     assert {t["labels"]["service"]: t["health"] for t in targets} == dict.fromkeys(SERVICES, "up")
 
 
-async def test_each_service_serves_its_kit_and_business_series(prometheus):
+async def test_each_service_serves_its_kit_and_business_series(prometheus, outside):
     await prometheus.wait_for('up{job="recovery"}', lambda r: len(r) == len(SERVICES))
+    # A failure a system reports: intake consumes it, the three others its case-opened.
+    customer = new_id("cust")
+    await outside.publish("recovery.failure-reported.v1", system_failure(customer), source="delivery-tracking")
+    await outside.events("recovery.offer-proposed.v1", customer)
     for series in (
         "recovery_outbox_backlog",
         "recovery_outbox_oldest_unsent_age_seconds",
         "recovery_db_pool_connections",
         'recovery_policy_loads_total{outcome="loaded"}',
         "recovery_policy_info",
+        "recovery_build_info",
+        "process_resident_memory_bytes",
+        "python_info",
     ):
         result = await prometheus.wait_for(series, lambda r: set(SERVICES) <= set(by_service(r)))
         assert set(SERVICES) <= set(by_service(result)), series
+    builds = {s["metric"]["service"]: s["metric"] for s in await prometheus.query("recovery_build_info")}
+    assert {name: builds[name]["version"] for name in SERVICES} == dict.fromkeys(SERVICES, project_version())
+    # Every consumer says how old the events it processes are.
+    ages = await prometheus.wait_for(
+        "recovery_consumer_event_age_seconds_count", lambda r: set(SERVICES) <= set(by_service(r))
+    )
+    assert set(SERVICES) <= set(by_service(ages))
     specific = {
         "intake": "recovery_intake_merges_total",
         "escalation": "recovery_escalation_approvals_pending_oldest_age_seconds",

@@ -14,6 +14,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 from recovery.escalation.v1 import escalation_pb2 as cases
 from recovery.escalation.v1 import escalation_pb2_grpc
 from recovery.events.v1 import common_pb2 as common
@@ -21,6 +24,7 @@ from recovery.events.v1 import events_pb2 as events
 from recovery.intake.v1 import intake_pb2, intake_pb2_grpc
 
 from services.__main__ import SERVICES
+from services.common.grpc_server import LIVENESS
 from services.common.settings import KitSettings
 from services.common.wire import time_to_proto
 from tests.faults.harness import Cluster, Report, Stream, followup_invariants, invariants, log, read_topic, settled
@@ -165,12 +169,64 @@ async def test_3_the_broker_paused_past_the_session_timeout_then_resumed(cluster
     assert not report.broken, str(report)
 
 
+async def history_call(cluster: Cluster, customer: str) -> grpc.aio.AioRpcError | None:
+    """Call intake's GetCustomerHistory; return the error, or None when it answered."""
+    port = cluster.replicas[("intake", 0)].grpc_port
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            await intake_pb2_grpc.IntakeServiceStub(channel).GetCustomerHistory(
+                intake_pb2.GetCustomerHistoryRequest(customer_id=customer),
+                metadata=staff("faults-agent", "agent", "care"),
+                timeout=15,
+            )
+        except grpc.aio.AioRpcError as error:
+            return error
+    return None
+
+
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def _health_is(cluster: Cluster, service: str, status: int) -> bool:
+    port = cluster.replicas[("intake", 0)].grpc_port
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
+    return reply.status == status
+
+
+async def _answered(cluster: Cluster, customer: str) -> bool:
+    return await history_call(cluster, customer) is None
+
+
+def retry_delay(error: grpc.aio.AioRpcError) -> float | None:
+    """Return the RetryInfo delay the error carries, in seconds (None without one)."""
+    status = rpc_status.from_call(error)
+    for detail in status.details if status else ():
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return info.retry_delay.ToTimedelta().total_seconds()
+    return None
+
+
 async def test_4_postgres_restarted_and_connections_dropped_mid_transaction(cluster):
+    outage: dict[str, object] = {}
+
     async def faults(stream: Stream) -> None:
         await asyncio.sleep(3.0)
         log(f"Postgres stopped (immediate) after {stream.published} reports, down 5 s")
-        await cluster.restart_postgres(down_for=5.0)
+        await asyncio.to_thread(cluster.postgres.stop, "immediate")  # a crash, not a polite shutdown
+        # While it is down a caller is told to retry (UNAVAILABLE with RetryInfo), not that the server broke.
+        outage["during"] = await history_call(cluster, stream.customer(0))
+        # Not ready, yet alive: the pods would leave the load balancer but never be restarted for it.
+        outage["not_ready"] = await eventually(lambda: _health_is(cluster, "", NOT_SERVING), timeout=10)
+        outage["alive"] = await _health_is(cluster, LIVENESS, SERVING)
+        await asyncio.sleep(5.0)
+        await asyncio.to_thread(cluster.postgres.start)
         log("Postgres back")
+        # The pool reconnects on its own: the same call answers again.
+        outage["after"] = await eventually(lambda: _answered(cluster, stream.customer(0)), timeout=30, interval=0.5)
         await asyncio.sleep(3.0)
         for _ in range(3):
             dropped = await cluster.drop_connections()
@@ -182,6 +238,11 @@ async def test_4_postgres_restarted_and_connections_dropped_mid_transaction(clus
     )
     assert sorted(cluster.alive()) == sorted(f"{n}-0" for n in SERVICES), "a service died with its database"
     assert not report.broken, str(report)
+    during = outage["during"]
+    assert during is not None and during.code() == grpc.StatusCode.UNAVAILABLE, during
+    assert retry_delay(during) == 1.0 and "retry" in during.details()
+    assert outage["not_ready"] is True and outage["alive"] is True
+    assert outage["after"] is True  # answered again once Postgres was back
 
 
 async def test_5_schedulers_stopped_while_follow_ups_and_sla_timers_come_due(cluster):

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.auth import ANY_EMPLOYEE, JwtConfig, TokenVerifier, allow, issue_token
 from services.common.errors import FailedPrecondition, FieldViolation, InvalidInput, PreconditionViolation
-from services.common.grpc_server import GrpcServer, GrpcSettings, principal, watch_health
+from services.common.grpc_server import LIVENESS, GrpcServer, GrpcSettings, principal, watch_health
 from services.common.metrics import KitMetrics
 
 SECRET = "integration-test-secret-32-bytes-or-more"
@@ -253,7 +253,7 @@ async def test_invalid_input_carries_bad_request_field_violations(channel: grpc.
     status = rpc_status.from_call(error)
     assert status is not None
     bad_request = error_details_pb2.BadRequest()
-    assert status.details[0].Unpack(bad_request)
+    assert status.details[1].Unpack(bad_request)  # after the ErrorInfo every error carries
     assert [(v.field, v.description) for v in bad_request.field_violations] == [
         ("costs[0].amount.currency", "must be an ISO-4217 code")
     ]
@@ -265,7 +265,7 @@ async def test_failed_precondition_carries_precondition_failure(channel: grpc.ai
     status = rpc_status.from_call(error)
     assert status is not None
     failure = error_details_pb2.PreconditionFailure()
-    assert status.details[0].Unpack(failure)
+    assert status.details[1].Unpack(failure)
     assert [(v.type, v.subject, v.description) for v in failure.violations] == [("STATE", "case/42", "case is closed")]
 
 
@@ -344,6 +344,9 @@ async def test_set_serving_false_reports_not_serving(echo: Running, channel: grp
     for service in ("", SERVICE):
         reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    # Not ready is not dead: liveness says the process answers, so a database outage restarts nothing.
+    alive = await health.Check(health_pb2.HealthCheckRequest(service=LIVENESS), timeout=5)
+    assert alive.status == health_pb2.HealthCheckResponse.SERVING
     await echo.server.set_serving(True)
     reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -378,9 +381,13 @@ async def test_stop_reports_not_serving_then_drains() -> None:
     async with running() as harness, grpc.aio.insecure_channel(harness.target) as chan:
         watch = health_pb2_grpc.HealthStub(chan).Watch(health_pb2.HealthCheckRequest(), timeout=5)
         assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        live = health_pb2_grpc.HealthStub(chan).Watch(health_pb2.HealthCheckRequest(service=LIVENESS), timeout=5)
+        assert (await live.read()).status == health_pb2.HealthCheckResponse.SERVING
         stopping = asyncio.create_task(harness.server.stop())
         assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert (await live.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING  # stopping: not alive
         watch.cancel()
+        live.cancel()
         await stopping
 
 

@@ -52,6 +52,7 @@ async def test_kit_migrations_are_applied_once_and_recorded_with_checksums(setti
         "kit:0001_outbox_inbox.sql",
         "kit:0002_inbox_by_source.sql",
         "kit:0003_request_claims.sql",
+        "kit:0004_pruning_indexes.sql",
     ]
 
     assert await migrations.migrate(settings.database_url, schema=schema) == KIT_VERSIONS

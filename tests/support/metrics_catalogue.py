@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from services.common.metrics import KitMetrics
+from services.common.metrics import BUILD_LABELS, KitMetrics
 from services.compensation.adapters.metrics import CompensationMetrics
 from services.escalation.adapters.metrics import EscalationMetrics
 from services.followup.adapters.metrics import FollowupMetrics
@@ -69,7 +69,8 @@ def exposed_series() -> dict[str, frozenset[str]]:
             for suffix in _SUFFIXES[family.type]:
                 extra = FORMAT_LABELS.get(family.type, set()) if suffix in ("_bucket", "") else set()
                 if family.type == "info":
-                    extra = {"version"}  # our Info metrics carry the policy version
+                    # The policy Info carries the version in force; the build Info what is running.
+                    extra = set(BUILD_LABELS) if family.name == "recovery_build" else {"version"}
                 series[family.name + suffix] = frozenset(labelnames | extra)
     return series
 
