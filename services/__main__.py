@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from services.common.kafka import ensure_topics
 from services.common.settings import KitSettings
+from services.common.token import SECRET_FILE
 from services.common.topics import CATALOGUE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +51,23 @@ class Child:
 def existing_services() -> list[str]:
     """Return the services that have an entrypoint (``services/<name>/__main__.py``)."""
     return [name for name in SERVICES if (ROOT / "services" / name / "__main__.py").exists()]
+
+
+TOKEN_HINT = "signed with this data directory's secret; roles: agent, senior_agent, team_lead, manager, director"
+
+
+def local_jwt_secret(data_dir: Path) -> str:
+    """Return ``JWT_SECRET`` when set, else this data directory's own secret, made once (kept, so tokens survive a
+    restart) and readable by its owner only. No secret is built into the code: outside this runner one is given."""
+    if os.environ.get("JWT_SECRET"):
+        return os.environ["JWT_SECRET"]
+    path = data_dir / SECRET_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
 
 
 def _port(variable: str, default: int) -> int:
@@ -88,7 +107,10 @@ def main() -> int:
             embedded.append(postgres)
             database_url = postgres.start()
         settings = KitSettings.from_env(
-            kafka_bootstrap_servers=kafka, database_url=database_url, data_dir=str(data_dir)
+            kafka_bootstrap_servers=kafka,
+            database_url=database_url,
+            data_dir=str(data_dir),
+            jwt_secret=local_jwt_secret(data_dir),
         )
         asyncio.run(ensure_topics(settings, [t.name for t in CATALOGUE]))
         names = existing_services()
@@ -105,6 +127,7 @@ def main() -> int:
                 f"{child.name:<12} gRPC 127.0.0.1:{child.grpc_port}   "
                 f"metrics http://127.0.0.1:{child.metrics_port}/metrics   pid {child.process.pid}"
             )
+        _say(f"tokens     python -m services.common.token --sub e-1 --role agent --team front-desk   ({TOKEN_HINT})")
         missing = [name for name in SERVICES if name not in names]
         if missing:
             _say(f"not built yet: {', '.join(missing)}")
@@ -145,6 +168,7 @@ def _spawn(name: str, settings: KitSettings) -> Child:
         "DATA_DIR": settings.data_dir,
         "GRPC_PORT": str(grpc_port),
         "METRICS_PORT": str(metrics_port),
+        "JWT_SECRET": settings.jwt_secret,
         # Locally the API is discoverable (grpcurl list, UIs' explorers); production leaves it off.
         "GRPC_REFLECTION": os.environ.get("GRPC_REFLECTION", "true"),
     }

@@ -14,13 +14,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from services.common.errors import Forbidden, Unauthenticated
 
-# Asymmetric and symmetric, one each; "none" and everything else are refused at configuration time.
-SUPPORTED_ALGORITHMS = frozenset({"HS256", "RS256"})
+# Symmetric for the local runner, asymmetric for an identity provider; "none" and everything else are refused at
+# configuration time.
+SUPPORTED_ALGORITHMS = frozenset({"HS256", "RS256", "ES256"})
+ASYMMETRIC = frozenset({"RS256", "ES256"})
 # RFC 7518 3.2: an HS256 key must be at least as long as the hash output (256 bits).
 MIN_HMAC_SECRET_BYTES = 32
 MIN_RSA_KEY_BITS = 2048
@@ -44,16 +47,22 @@ class JwtConfig:
     """How tokens are verified: one pinned algorithm and its key, optional issuer/audience checks."""
 
     algorithm: str
-    key: str  # shared secret for HS256, PEM public key for RS256
+    key: str  # shared secret for HS256, PEM public key for RS256/ES256; "" with a JWKS URL
     issuer: str | None = None
     audience: str | None = None
     leeway_seconds: int = 30
+    jwks_url: str = ""  # the identity provider's key set: the token's kid picks the key
+    # Least seconds between two fetches forced by an unknown kid (a flood of made-up kids must not flood the
+    # provider); providers publish a new key before they sign with it.
+    jwks_refetch_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if self.algorithm not in SUPPORTED_ALGORITHMS:
             allowed = ", ".join(sorted(SUPPORTED_ALGORITHMS))
             raise ValueError(f"JWT algorithm must be one of {allowed}, not {self.algorithm!r}")
-        if not self.key:
+        if self.jwks_url and self.algorithm not in ASYMMETRIC:
+            raise ValueError(f"a JWKS holds public keys: JWT algorithm must be RS256 or ES256, not {self.algorithm}")
+        if not self.key and not self.jwks_url:
             raise ValueError("JWT key must not be empty")
         if self.algorithm == "HS256" and len(self.key.encode()) < MIN_HMAC_SECRET_BYTES:
             raise ValueError(f"HS256 secret must be at least {MIN_HMAC_SECRET_BYTES} bytes")
@@ -66,14 +75,33 @@ class TokenVerifier:
 
     def __init__(self, config: JwtConfig) -> None:
         self._config = config
-        self._key = _verification_key(config)
+        self._key = None if config.jwks_url else _verification_key(config)
+        # PyJWT's client caches the set for five minutes and refetches it for an unknown kid (a rotated key); a
+        # fetch is a short blocking call (5 s at most), rare enough not to matter to the event loop.
+        self._jwks = (
+            jwt.PyJWKClient(
+                config.jwks_url, cache_keys=True, lifespan=300, timeout=5, cooldown_duration=config.jwks_refetch_seconds
+            )
+            if config.jwks_url
+            else None
+        )
+
+    def _key_for(self, token: str) -> Any:
+        if self._jwks is None:
+            return self._key
+        try:
+            return self._jwks.get_signing_key_from_jwt(token).key
+        except jwt.PyJWKClientError as exc:
+            raise Unauthenticated(f"token signing key not found in the identity provider's key set: {exc}") from None
+        except jwt.DecodeError:
+            raise Unauthenticated("token is malformed") from None
 
     def verify(self, token: str) -> Principal:
         """Return the token's principal; raises Unauthenticated saying why the token is not acceptable."""
         try:
             claims = jwt.decode(
                 token,
-                self._key,
+                self._key_for(token),
                 # Pinned to the configured algorithm only: defeats alg=none and HS/RS key confusion.
                 algorithms=[self._config.algorithm],
                 issuer=self._config.issuer,
@@ -88,14 +116,18 @@ class TokenVerifier:
         return _principal(claims)
 
 
-def _verification_key(config: JwtConfig) -> str | RSAPublicKey:
-    """Return the key PyJWT verifies with; raises ValueError when an RS256 key is not a usable public key."""
+def _verification_key(config: JwtConfig) -> str | RSAPublicKey | EllipticCurvePublicKey:
+    """Return the key PyJWT verifies with; raises ValueError when a public key does not fit the algorithm."""
     if config.algorithm == "HS256":
         return config.key
     try:
         key = load_pem_public_key(config.key.encode())
     except ValueError as exc:
-        raise ValueError("RS256 key must be a PEM-encoded RSA public key") from exc
+        raise ValueError(f"{config.algorithm} key must be a PEM-encoded public key") from exc
+    if config.algorithm == "ES256":
+        if not isinstance(key, EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+            raise ValueError("ES256 key must be a P-256 elliptic-curve public key")
+        return key
     if not isinstance(key, RSAPublicKey):
         raise ValueError("RS256 key must be an RSA public key")
     if key.key_size < MIN_RSA_KEY_BITS:

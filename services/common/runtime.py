@@ -23,6 +23,7 @@ from services.common import migrations
 from services.common.auth import JwtConfig, Rule, TokenVerifier
 from services.common.consumer import ConsumerHarness, Subscription
 from services.common.db import Database
+from services.common.errors import FieldViolation, InvalidInput
 from services.common.grpc_server import GrpcServer, GrpcSettings, watch_health
 from services.common.kafka import ensure_topics, make_faust_app, make_producer
 from services.common.logs import setup_logging
@@ -65,10 +66,20 @@ class Endpoints:
 
 
 def jwt_config(settings: KitSettings) -> JwtConfig:
-    """Return the token configuration: HS256 with the shared secret, or RS256 with the public key file."""
-    if settings.jwt_algorithm == "RS256":
-        return JwtConfig(algorithm="RS256", key=Path(settings.jwt_public_key_file).read_text())
-    return JwtConfig(algorithm=settings.jwt_algorithm, key=settings.jwt_secret)
+    """Return the token configuration: HS256 with the shared secret, or RS256/ES256 with a public key file or an
+    identity provider's JWKS; issuer and audience checked when set. Raises InvalidInput naming a missing key: no
+    secret is built in (the local runner makes its own)."""
+    checks = {"issuer": settings.jwt_issuer or None, "audience": settings.jwt_audience or None}
+    if settings.jwt_jwks_url:
+        return JwtConfig(algorithm=settings.jwt_algorithm, key="", jwks_url=settings.jwt_jwks_url, **checks)
+    if settings.jwt_algorithm != "HS256":
+        if not settings.jwt_public_key_file:
+            raise InvalidInput.of(FieldViolation("JWT_PUBLIC_KEY_FILE", f"required with {settings.jwt_algorithm}"))
+        return JwtConfig(algorithm=settings.jwt_algorithm, key=Path(settings.jwt_public_key_file).read_text(), **checks)
+    if not settings.jwt_secret:
+        why = "required with HS256: set one (make run makes its own), or use RS256/ES256 with a key or a JWKS URL"
+        raise InvalidInput.of(FieldViolation("JWT_SECRET", why))
+    return JwtConfig(algorithm="HS256", key=settings.jwt_secret, **checks)
 
 
 def grpc_settings(settings: KitSettings) -> GrpcSettings:

@@ -92,9 +92,16 @@ class KitSettings:
     grpc_tls_client_ca_file: str = env("GRPC_TLS_CLIENT_CA_FILE", "", doc="CA for client certificates (mTLS).")
     grpc_max_message_bytes: int = env("GRPC_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, doc="Largest gRPC message.")
     grpc_deadline_cap_seconds: float = env("GRPC_DEADLINE_CAP_SECONDS", 30.0, doc="Longest a unary call may run.")
-    jwt_algorithm: str = env("JWT_ALGORITHM", "HS256", doc="HS256 (local) or RS256 (production).")
-    jwt_secret: str = env("JWT_SECRET", "local-dev-only-secret-change-me-in-production", doc="HS256 shared secret.")
-    jwt_public_key_file: str = env("JWT_PUBLIC_KEY_FILE", "", doc="RS256 public key (PEM).")
+    jwt_algorithm: str = env("JWT_ALGORITHM", "HS256", doc="HS256 (local), RS256 or ES256 (production).")
+    jwt_secret: str = env(
+        "JWT_SECRET", "", doc="HS256 shared secret, required with HS256 (none by default; make run makes one)."
+    )
+    jwt_public_key_file: str = env("JWT_PUBLIC_KEY_FILE", "", doc="RS256/ES256 public key (PEM).")
+    jwt_jwks_url: str = env(
+        "JWT_JWKS_URL", "", doc="RS256/ES256: the identity provider's JWKS (rotating keys, picked by kid)."
+    )
+    jwt_issuer: str = env("JWT_ISSUER", "", doc="When set, a token's iss must equal it.")
+    jwt_audience: str = env("JWT_AUDIENCE", "", doc="When set, a token's aud must contain it.")
     metrics_host: str = env("METRICS_HOST", "127.0.0.1", doc="Address the Prometheus endpoint binds.")
     metrics_port: int = env("METRICS_PORT", 0, doc="Prometheus port (0 picks a free one).")
     batch_size: int = env(

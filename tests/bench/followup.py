@@ -40,6 +40,7 @@ from services.common.kafka import ensure_topics
 from services.common.settings import KitSettings
 from services.common.topics import CATALOGUE
 from services.followup.bootstrap import MIGRATIONS
+from tests.support.running import TEST_JWT_SECRET
 
 PARTITIONS = 6
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,6 +161,7 @@ async def measure(
             "GRPC_PORT": "0",
             "METRICS_PORT": "0",
             "DATA_DIR": str(data_dir),
+            "JWT_SECRET": TEST_JWT_SECRET,  # its gRPC server needs one; the bench calls none of it
             "LOG_LEVEL": "INFO",  # the "ready" line is logged at INFO
         }
         process = await start_service(env)

@@ -35,6 +35,7 @@ from services.common.kafka import ensure_topics
 from services.common.settings import KitSettings
 from services.common.topics import CATALOGUE
 from services.common.wire import time_to_proto
+from tests.support.running import TEST_JWT_SECRET
 
 PARTITIONS = 6
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +120,7 @@ async def intake_rate(bootstrap: str, database_url: str, records, data_dir: Path
         "GRPC_PORT": "0",
         "METRICS_PORT": "0",
         "DATA_DIR": str(data_dir),
+        "JWT_SECRET": TEST_JWT_SECRET,  # its gRPC server needs one; the bench calls none of it
     }
     env["LOG_LEVEL"] = "INFO"  # the "ready" line is logged at INFO
     process = await asyncio.create_subprocess_exec(

@@ -24,6 +24,7 @@ from services.common.provision import SERVICES, schema_ready, service_migrations
 from services.common.settings import KitSettings
 from services.common.topics import CATALOGUE
 from tests.deploy.manifests import DEPLOY, ROOT
+from tests.support.running import TEST_JWT_SECRET
 
 pytestmark = pytest.mark.integration
 
@@ -221,6 +222,7 @@ async def test_every_service_starts_as_its_runtime_role_and_reports_serving(prov
                 "GRPC_PORT": str(free_port()),
                 "METRICS_PORT": str(free_port()),
                 "DATA_DIR": str(tmp_path / service),
+                "JWT_SECRET": TEST_JWT_SECRET,  # the k8s overlays give RS256 keys; no secret is built in
             }
             # The init container first: the schema is migrated and the topics exist.
             waited = await asyncio.to_thread(provision, "wait", "--timeout", "30", env=env)

@@ -7,12 +7,14 @@ import os
 import re
 import signal
 import socket
+import sys
 
 import asyncpg
 import grpc
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from recovery.intake.v1 import intake_pb2, intake_pb2_grpc
 
 from services.__main__ import READY_LINE, ROOT
 from services.common.topics import CATALOGUE
@@ -44,7 +46,7 @@ async def listed_services(port: int) -> set[str]:
 
 
 async def test_make_run_brings_the_stack_up_and_ctrl_c_stops_it(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"}}
+    env = {k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "JWT_SECRET"}}
     env |= {"DATA_DIR": str(tmp_path / "data"), "EMBEDDED_KAFKA_PORT": "0", "EMBEDDED_POSTGRES_PORT": "0"}
     for name in ("INTAKE", "ESCALATION", "COMPENSATION", "FOLLOWUP"):
         env |= {f"{name}_GRPC_PORT": "0", f"{name}_METRICS_PORT": "0"}
@@ -79,6 +81,23 @@ async def test_make_run_brings_the_stack_up_and_ctrl_c_stops_it(tmp_path):
         for name, package in (("intake", "recovery.intake.v1"), ("escalation", "recovery.escalation.v1")):
             port = int(re.search(rf"^{name}\s+gRPC 127\.0\.0\.1:(\d+)", text, re.M).group(1))
             assert any(s.startswith(package) for s in await listed_services(port)), name
+        # No secret is built in: the runner made one for its data directory, and the token command signs with it.
+        secret_file = tmp_path / "data" / "jwt-secret"
+        assert secret_file.stat().st_mode & 0o777 == 0o600
+        minted = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.common.token", "--sub", "e-1", "--role", "agent", "--team", "care",
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        token = (await minted.communicate())[0].decode().strip()
+        port = int(re.search(r"^intake\s+gRPC 127\.0\.0\.1:(\d+)", text, re.M).group(1))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            history = await intake_pb2_grpc.IntakeServiceStub(channel).GetCustomerHistory(
+                intake_pb2.GetCustomerHistoryRequest(customer_id="nobody"),
+                metadata=[("authorization", f"Bearer {token}")],
+                timeout=10,
+            )
+        assert history.customer_id == "nobody"
+        assert "python -m services.common.token" in text  # the runner says how
 
         os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         await asyncio.wait_for(read_until(make.stdout, "stopped", output), 90)

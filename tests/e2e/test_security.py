@@ -39,7 +39,6 @@ from recovery.intake.v1 import intake_pb2
 
 from services.common import cloudevents
 from services.common.auth import issue_token
-from services.common.settings import KitSettings
 from services.common.wire import time_to_proto
 from tests.support.frontline import accept_and_resolve, ago, authorized, eur, offered, report, scheduled
 from tests.support.outside import DEAD_LETTERS, Employee, Outside, for_customer, new_id, of_case
@@ -499,13 +498,23 @@ def unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-SECRET = KitSettings().jwt_secret
+_SECRET: list[str] = []  # the running system's token secret (the runner made it): set for every test below
 ISSUED: set[str] = set()  # every token this module sent: none of them may show up in the logs
+
+
+@pytest.fixture(autouse=True)
+def _system_secret(system) -> None:
+    _SECRET[:] = [system.jwt_secret]
+
+
+def secret() -> str:
+    """Return what the running system verifies tokens with."""
+    return _SECRET[0]
 
 
 def valid_token(who: Employee, **kwargs) -> str:
     token = issue_token(
-        secret_or_private_key=SECRET, algorithm="HS256", sub=who.sub, role=who.role, team=who.team, **kwargs
+        secret_or_private_key=secret(), algorithm="HS256", sub=who.sub, role=who.role, team=who.team, **kwargs
     )
     ISSUED.add(token)
     return token
@@ -542,9 +551,9 @@ def bad_token(kind: str, who: Employee) -> str:
         changed = json.loads(unb64url(payload)) | {"team": TEAM_B}
         token = f"{header}.{b64url(json.dumps(changed).encode())}.{signature}"
     elif kind == "other_algorithm":  # the right secret, an algorithm the services do not pin
-        token = signed(claims, key=SECRET, algorithm="HS512")
+        token = signed(claims, key=secret(), algorithm="HS512")
     elif kind == "no_expiry":  # correctly signed, but it would never end
-        token = signed({k: v for k, v in claims.items() if k != "exp"}, key=SECRET)
+        token = signed({k: v for k, v in claims.items() if k != "exp"}, key=secret())
     else:
         raise AssertionError(kind)
     ISSUED.add(token)
@@ -583,7 +592,7 @@ async def test_a_bad_token_is_unauthenticated_on_every_service(outside, kind):
     for method, request in TOKEN_PROBES.items():
         outcome = await invoke(outside, method, request, [("authorization", f"Bearer {token}")])
         assert outcome.code == S.UNAUTHENTICATED, (kind, method, outcome)
-        assert token not in outcome.details and SECRET not in outcome.details
+        assert token not in outcome.details and secret() not in outcome.details
 
 
 # ------------------------------------------------------------------------------------------ self-approval
@@ -943,7 +952,7 @@ async def test_no_token_reaches_the_logs(exercised):
 
 
 async def test_no_secret_reaches_the_logs(exercised, system):
-    secrets = {"JWT secret": KitSettings().jwt_secret}
+    secrets = {"JWT secret": system.jwt_secret}
     password = urlsplit(system.database_url).password
     if password:
         secrets["database password"] = password

@@ -32,6 +32,7 @@ from services.common.settings import KitSettings
 from services.common.topics import CATALOGUE
 from services.common.wire import time_to_proto
 from tests.support.outside import daytime_zone, read_to_end
+from tests.support.running import TEST_JWT_SECRET
 from tests.support.system import FOLLOWUP_DELAYS, escalation_policy
 
 REPORTS = "recovery.failure-reported.v1"
@@ -91,6 +92,7 @@ class Cluster:
             "FOLLOWUP_DELAY_OVERRIDES": FOLLOWUP_DELAYS,
             "ESCALATION_POLICY_PATH": str(escalation_policy(self.directory)),
             "LOG_LEVEL": "INFO",
+            "JWT_SECRET": TEST_JWT_SECRET,
         }
 
     async def start_service(self, name: str, index: int = 0) -> Replica:

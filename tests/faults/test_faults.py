@@ -29,7 +29,7 @@ from services.common.settings import KitSettings
 from services.common.wire import time_to_proto
 from tests.faults.harness import Cluster, Report, Stream, followup_invariants, invariants, log, read_topic, settled
 from tests.integration.conftest import eventually
-from tests.support.running import bearer
+from tests.support.running import TEST_JWT_SECRET, bearer
 
 pytestmark = pytest.mark.faults
 
@@ -67,7 +67,7 @@ async def drive(cluster: Cluster, stream: Stream, *, count: int, rate: float, po
 
 
 def staff(sub: str, role: str, team: str) -> list[tuple[str, str]]:
-    return bearer(KitSettings(), sub=sub, role=role, team=team)
+    return bearer(KitSettings(jwt_secret=TEST_JWT_SECRET), sub=sub, role=role, team=team)
 
 
 async def resolve_all(cluster: Cluster, stream: Stream, limit: int) -> list[str]:

@@ -19,6 +19,7 @@ from services.common.db import Database
 from services.common.kafka import ensure_topics
 from services.common.metrics import KitMetrics
 from services.common.settings import KitSettings
+from tests.support.running import TEST_JWT_SECRET
 
 pytestmark = pytest.mark.integration
 S = TypeVar("S")
@@ -53,6 +54,7 @@ def service_settings(settings_class: type[S], stack, tmp: Path, *, policy_text: 
         "retry_max_seconds": 0.5,
         "data_dir": str(tmp),
         "policy_path": str(policy),
+        "jwt_secret": TEST_JWT_SECRET,
     }
     return settings_class(**(base | values))
 
@@ -90,6 +92,7 @@ def settings(stack) -> KitSettings:
         database_url=stack.database_url,
         topic_partitions=3,
         retry_max_seconds=0.5,
+        jwt_secret=TEST_JWT_SECRET,
     )
 
 

@@ -100,6 +100,7 @@ async def test_sigterm_stops_a_service_process_cleanly(settings, echo_topics, tm
         "DATABASE_URL": settings.database_url,
         "TOPIC_PARTITIONS": str(settings.topic_partitions),
         "DATA_DIR": str(tmp_path),
+        "JWT_SECRET": settings.jwt_secret,
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.support.echo_service", env=env, stderr=subprocess.PIPE

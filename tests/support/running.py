@@ -41,6 +41,10 @@ async def running_service(
         await asyncio.wait_for(task, 60)
 
 
+# What the services under test verify tokens with (no secret is built in; every test stack names its own).
+TEST_JWT_SECRET = "tests-only-hs256-secret-of-at-least-32-bytes"
+
+
 def bearer(settings: KitSettings, *, sub: str, role: str, team: str = "") -> list[tuple[str, str]]:
     """Return call metadata carrying a valid token for (sub, role, team)."""
     token = issue_token(secret_or_private_key=settings.jwt_secret, algorithm="HS256", sub=sub, role=role, team=team)

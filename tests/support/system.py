@@ -17,7 +17,7 @@ from pathlib import Path
 
 from services.__main__ import READY_LINE, ROOT
 from services.common.auth import issue_token
-from services.common.settings import KitSettings
+from services.common.token import local_secret
 from services.escalation.config import DEFAULT_POLICY as ESCALATION_POLICY
 
 _ENDPOINT = re.compile(r"^(\w+)\s+gRPC 127\.0\.0\.1:(\d+)\s+metrics http://127\.0\.0\.1:(\d+)/metrics")
@@ -36,11 +36,11 @@ class System:
     grpc_ports: dict[str, int] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
     output: list[str] = field(default_factory=list)
+    jwt_secret: str = ""  # the runner's own (it makes one per data directory), read once it is up
 
     def token(self, *, sub: str, role: str, team: str) -> list[tuple[str, str]]:
         """Return gRPC metadata with a token the services accept for (sub, role, team)."""
-        secret = KitSettings().jwt_secret
-        token = issue_token(secret_or_private_key=secret, algorithm="HS256", sub=sub, role=role, team=team)
+        token = issue_token(secret_or_private_key=self.jwt_secret, algorithm="HS256", sub=sub, role=role, team=team)
         return [("authorization", f"Bearer {token}")]
 
 
@@ -80,6 +80,7 @@ async def start_system(data_dir: Path, env: Mapping[str, str] = {}) -> tuple[asy
             elif READY_LINE in line:
                 break
     asyncio.get_running_loop().create_task(_keep_reading(process, system))
+    system.jwt_secret = local_secret(environment)  # what `python -m services.common.token` signs with too
     return process, system
 
 

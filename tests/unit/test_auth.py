@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from services.__main__ import local_jwt_secret
+from services.common import token as token_command
 from services.common.auth import (
     ANY_EMPLOYEE,
     PUBLIC,
@@ -23,7 +25,9 @@ from services.common.auth import (
     is_public,
     issue_token,
 )
-from services.common.errors import Forbidden, Unauthenticated
+from services.common.errors import Forbidden, InvalidInput, Unauthenticated
+from services.common.runtime import jwt_config
+from services.common.settings import KitSettings
 
 SECRET = "unit-test-secret-that-is-32-bytes-long!"
 OTHER_SECRET = "another-secret-that-is-also-32-bytes-long"
@@ -254,3 +258,83 @@ def test_is_public_only_for_public_rules() -> None:
 def test_allow_without_roles_is_a_wiring_error() -> None:
     with pytest.raises(ValueError):
         allow()
+
+
+# ------------------------------------------------------------------------ configuration from the settings
+
+
+def test_no_secret_is_built_in_and_hs256_without_one_is_refused_naming_the_setting() -> None:
+    assert KitSettings().jwt_secret == ""
+    with pytest.raises(InvalidInput) as caught:
+        jwt_config(KitSettings())
+    assert [v.field for v in caught.value.violations] == ["JWT_SECRET"]
+    with pytest.raises(InvalidInput) as no_key:
+        jwt_config(KitSettings(jwt_algorithm="ES256"))
+    assert [v.field for v in no_key.value.violations] == ["JWT_PUBLIC_KEY_FILE"]
+
+
+def test_issuer_and_audience_come_from_the_settings() -> None:
+    config = jwt_config(KitSettings(jwt_secret=SECRET, jwt_issuer="https://idp.example", jwt_audience="recovery"))
+    assert (config.issuer, config.audience) == ("https://idp.example", "recovery")
+    verifier = TokenVerifier(config)
+    good = _hs256(sub="e-1", role="agent", iss="https://idp.example", aud="recovery")
+    assert verifier.verify(good).employee_id == "e-1"
+    for bad in (_hs256(sub="e-1", role="agent", iss="https://evil", aud="recovery"), _hs256(sub="e-1", role="agent")):
+        with pytest.raises(Unauthenticated):
+            verifier.verify(bad)
+
+
+def test_es256_tokens_are_verified_with_a_p256_public_key(tmp_path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "public.pem").write_bytes(public)
+    verifier = TokenVerifier(
+        jwt_config(KitSettings(jwt_algorithm="ES256", jwt_public_key_file=str(tmp_path / "public.pem")))
+    )
+    token = jwt.encode({"sub": "e-9", "role": "manager", "exp": FAR_FUTURE}, key, algorithm="ES256")
+    assert verifier.verify(token).role == "manager"
+    with pytest.raises(ValueError, match="P-256"):
+        TokenVerifier(JwtConfig(algorithm="ES256", key=rsa_public_pem()))
+
+
+def rsa_public_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def test_a_jwks_needs_an_asymmetric_algorithm() -> None:
+    with pytest.raises(ValueError, match="RS256 or ES256"):
+        JwtConfig(algorithm="HS256", key="", jwks_url="http://127.0.0.1:1/jwks.json")
+
+
+# ------------------------------------------------------------------------------- the token command
+
+
+def test_the_token_command_signs_with_the_secret_the_services_verify_with(tmp_path, capsys) -> None:
+    (tmp_path / "jwt-secret").write_text(SECRET)
+    assert (
+        token_command.main(["--sub", "e-3", "--role", "team_lead", "--team", "care"], {"DATA_DIR": str(tmp_path)}) == 0
+    )
+    minted = capsys.readouterr().out.strip()
+    principal = TokenVerifier(JwtConfig(algorithm="HS256", key=SECRET)).verify(minted)
+    assert principal == Principal(employee_id="e-3", role="team_lead", team="care")
+    env = {"JWT_SECRET": OTHER_SECRET, "JWT_ISSUER": "https://idp.example", "JWT_AUDIENCE": "recovery"}
+    assert token_command.main(["--sub", "e-4", "--role", "agent"], env) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), OTHER_SECRET, algorithms=["HS256"], audience="recovery")
+    assert (claims["iss"], claims["sub"]) == ("https://idp.example", "e-4")
+    assert token_command.main(["--sub", "e-5", "--role", "agent"], {"DATA_DIR": str(tmp_path / "none")}) == 2
+    assert "no key" in capsys.readouterr().err
+
+
+def test_the_local_runner_makes_its_own_secret_once_readable_by_its_owner_only(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("JWT_SECRET", raising=False)
+    first = local_jwt_secret(tmp_path / "data")
+    assert len(first) >= 32 and local_jwt_secret(tmp_path / "data") == first  # kept: tokens survive a restart
+    assert (tmp_path / "data" / "jwt-secret").stat().st_mode & 0o777 == 0o600
+    assert local_jwt_secret(tmp_path / "other") != first
+    monkeypatch.setenv("JWT_SECRET", OTHER_SECRET)
+    assert local_jwt_secret(tmp_path / "data") == OTHER_SECRET

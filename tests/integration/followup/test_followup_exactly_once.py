@@ -37,6 +37,7 @@ from tests.integration.followup.conftest import (
     resolved,
     rows,
 )
+from tests.support.running import TEST_JWT_SECRET
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -146,6 +147,7 @@ async def test_follow_ups_due_while_the_process_was_killed_go_out_once_right_aft
         "GRPC_PORT": "0",
         "METRICS_PORT": "0",
         "DATA_DIR": str(tmp_path),
+        "JWT_SECRET": TEST_JWT_SECRET,
         "LOG_LEVEL": "INFO",
         "FOLLOWUP_POLICY_PATH": str(policy),
         "FOLLOWUP_SCHEDULER_POLL_SECONDS": "0.1",
@@ -210,6 +212,7 @@ async def test_a_process_killed_in_the_middle_of_firing_leaves_one_event_per_fol
         "GRPC_PORT": "0",
         "METRICS_PORT": "0",
         "DATA_DIR": str(tmp_path),
+        "JWT_SECRET": TEST_JWT_SECRET,
         "LOG_LEVEL": "INFO",
         "FOLLOWUP_SCHEDULER_POLL_SECONDS": "0.1",
     }
