@@ -55,6 +55,22 @@ def contact(
     )
 
 
+def reported(case: Case, *, contact_id: str, employee_id: str, description: str, at: datetime) -> Contact:
+    """Return the contact-log entry of a colleague's report that merged into the case: she heard from the customer
+    (the report's description, cut to a note's length)."""
+    return Contact(
+        contact_id=contact_id,
+        case_id=case.case_id,
+        customer_id=case.customer_id,
+        kind=ContactKind.REPORT,
+        channel=None,
+        outcome=None,
+        note=description[:NOTE_MAX],
+        employee_id=employee_id,
+        occurred_at=at,
+    )
+
+
 def sorted_kinds() -> list[ContactKind]:
     """Return the kinds staff may record, in the contract's order."""
     return [k for k in ContactKind if k in RECORDABLE]

@@ -31,8 +31,6 @@ from services.escalation.domain.model import (
     Case,
     CaseAction,
     CaseState,
-    Contact,
-    ContactKind,
     Declaration,
     Limits,
     OfferStatus,
@@ -157,17 +155,10 @@ async def amend_case(
         reporter = repo.Reporter(colleague, message.merged_failure_id, now)
         if await repo.add_reporter(conn, before.case_id, reporter):
             detail += f"; reported by {colleague} too, who heard from the customer"
-            heard = Contact(
-                contact_id=deps.new_id(),
-                case_id=before.case_id,
-                customer_id=before.customer_id,
-                kind=ContactKind.REPORT,
-                channel=None,
-                outcome=None,
-                note=message.merged_failure.description[: contacts.NOTE_MAX],
-                employee_id=colleague,
-                occurred_at=now,
-            )
+            heard = contacts.reported(
+                before, contact_id=deps.new_id(), employee_id=colleague,
+                description=message.merged_failure.description, at=now,
+            )  # fmt: skip
             await steps.record_contact(conn, before, heard)  # the owner is told a colleague heard from them
     await steps.save_and_audit(
         conn,

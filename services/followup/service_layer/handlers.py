@@ -49,11 +49,14 @@ from services.followup.domain.events import CaseReopenRequested, FeedbackRecorde
 from services.followup.domain.model import (
     RESOLUTION_KINDS,
     CaseStatus,
+    Channel,
     Followup,
     FollowupKind,
     FollowupStatus,
+    Outlook,
     PlannedFollowup,
     ResolvedCase,
+    Severity,
 )
 from services.followup.domain.policy import Policy
 from services.followup.domain.schedule import DelayTuning, plan_notice, plan_progress, plan_resolution, postponed
@@ -82,23 +85,48 @@ class Deps:
 def _followup(
     case: ResolvedCase, planned: PlannedFollowup, *, now: datetime, policy: Policy, catalogue: Catalogue, **extra
 ) -> Followup:
+    return _planned_row(
+        planned, case_id=case.case_id, customer_id=case.customer_id, channel=case.channel,
+        owner_employee_id=case.owner_employee_id, customer_timezone=case.customer_timezone, locale=case.locale,
+        severity=case.severity, outlook=case.outlook, now=now, policy=policy, catalogue=catalogue, **extra,
+    )  # fmt: skip
+
+
+def _planned_row(
+    planned: PlannedFollowup,
+    *,
+    case_id: str,
+    customer_id: str,
+    channel: Channel | None,
+    owner_employee_id: str,
+    customer_timezone: str,
+    locale: str,
+    now: datetime,
+    policy: Policy,
+    catalogue: Catalogue,
+    severity: Severity | None = None,
+    outlook: Outlook | None = None,
+    action_id: str = "",
+    action_description: str = "",
+) -> Followup:
+    """Return the pending row of a planned follow-up, its text rendered in the customer's language."""
     return Followup(
-        followup_id=repository.followup_id(case_id=case.case_id, kind=planned.kind, occasion=planned.occasion),
-        case_id=case.case_id,
-        customer_id=case.customer_id,
+        followup_id=repository.followup_id(case_id=case_id, kind=planned.kind, occasion=planned.occasion),
+        case_id=case_id,
+        customer_id=customer_id,
         kind=planned.kind,
         occasion=planned.occasion,
         status=FollowupStatus.PENDING,
         due_at=planned.due_at,
         original_due_at=planned.original_due_at,
-        channel=case.channel or policy.default_channel,
-        owner_employee_id=case.owner_employee_id,
-        customer_timezone=case.customer_timezone,
-        severity=case.severity,
-        outlook=case.outlook,
-        text=catalogue.render(planned.text, case.locale),
-        action_id=extra.get("action_id", ""),
-        action_description=extra.get("action_description", ""),
+        channel=channel or policy.default_channel,
+        owner_employee_id=owner_employee_id,
+        customer_timezone=customer_timezone,
+        severity=severity,
+        outlook=outlook,
+        text=catalogue.render(planned.text, locale),
+        action_id=action_id,
+        action_description=action_description,
         contact=planned.contact,
         scheduled_at=now,
     )
@@ -204,26 +232,11 @@ async def tell_progress(conn: asyncpg.Connection, command: TellProgress, *, deps
         tuning=deps.tuning,
         contacts=contacts,
     )
-    row = Followup(
-        followup_id=repository.followup_id(case_id=command.case_id, kind=planned.kind, occasion=planned.occasion),
-        case_id=command.case_id,
-        customer_id=command.customer_id,
-        kind=planned.kind,
-        occasion=planned.occasion,
-        status=FollowupStatus.PENDING,
-        due_at=planned.due_at,
-        original_due_at=planned.original_due_at,
-        channel=command.channel or policy.default_channel,
-        owner_employee_id=command.owner_employee_id,
-        customer_timezone=command.customer_timezone,
-        severity=None,
-        outlook=None,
-        text=deps.texts.render(planned.text, command.locale),
-        action_id="",
-        action_description="",
-        contact=planned.contact,
-        scheduled_at=now,
-    )
+    row = _planned_row(
+        planned, case_id=command.case_id, customer_id=command.customer_id, channel=command.channel,
+        owner_employee_id=command.owner_employee_id, customer_timezone=command.customer_timezone,
+        locale=command.locale, now=now, policy=policy, catalogue=deps.texts,
+    )  # fmt: skip
     latest = await repository.latest_progress(conn, command.case_id)
     if latest is not None and latest > planned.original_due_at:
         row = replace(

@@ -101,3 +101,11 @@ def test_a_reopened_case_apologised_for_again_is_acknowledged_news_again():
     reopened = case(S.REOPENED, acknowledged_at=NOW)
     again = case(S.ACKNOWLEDGED, acknowledged_at=NOW + timedelta(days=2))
     assert contacts.progress(reopened, again) is ProgressStage.ACKNOWLEDGED
+
+
+def test_a_merged_report_is_the_colleagues_contact_with_her_words_cut_to_a_note():
+    entry = contacts.reported(
+        case(S.ACKNOWLEDGED), contact_id="k-2", employee_id="e-9", description="x" * 3_000, at=NOW
+    )
+    assert (entry.kind, entry.employee_id, entry.channel, entry.outcome) == (ContactKind.REPORT, "e-9", None, None)
+    assert len(entry.note) == contacts.NOTE_MAX and entry.occurred_at == NOW
