@@ -35,6 +35,11 @@ RUN python -m venv /opt/venv \
         prometheus-client \
         "pyjwt[crypto]" \
         babel \
+        opentelemetry-api \
+        opentelemetry-sdk \
+        opentelemetry-exporter-otlp-proto-grpc \
+        opentelemetry-instrumentation-grpc \
+        opentelemetry-instrumentation-asyncpg \
     && printf '%s\n%s\n' /app /app/gen > /opt/venv/lib/python3.11/site-packages/service_recovery.pth
 
 # The protobuf code is generated here, as `make proto` does locally; grpcio-tools stays in this stage.

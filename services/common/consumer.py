@@ -28,7 +28,7 @@ import faust
 from faust.types import TP
 from google.protobuf.message import Message
 
-from services.common import cloudevents, inbox
+from services.common import cloudevents, inbox, tracing
 from services.common.cloudevents import CloudEvent
 from services.common.db import Database, is_transient, lock_keys
 from services.common.deadletter import RawRecord, deadletter_record
@@ -191,33 +191,50 @@ class ConsumerHarness:
             decoded, rejected = decode_batch(records, subscription.types)
             if timeless := sum(1 for incoming in decoded if incoming.event.time_from_receipt):
                 self._metrics.records_timeless.labels(topic=topic_name).inc(timeless)
-            delay = self._retry_initial
-            while True:
-                try:
-                    with self._metrics.time_batch(topic_name):
-                        await self._apply(subscription, records, decoded, rejected)
-                    self._observe_age(topic_name, decoded)
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    # Transient or not, the batch is not skipped: a bug here must stall loudly, not lose data.
-                    self._metrics.batch_retries.labels(topic=topic_name).inc()
-                    log.warning(
-                        "batch of %d on %s rolled back (%s: %s); retrying in %.2fs",
-                        len(records),
-                        topic_name,
-                        type(exc).__name__,
-                        exc,
-                        delay,
-                        exc_info=not is_transient(exc),
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._retry_max)
+            traced = tracing.BatchTrace(topic=topic_name, group=self._group, records=records)
+            try:
+                with traced.staging():
+                    await self._retry_until_committed(subscription, records, decoded, rejected, traced)
+            finally:
+                traced.end()
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+
+    async def _retry_until_committed(
+        self,
+        subscription: Subscription,
+        records: Sequence[RawRecord],
+        decoded: Sequence[Incoming],
+        rejected: Sequence[tuple[RawRecord, Exception]],
+        traced: tracing.BatchTrace,
+    ) -> None:
+        topic_name = subscription.topic
+        delay = self._retry_initial
+        while True:
+            try:
+                with self._metrics.time_batch(topic_name):
+                    await self._apply(subscription, records, decoded, rejected)
+                self._observe_age(topic_name, decoded)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Transient or not, the batch is not skipped: a bug here must stall loudly, not lose data.
+                self._metrics.batch_retries.labels(topic=topic_name).inc()
+                traced.span.add_event("rolled back", {"exception.type": type(exc).__name__})
+                log.warning(
+                    "batch of %d on %s rolled back (%s: %s); retrying in %.2fs",
+                    len(records),
+                    topic_name,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    exc_info=not is_transient(exc),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)
 
     async def _apply(
         self,

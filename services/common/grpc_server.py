@@ -30,6 +30,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from services.common import tracing
 from services.common.auth import PUBLIC, Principal, Rule, TokenVerifier, authorize, bearer_token, is_public
 from services.common.db import is_transient
 from services.common.errors import (
@@ -456,17 +457,13 @@ class GrpcServer:
         """Return the bound port once the server is accepting calls and reports SERVING."""
         if self._server is not None:
             raise RuntimeError("server already started")
-        server = grpc.aio.server(
-            interceptors=[
-                _KitInterceptor(
-                    verifier=self._verifier,
-                    rules=self._rules,
-                    metrics=self._metrics,
-                    deadline_cap=self._settings.deadline_cap_seconds,
-                )
-            ],
-            options=self._options(),
+        kit = _KitInterceptor(
+            verifier=self._verifier,
+            rules=self._rules,
+            metrics=self._metrics,
+            deadline_cap=self._settings.deadline_cap_seconds,
         )
+        server = grpc.aio.server(interceptors=[*tracing.grpc_interceptors(), kit], options=self._options())
         for add in self._register:
             add(server)
         health = HealthServicer()

@@ -1,4 +1,5 @@
-"""JSON logs, one object per line, carrying ``customer_id``, ``case_id`` and ``ce_id`` when known.
+"""JSON logs, one object per line, carrying ``customer_id``, ``case_id`` and ``ce_id`` when known, and the
+``trace_id`` and ``span_id`` of the span the line was written in.
 
 The ids come from a context set around the work on one record or request (``record_context``), so a
 handler's own log lines carry them without passing them around.
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+
+from services.common import tracing
 
 CONTEXT_FIELDS = ("customer_id", "case_id", "ce_id")
 # What must never reach a log line or a dead letter's reason, whatever quoted it (a parse error echoes the
@@ -64,6 +67,8 @@ class JsonFormatter(logging.Formatter):
             "message": redact(record.getMessage()),
         }
         entry.update(_context.get() or {})
+        if ids := tracing.current_ids():
+            entry["trace_id"], entry["span_id"] = ids
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value:

@@ -23,7 +23,7 @@ from datetime import datetime
 import asyncpg
 from google.protobuf.message import Message
 
-from services.common import cloudevents
+from services.common import cloudevents, tracing
 from services.common.db import Database, is_transient
 from services.common.metrics import KitMetrics
 
@@ -73,7 +73,7 @@ async def stage_many(conn: asyncpg.Connection, records: Sequence[OutgoingRecord]
     for each key (the locks are taken in one global order, so two transactions sharing keys queue instead of
     deadlocking; the schema is part of the lock key, since each service's outbox orders only its own rows),
     and it queues a NOTIFY that Postgres delivers on commit: the relay publishes at once instead of at its
-    next poll. Headers travel as two flat arrays; each record takes its slice of them.
+    next poll. Headers travel as two flat arrays; each record takes its slice of them, trace context included.
     """
     if not records:
         return
@@ -83,9 +83,10 @@ async def stage_many(conn: asyncpg.Connection, records: Sequence[OutgoingRecord]
     firsts: list[int] = []
     lasts: list[int] = []
     for record in records:
+        headers = tracing.staged_headers(record.key, record.headers)  # the trace it was caused in goes along
         firsts.append(len(header_keys) + 1)  # Postgres arrays count from 1; an empty slice is [n+1:n]
-        header_keys.extend(k for k, _ in record.headers)
-        header_values.extend(v for _, v in record.headers)
+        header_keys.extend(k for k, _ in headers)
+        header_values.extend(v for _, v in headers)
         lasts.append(len(header_keys))
     await conn.execute(
         """WITH locked AS MATERIALIZED (
@@ -184,16 +185,24 @@ class OutboxRelay:
         return len(rows)
 
     async def _publish(self, rows: list[asyncpg.Record]) -> None:
-        futures = [
-            await self._producer.send(
-                row["topic"],
-                value=row["value"],
-                key=row["key"],
-                headers=list(zip(row["header_keys"], row["header_values"], strict=True)),
-            )
-            for row in rows
-        ]
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        spans: list[tracing.Span] = []
+        try:
+            futures = []
+            for row in rows:
+                # The publish span continues the trace the row was staged in; the record names it as the parent.
+                headers = tuple(zip(row["header_keys"], row["header_values"], strict=True))
+                span, headers = tracing.publish_span(row["topic"], headers)
+                spans.append(span)
+                futures.append(
+                    await self._producer.send(row["topic"], value=row["value"], key=row["key"], headers=list(headers))
+                )
+            results = await asyncio.gather(*futures, return_exceptions=True)
+        except BaseException as exc:
+            for span in spans:
+                tracing.end(span, error=exc)
+            raise
+        for span, result in zip(spans, results, strict=True):
+            tracing.end(span, error=result if isinstance(result, BaseException) else None)
         # Mark only the prefix that succeeded: a row after a failed one is re-sent (a duplicate with the
         # same ce_id) rather than letting it overtake the failed row.
         sent_ids: list[int] = []

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from services.common import migrations
+from services.common import migrations, tracing
 from services.common.auth import JwtConfig, Rule, TokenVerifier
 from services.common.consumer import ConsumerHarness, Subscription
 from services.common.db import Database
@@ -112,13 +112,14 @@ async def run_service(
         # Each part registers its own stop as it starts, so a failed start-up and a SIGTERM both stop
         # exactly what was started, in reverse: background loops, gRPC (drained), consumers (the batch
         # in hand finishes), then the outbox is flushed before the producer and the pool close.
+        version = settings.build_version or project_version()
+        if stop_tracing := tracing.configure(service=settings.service_name, version=version):
+            running.callback(stop_tracing)  # the last thing stopped: the spans of the shutdown are exported too
         registry = CollectorRegistry()
         metrics = KitMetrics(registry)
         register_platform(registry)
         metrics.record_build(
-            service=settings.service_name,
-            version=settings.build_version or project_version(),
-            revision=settings.build_revision or "unknown",
+            service=settings.service_name, version=version, revision=settings.build_revision or "unknown"
         )
         metrics_server, metrics_port = serve_metrics(registry, host=settings.metrics_host, port=settings.metrics_port)
         running.callback(metrics_server.shutdown)

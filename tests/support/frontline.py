@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from recovery.escalation.v1 import escalation_pb2 as cases
@@ -46,8 +47,11 @@ def system_failure(customer: str, **fields) -> events.FailureReported:
     return events.FailureReported(**(base | fields))
 
 
-async def report(outside: Outside, who: Employee, customer: str, **fields) -> intake_pb2.ReportFailureResponse:
-    """The frontline reports what the customer told them; the reporter becomes the owner."""
+async def report(
+    outside: Outside, who: Employee, customer: str, *, metadata: Sequence[tuple[str, str]] = (), **fields
+) -> intake_pb2.ReportFailureResponse:
+    """The frontline reports what the customer told them; the reporter becomes the owner (``metadata`` is
+    sent beside the employee's token)."""
     base = {
         "request_id": new_id("req"),
         "customer_id": customer,
@@ -57,7 +61,7 @@ async def report(outside: Outside, who: Employee, customer: str, **fields) -> in
         "preferred_channel": common.CHANNEL_EMAIL,
     }
     return await outside.intake().ReportFailure(
-        intake_pb2.ReportFailureRequest(**(base | fields)), metadata=outside.as_(who), timeout=30
+        intake_pb2.ReportFailureRequest(**(base | fields)), metadata=[*outside.as_(who), *metadata], timeout=30
     )
 
 
