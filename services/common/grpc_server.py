@@ -463,7 +463,8 @@ class GrpcServer:
             metrics=self._metrics,
             deadline_cap=self._settings.deadline_cap_seconds,
         )
-        server = grpc.aio.server(interceptors=[*tracing.grpc_interceptors(), kit], options=self._options())
+        # The span interceptor sits inside the kit's: it wraps the servicer's own handlers (async generators for streams).
+        server = grpc.aio.server(interceptors=[kit, *tracing.grpc_interceptors()], options=self._options())
         for add in self._register:
             add(server)
         health = HealthServicer()

@@ -81,7 +81,7 @@ def dashboard_panels(dashboard: dict) -> list[dict]:
 
 def test_the_dashboard_parses_and_reads_only_defined_metrics():
     dashboard = json.loads(DASHBOARD.read_text())
-    recorded = {rule.name for rule in load_rules(PROMETHEUS_DIR / "rules" / "recording.yml")}
+    recorded = {rule.name for path in (PROMETHEUS_DIR / "rules").glob("*.yml") for rule in load_rules(path)}
     exprs = {
         f"{panel['title']}#{target['refId']}": target["expr"]
         for panel in dashboard_panels(dashboard)
@@ -109,6 +109,8 @@ def test_the_dashboard_parses_and_reads_only_defined_metrics():
         "recovery_records_deadlettered_total",
         "service:recovery_outbox_backlog:sum",
         "service_method:recovery_grpc_server_errors:ratio_rate5m",
+        "recovery:straight_through_errors:ratio_rate1h",
+        "recovery:straight_through_events_late:ratio_rate1h",
     ):
         assert metric in used, f"the dashboard shows no {metric}"
 
