@@ -463,7 +463,7 @@ class GrpcServer:
             metrics=self._metrics,
             deadline_cap=self._settings.deadline_cap_seconds,
         )
-        # The span interceptor sits inside the kit's: it wraps the servicer's own handlers (async generators for streams).
+        # The span interceptor sits inside the kit's: it wraps the servicer's own handlers (streams stay generators).
         server = grpc.aio.server(interceptors=[kit, *tracing.grpc_interceptors()], options=self._options())
         for add in self._register:
             add(server)
