@@ -43,10 +43,17 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
             self.arrived.notify_all()
         return trace_service_pb2.ExportTraceServiceResponse()
 
-    async def trace(self, trace_id: str, *, services: set[str], timeout: float = 60) -> list[tuple[str, object]]:
-        """Return the trace's spans once every one of ``services`` has sent some."""
+    async def trace(
+        self, trace_id: str, *, services: set[str], names: set[tuple[str, str]] = frozenset(), timeout: float = 60
+    ) -> list[tuple[str, object]]:
+        """Return the trace's spans once every one of ``services`` has sent some, and the (service, span) ``names``
+        have all arrived (each process exports on its own schedule)."""
         async with asyncio.timeout(timeout), self.arrived:
-            while not services <= {service for service, _ in self.spans[trace_id]}:
+            while not (
+                services <= {service for service, _ in self.spans[trace_id]}
+                and names <= {(service, span.name) for service, span in self.spans[trace_id]}
+                and len(orphans(self.spans[trace_id])) == 1  # every parent arrived but the outside publisher's
+            ):
                 await self.arrived.wait()
         return self.spans[trace_id]
 
@@ -75,6 +82,12 @@ async def traced(tmp_path_factory, receiver):
         yield outside
 
 
+def orphans(spans: list[tuple[str, object]]) -> list[str]:
+    """The names of the spans whose parent is not among ``spans``."""
+    ids = {span.span_id for _, span in spans}
+    return [span.name for _, span in spans if span.parent_span_id not in ids]
+
+
 def traceparent(trace_id: str) -> str:
     return f"00-{trace_id}-{secrets.token_hex(8)}-01"
 
@@ -93,17 +106,16 @@ async def test_a_published_failure_is_one_trace_across_the_four_services(traced,
     (authorized,) = await traced.wait("recovery.offer-authorized.v1", lambda s: s.record.key == customer.encode())
     assert trace_of(authorized.headers) == trace_id  # the context rode on every record of the way
 
-    spans = await receiver.trace(trace_id, services=SERVICES)
-    names = {(service, span.name) for service, span in spans}
-    assert ("intake", "process recovery.failure-reported.v1 record") in names
-    assert ("intake", "publish recovery.case-opened.v1") in names
-    assert ("compensation", "process recovery.case-opened.v1 record") in names
-    assert ("escalation", "publish recovery.offer-authorized.v1") in names
-    assert ("followup", "process recovery.case-opened.v1 record") in names
+    expected = {
+        ("intake", "process recovery.failure-reported.v1 record"),
+        ("intake", "publish recovery.case-opened.v1"),
+        ("compensation", "process recovery.case-opened.v1 record"),
+        ("escalation", "publish recovery.offer-authorized.v1"),
+        ("followup", "process recovery.case-opened.v1 record"),
+    }
+    spans = await receiver.trace(trace_id, services=SERVICES, names=expected)
     # Every span of the trace hangs from another span of it, up to the publisher's (not exported here).
-    ids = {span.span_id for _, span in spans}
-    orphans = [span.name for _, span in spans if span.parent_span_id not in ids]
-    assert orphans == ["process recovery.failure-reported.v1 record"]
+    assert orphans(spans) == ["process recovery.failure-reported.v1 record"]
     # The statements of the batches that handled it are in their own traces, linked (see below); a batch's own
     # span links the records it handled.
     batches = [span for spans_ in receiver.spans.values() for _, span in spans_ if span.name.startswith("process")]
@@ -132,7 +144,10 @@ async def test_a_frontline_call_starts_the_trace_its_case_and_offer_continue(tra
 
     (opened,) = await traced.wait("recovery.case-opened.v1", lambda s: s.record.key == customer.encode())
     assert trace_of(opened.headers) == trace_id
-    spans = await receiver.trace(trace_id, services={"intake", "compensation", "escalation"})
-    (call,) = [span for service, span in spans if service == "intake" and span.name.endswith("/ReportFailure")]
+    call_name = "/recovery.intake.v1.IntakeService/ReportFailure"
+    spans = await receiver.trace(
+        trace_id, services={"intake", "compensation", "escalation"}, names={("intake", call_name)}
+    )
+    (call,) = [span for service, span in spans if service == "intake" and span.name == call_name]
     assert call.kind == call.SPAN_KIND_SERVER
     assert reply.case_id == opened.message.case_id
