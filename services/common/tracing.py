@@ -97,11 +97,6 @@ def enabled() -> bool:
     return _tracer is not None
 
 
-def provider() -> TracerProvider | None:
-    """The tracer provider when traces are on (for instrumentations that take one)."""
-    return _provider
-
-
 def grpc_interceptors() -> list[Any]:
     """The gRPC server interceptors that make a span per call (none when traces are off; health probes and
     reflection make none: a probe every few seconds would bury the calls that matter)."""
@@ -194,10 +189,6 @@ def current(span: Span) -> AbstractContextManager[Span]:
     return trace.use_span(span, end_on_exit=False)
 
 
-def link(span: Span) -> Link:
-    return Link(span.get_span_context())
-
-
 def current_ids() -> tuple[str, str] | None:
     """Return the current span's (trace id, span id) in hex, or None outside a recorded span (for log lines)."""
     context = trace.get_current_span().get_span_context()
@@ -239,7 +230,7 @@ class BatchTrace:
                 f"process {topic} record",
                 kind=SpanKind.CONSUMER,
                 parent=parent,
-                links=[link(self.span)],
+                links=[Link(self.span.get_span_context())],
                 attributes={
                     **_messaging(topic),
                     "messaging.consumer.group.name": group,
