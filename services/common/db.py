@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import asyncpg
+
+R = TypeVar("R")
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -46,6 +49,29 @@ async def lock_keys(conn: asyncpg.Connection, namespace: str, keys: Iterable[str
             namespace,
             unique,
         )
+
+
+def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Return ``rows`` as ``width`` column lists: the arguments of one ``unnest($1::t[], $2::u[], ...)``.
+
+    One statement over arrays writes a set in one execution; ``executemany`` executes its statement once per
+    row (a round trip saved, but not the per-row planning and execution in the server).
+    """
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+def last_per_key(rows: Iterable[R], key: Callable[[R], Hashable]) -> list[R]:
+    """Return ``rows`` keeping only the last row of each ``key(row)``, in the order of those last rows.
+
+    A set-based UPDATE or upsert touches each target row once (two source rows for one target make an upsert
+    fail and an UPDATE apply either), so a set writing one row twice keeps the last, as one-by-one writes would.
+    """
+    last: dict[Hashable, R] = {}
+    for row in rows:
+        k = key(row)
+        last.pop(k, None)  # re-inserted: the order is that of the last writes
+        last[k] = row
+    return list(last.values())
 
 
 def check_schema_name(schema: str) -> str:

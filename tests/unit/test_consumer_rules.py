@@ -7,6 +7,7 @@ import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 from recovery.events.v1 import events_pb2
 
+from services.common import db
 from services.common.consumer import check_key
 from services.common.db import is_transient
 from services.common.deadletter import RawRecord
@@ -107,3 +108,21 @@ def test_asyncpg_exception_classes_carry_their_sqlstate():
     assert asyncpg.exceptions.AdminShutdownError("x").sqlstate == "57P01"
     assert asyncpg.exceptions.UniqueViolationError("x").sqlstate == "23505"
     assert issubclass(asyncpg.exceptions.ConnectionFailureError, asyncpg.PostgresConnectionError)
+
+
+# ------------------------------------------------------------------------------------ set-based statements
+
+
+def test_columns_turn_rows_into_the_arrays_of_one_unnest() -> None:
+    assert db.columns([("a", 1), ("b", 2), ("c", 3)], 2) == [["a", "b", "c"], [1, 2, 3]]
+    assert db.columns([], 3) == [[], [], []]  # an empty set still gives every parameter its (empty) array
+
+
+def test_columns_refuse_rows_of_different_widths() -> None:
+    with pytest.raises(ValueError):
+        db.columns([("a", 1), ("b",)], 2)
+
+
+def test_last_per_key_keeps_each_keys_last_write_in_the_order_of_the_last_writes() -> None:
+    rows = [("c1", "open"), ("c2", "open"), ("c1", "resolved"), ("c3", "open")]
+    assert db.last_per_key(rows, key=lambda row: row[0]) == [("c2", "open"), ("c1", "resolved"), ("c3", "open")]

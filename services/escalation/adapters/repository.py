@@ -9,6 +9,7 @@ from datetime import date, datetime
 
 import asyncpg
 
+from services.common.db import columns, last_per_key
 from services.common.money import Money
 from services.escalation.domain.model import (
     Actor,
@@ -181,8 +182,29 @@ async def save_case(conn: asyncpg.Connection, case: Case, *, now: datetime) -> i
 
 
 async def save_cases(conn: asyncpg.Connection, cases: Sequence[Case], *, now: datetime) -> None:
-    """``save_case`` for a set of cases, in one round trip."""
-    await conn.executemany(_SAVE_CASE, [_case_changes(case, now) for case in cases])
+    """``save_case`` for a set of cases, in one statement (a case saved twice keeps its last state)."""
+    if not cases:
+        return
+    rows = last_per_key((_case_changes(case, now) for case in cases), key=lambda row: row[0])
+    # ``case_id = ANY`` lets the planner find the rows by key; a join on unnest alone may scan the table.
+    await conn.execute(
+        """UPDATE cases c SET state = u.state, owner_employee_id = u.owner_employee_id, team = u.team,
+                  severity = u.severity, outlook = u.outlook, system_detected = u.system_detected,
+                  acknowledged_at = u.acknowledged_at, transfer_count = u.transfer_count,
+                  transfer_limit_exceeded = u.transfer_limit_exceeded, resolution_count = u.resolution_count,
+                  pending_approval_id = u.pending_approval_id, current_offer_id = u.current_offer_id,
+                  sla_breach_count = u.sla_breach_count, attention_role = u.attention_role,
+                  resolved_at = u.resolved_at, updated_at = u.updated_at, owner_role = u.owner_role,
+                  revision = nextval('case_revision')
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::boolean[],
+                       $8::timestamptz[], $9::int[], $10::boolean[], $11::int[], $12::text[], $13::text[],
+                       $14::int[], $15::text[], $16::timestamptz[], $17::timestamptz[], $18::text[])
+                AS u(case_id, state, owner_employee_id, team, severity, outlook, system_detected, acknowledged_at,
+                     transfer_count, transfer_limit_exceeded, resolution_count, pending_approval_id,
+                     current_offer_id, sla_breach_count, attention_role, resolved_at, updated_at, owner_role)
+           WHERE c.case_id = u.case_id AND c.case_id = ANY($1::text[])""",
+        *columns(rows, 18),
+    )
 
 
 async def save_facts(conn: asyncpg.Connection, case_id: str, *, facts: bytes, revision: int, reach: Reach) -> None:
@@ -529,9 +551,14 @@ async def set_offer_status(conn: asyncpg.Connection, offer_id: str, status: Offe
 
 
 async def set_offer_statuses(conn: asyncpg.Connection, statuses: Sequence[tuple[str, OfferStatus]]) -> None:
-    """``set_offer_status`` for a set of offers, in one round trip."""
-    await conn.executemany(
-        "UPDATE offers SET status = $2 WHERE offer_id = $1", [(offer_id, status.value) for offer_id, status in statuses]
+    """``set_offer_status`` for a set of offers, in one statement (an offer set twice keeps the last)."""
+    if not statuses:
+        return
+    rows = last_per_key(((offer_id, status.value) for offer_id, status in statuses), key=lambda row: row[0])
+    await conn.execute(
+        """UPDATE offers o SET status = u.status FROM unnest($1::text[], $2::text[]) AS u(offer_id, status)
+           WHERE o.offer_id = u.offer_id AND o.offer_id = ANY($1::text[])""",
+        *columns(rows, 2),
     )
 
 
@@ -933,13 +960,10 @@ async def save_clock(conn: asyncpg.Connection, case_id: str, c: ClockState) -> N
 
 
 async def save_clocks(conn: asyncpg.Connection, clocks: Sequence[tuple[str, ClockState]]) -> None:
-    """Insert or replace SLA clocks (case id, clock), in one round trip."""
-    await conn.executemany(
-        """INSERT INTO sla_clocks (case_id, clock, status, budget, started_at, deadline_at, warn_at, paused_at,
-                                   paused, stopped_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-           ON CONFLICT (case_id, clock) DO UPDATE SET status = $3, budget = $4, started_at = $5, deadline_at = $6,
-               warn_at = $7, paused_at = $8, paused = $9, stopped_at = $10""",
+    """Insert or replace SLA clocks (case id, clock), in one statement (a clock saved twice keeps the last)."""
+    if not clocks:
+        return
+    rows = last_per_key(
         [
             (
                 case_id,
@@ -955,6 +979,18 @@ async def save_clocks(conn: asyncpg.Connection, clocks: Sequence[tuple[str, Cloc
             )
             for case_id, c in clocks
         ],
+        key=lambda row: (row[0], row[1]),
+    )
+    await conn.execute(
+        """INSERT INTO sla_clocks (case_id, clock, status, budget, started_at, deadline_at, warn_at, paused_at,
+                                   paused, stopped_at)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::interval[], $5::timestamptz[],
+                                $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::interval[],
+                                $10::timestamptz[])
+           ON CONFLICT (case_id, clock) DO UPDATE SET status = excluded.status, budget = excluded.budget,
+               started_at = excluded.started_at, deadline_at = excluded.deadline_at, warn_at = excluded.warn_at,
+               paused_at = excluded.paused_at, paused = excluded.paused, stopped_at = excluded.stopped_at""",
+        *columns(rows, 10),
     )
 
 
@@ -997,10 +1033,11 @@ async def replace_timers(
     """``set_timers`` for (case id, clock, timers, approval id) changes: two statements whatever their number."""
     if not changes:
         return
+    # ``case_id = ANY`` reaches the pending rows through their index; a join on unnest alone scans every timer.
     await conn.execute(
         """UPDATE timers SET status = 'cancelled'
-           FROM unnest($1::text[], $2::text[]) AS c(case_id, clock)
-           WHERE timers.case_id = c.case_id AND timers.clock = c.clock AND timers.status = 'pending'""",
+           WHERE case_id = ANY($1::text[]) AND status = 'pending'
+             AND (case_id, clock) IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
         [case_id for case_id, _, _, _ in changes],
         [clock.value for _, clock, _, _ in changes],
     )
@@ -1010,8 +1047,10 @@ async def replace_timers(
         for kind, due_at in timers
     ]
     if rows:
-        await conn.executemany(
-            "INSERT INTO timers (case_id, kind, clock, approval_id, due_at) VALUES ($1, $2, $3, $4, $5)", rows
+        await conn.execute(
+            """INSERT INTO timers (case_id, kind, clock, approval_id, due_at)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])""",
+            *columns(rows, 5),
         )
 
 
@@ -1063,35 +1102,47 @@ async def append_audit(conn: asyncpg.Connection, e: AuditEntry) -> None:
 
 
 async def append_audits(conn: asyncpg.Connection, entries: Sequence[AuditEntry]) -> None:
-    """Append ``entries`` to the audit trail, in order, in one round trip."""
-    await conn.executemany(
+    """Append ``entries`` to the audit trail, in order (their entry ids ascending), in one statement."""
+    if not entries:
+        return
+    rows = [
+        (
+            e.case_id,
+            e.action,
+            e.actor.kind.value,
+            e.actor.employee_id,
+            e.actor.role,
+            e.actor.team,
+            e.amount.amount_minor if e.amount else None,
+            e.amount.currency if e.amount else None,
+            json.dumps(e.limits) if e.limits is not None else None,
+            e.policy_version,
+            e.reason,
+            e.detail,
+            e.offer_id,
+            e.approval_id,
+            e.from_state.value if e.from_state else None,
+            e.to_state.value if e.to_state else None,
+            e.occurred_at,
+            json.dumps(e.rate) if e.rate is not None else None,
+        )
+        for e in entries
+    ]
+    await conn.execute(
         """INSERT INTO audit_log (case_id, action, actor_kind, actor_employee_id, actor_role, actor_team,
                                   amount_minor, currency, limits, policy_version, reason, detail, offer_id,
                                   approval_id, from_state, to_state, occurred_at, rate)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17, $18::jsonb)""",
-        [
-            (
-                e.case_id,
-                e.action,
-                e.actor.kind.value,
-                e.actor.employee_id,
-                e.actor.role,
-                e.actor.team,
-                e.amount.amount_minor if e.amount else None,
-                e.amount.currency if e.amount else None,
-                json.dumps(e.limits) if e.limits is not None else None,
-                e.policy_version,
-                e.reason,
-                e.detail,
-                e.offer_id,
-                e.approval_id,
-                e.from_state.value if e.from_state else None,
-                e.to_state.value if e.to_state else None,
-                e.occurred_at,
-                json.dumps(e.rate) if e.rate is not None else None,
-            )
-            for e in entries
-        ],
+           SELECT case_id, action, actor_kind, actor_employee_id, actor_role, actor_team, amount_minor, currency,
+                  limits::jsonb, policy_version, reason, detail, offer_id, approval_id, from_state, to_state,
+                  occurred_at, rate::jsonb
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                       $15::text[], $16::text[], $17::timestamptz[], $18::text[])
+                WITH ORDINALITY AS u(case_id, action, actor_kind, actor_employee_id, actor_role, actor_team,
+                                     amount_minor, currency, limits, policy_version, reason, detail, offer_id,
+                                     approval_id, from_state, to_state, occurred_at, rate, ord)
+           ORDER BY ord""",
+        *columns(rows, 18),
     )
 
 

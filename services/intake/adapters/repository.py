@@ -14,7 +14,7 @@ import asyncpg
 from google.protobuf.message import Message
 from recovery.events.v1 import common_pb2, events_pb2
 
-from services.common.db import lock_keys
+from services.common.db import columns, lock_keys
 from services.common.money import Money
 from services.intake.adapters import wire
 from services.intake.domain.acceptance import Amended, CustomerState, Granted, KnownCase, KnownFailure, Opened
@@ -175,9 +175,11 @@ class FailureStore:
                -- Recent failures, and every failure of a case a report may join (with its report, to merge into).
                SELECT 'failure', f.case_id, f.customer_id, NULL, NULL, NULL, NULL, NULL, f.failure_id, f.occurred_at,
                       f.received_at, CASE WHEN j.case_id IS NOT NULL THEN f.report END, NULL, NULL, NULL, NULL
-               FROM failures f LEFT JOIN known j ON j.case_id = f.case_id AND j.joinable
-               WHERE (f.customer_id = ANY($1::text[]) AND f.occurred_at >= $5)
-                  OR f.case_id IN (SELECT case_id FROM known WHERE joinable)
+               -- Two selections, each through its own index: one WHERE with OR between them scans the table.
+               FROM (SELECT * FROM failures WHERE customer_id = ANY($1::text[]) AND occurred_at >= $5
+                     UNION
+                     SELECT * FROM failures WHERE case_id IN (SELECT case_id FROM known WHERE joinable)) AS f
+                    LEFT JOIN known j ON j.case_id = f.case_id AND j.joinable
                UNION ALL
                -- A case's authorisations add up (a split offer's two parts, a re-quote's difference): one sum per
                -- case and currency, dated by its latest authorisation in the window.
@@ -437,27 +439,31 @@ async def satisfaction_by_case(conn: asyncpg.Connection, case_ids: Sequence[str]
 
 
 async def record_compensations(conn: asyncpg.Connection, grants: Sequence[RecordCompensation]) -> None:
-    """Record authorisations in one round trip, each once under its authorisation id: a case's authorisations add
+    """Record authorisations in one statement, each once under its authorisation id: a case's authorisations add
     up, and one delivered again (a redelivery, a republished copy) changes nothing."""
-    await conn.executemany(
+    if not grants:
+        return
+    rows = [
+        (
+            g.authorization_id,
+            g.case_id,
+            g.customer_id,
+            g.offer_id,
+            g.offer_version,
+            g.part.value,
+            g.amount.amount_minor,
+            g.amount.currency,
+            g.authorized_at,
+        )
+        for g in grants
+    ]
+    await conn.execute(
         """INSERT INTO compensations (authorization_id, case_id, customer_id, offer_id, offer_version, part,
                                       amount_minor, currency, authorized_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
+                                $7::bigint[], $8::text[], $9::timestamptz[])
            ON CONFLICT (authorization_id) DO NOTHING""",
-        [
-            (
-                g.authorization_id,
-                g.case_id,
-                g.customer_id,
-                g.offer_id,
-                g.offer_version,
-                g.part.value,
-                g.amount.amount_minor,
-                g.amount.currency,
-                g.authorized_at,
-            )
-            for g in grants
-        ],
+        *columns(rows, 9),
     )
 
 
@@ -485,11 +491,14 @@ async def record_satisfaction(
 
 
 async def record_contacts(conn: asyncpg.Connection, contacts: Sequence[RecordContact]) -> None:
-    """Record contact-log entries in one round trip, each once under its id (a redelivery changes nothing)."""
-    await conn.executemany(
+    """Record contact-log entries in one statement, each once under its id (a redelivery changes nothing)."""
+    if not contacts:
+        return
+    await conn.execute(
         """INSERT INTO customer_contacts (contact_id, customer_id, case_id, occurred_at, entry)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (contact_id) DO NOTHING""",
-        [(c.contact_id, c.customer_id, c.case_id, c.occurred_at, c.entry) for c in contacts],
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bytea[])
+           ON CONFLICT (contact_id) DO NOTHING""",
+        *columns([(c.contact_id, c.customer_id, c.case_id, c.occurred_at, c.entry) for c in contacts], 5),
     )
 
 
