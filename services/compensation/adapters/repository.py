@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import asyncpg
 from recovery.compensation.v1 import compensation_pb2
 
-from services.common.db import lock_keys
+from services.common.db import columns, lock_keys
 from services.compensation.adapters import texts, wire
 from services.compensation.domain.model import (
     AuthorizationPart,
@@ -343,6 +343,31 @@ class NewOffer:
     granted: tuple[GrantedLine, ...] = ()
 
 
+async def insert_offers(conn: asyncpg.Connection, offers: Sequence[NewOffer]) -> None:
+    """Store new offer versions with their inputs in one statement (one execution, not one per offer)."""
+    if not offers:
+        return
+    # unnest takes no array of arrays of different lengths: each offer's repeat-reference cases go as a JSON array.
+    await conn.execute(
+        """INSERT INTO offers (offer_id, case_id, customer_id, version, policy_version, total_minor, currency,
+                               playbook_id, needs_review, budget_exceeded, proposed_at, offer, facts,
+                               team_spent_minor, unverified_elsewhere, granted, repeat_reference_cases)
+           SELECT offer_id, case_id, customer_id, version, policy_version, total_minor, currency, playbook_id,
+                  needs_review, budget_exceeded, proposed_at, offer, facts, team_spent_minor, unverified_elsewhere,
+                  granted::jsonb,
+                  ARRAY(SELECT c FROM jsonb_array_elements_text(repeat_cases::jsonb) WITH ORDINALITY AS r(c, i)
+                        ORDER BY i)
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::bigint[], $7::text[],
+                       $8::text[], $9::boolean[], $10::boolean[], $11::timestamptz[], $12::bytea[], $13::bytea[],
+                       $14::bigint[], $15::int[], $16::text[], $17::text[])
+                WITH ORDINALITY AS n(offer_id, case_id, customer_id, version, policy_version, total_minor, currency,
+                                     playbook_id, needs_review, budget_exceeded, proposed_at, offer, facts,
+                                     team_spent_minor, unverified_elsewhere, granted, repeat_cases, ord)
+           ORDER BY ord""",
+        *columns([_offer_row(new) for new in offers], 17),
+    )
+
+
 def _offer_row(new: NewOffer) -> tuple:
     offer = new.offer
     return (
@@ -362,18 +387,7 @@ def _offer_row(new: NewOffer) -> tuple:
         new.team_spent_minor,
         new.history.unverified_claims_in_window,
         _lines_json(new.granted, with_currency=True),
-        list(new.history.repeat_reference_cases),
-    )
-
-
-async def insert_offers(conn: asyncpg.Connection, offers: Sequence[NewOffer]) -> None:
-    """Store new offer versions with their inputs in one statement."""
-    await conn.executemany(
-        """INSERT INTO offers (offer_id, case_id, customer_id, version, policy_version, total_minor, currency,
-                               playbook_id, needs_review, budget_exceeded, proposed_at, offer, facts,
-                               team_spent_minor, unverified_elsewhere, granted, repeat_reference_cases)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::jsonb, $17)""",
-        [_offer_row(new) for new in offers],
+        json.dumps(list(new.history.repeat_reference_cases)),
     )
 
 
@@ -487,7 +501,11 @@ class Spend:
 
 
 async def record_spends(conn: asyncpg.Connection, spends: Sequence[Spend]) -> set[str]:
-    """Add authorisations to their teams' spend once each, in one statement; returns the ids that were new."""
+    """Add authorisations to their teams' spend once each, in one statement; returns the ids that were new.
+
+    The statement's trigger adds the rows it inserted to their teams' running totals (migration 0005), so a
+    duplicate, inserted nothing, counts nothing, and the totals commit or roll back with the rows.
+    """
     if not spends:
         return set()
     rows = await conn.fetch(
@@ -549,13 +567,16 @@ async def owning_teams(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dic
 async def teams_spent(
     conn: asyncpg.Connection, keys: Iterable[tuple[str, str]], *, at: datetime
 ) -> dict[tuple[str, str], int]:
-    """Return what each (team, currency) has had authorised in the month of ``at``, in one query."""
+    """Return what each (team, currency) has had authorised in the month of ``at``, in one query.
+
+    Read from the running totals (migration 0005), not summed from the ledger: a team's month of spend rows
+    grows with every authorisation, and a mass disruption puts every case in one team.
+    """
     keys = sorted(set(keys))
     rows = await conn.fetch(
-        """SELECT k.team, k.currency, coalesce(sum(s.amount_minor), 0) AS spent
+        """SELECT k.team, k.currency, coalesce(t.amount_minor, 0) AS spent
            FROM unnest($1::text[], $2::text[]) AS k(team, currency)
-           LEFT JOIN spend s ON s.team = k.team AND s.currency = k.currency AND s.period = $3
-           GROUP BY k.team, k.currency""",
+           LEFT JOIN spend_totals t ON t.team = k.team AND t.period = $3 AND t.currency = k.currency""",
         [team for team, _ in keys],
         [currency for _, currency in keys],
         period_of(at),
@@ -564,9 +585,10 @@ async def teams_spent(
 
 
 async def team_spent(conn: asyncpg.Connection, *, team: str, currency: str, at: datetime) -> int:
-    """Return what ``team`` has had authorised in ``currency`` in the month of ``at``."""
+    """Return what ``team`` has had authorised in ``currency`` in the month of ``at`` (its running total)."""
     value = await conn.fetchval(
-        "SELECT coalesce(sum(amount_minor), 0) FROM spend WHERE team = $1 AND period = $2 AND currency = $3",
+        """SELECT coalesce((SELECT amount_minor FROM spend_totals WHERE team = $1 AND period = $2 AND currency = $3),
+                           0)""",
         team,
         period_of(at),
         currency,
