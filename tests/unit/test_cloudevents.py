@@ -387,6 +387,30 @@ def test_a_nul_in_a_header_or_a_string_field_is_undecodable_not_a_database_error
         cloudevents.decode(headers, value, TYPES)
 
 
+def test_a_nul_is_found_in_every_mode_and_encoding():
+    """Decoding skips the field-by-field NUL check when the body cannot hold one: each way in still finds it."""
+    message = events_pb2.FailureReported(customer_id="cust-1", reference="ord\x00-1")
+    json_headers, json_value, _ = cloudevents.encode(message, source="test", content_type=cloudevents.JSON)
+    assert b"\\u0000" in json_value
+    base64_data = base64.b64encode(message.SerializeToString()).decode()
+    ways = [
+        cloudevents.encode(message, source="test")[:2],
+        (json_headers, json_value),
+        structured(envelope(data=json_format.MessageToDict(message))),
+        structured(envelope(datacontenttype="application/protobuf", data=None, data_base64=base64_data)),
+    ]
+    for headers, value in ways:
+        with pytest.raises(UndecodableRecord, match="NUL character in reference"):
+            cloudevents.decode(headers, value, TYPES)
+
+
+def test_a_body_with_zero_bytes_but_no_nul_in_its_text_decodes():
+    message = events_pb2.FailureReported(customer_id="cust-1", reported_costs=[common_pb2.CostItem()])  # an empty item
+    headers, value, _ = cloudevents.encode(message, source="test")
+    assert b"\x00" in value
+    assert cloudevents.decode(headers, value, TYPES)[1] == message
+
+
 # ------------------------------------------------------------------------------------------- structured mode
 
 
