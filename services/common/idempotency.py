@@ -25,10 +25,12 @@ either all exist or none does.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import asyncpg
 from google.protobuf.message import Message
 
+from services.common.db import columns
 from services.common.errors import FieldViolation, IdempotencyConflict, InvalidInput
 
 MAX_REQUEST_ID_LENGTH = 128
@@ -77,10 +79,7 @@ async def replay(conn: asyncpg.Connection, *, method: str, request_id: str, fing
         "SELECT fingerprint, response FROM request_log WHERE method = $1 AND request_id = $2", method, request_id
     )
     if row is not None and bytes(row["fingerprint"]) != fingerprint:
-        raise IdempotencyConflict(
-            f"request id {request_id!r} was already used for {method} with different parameters; "
-            "nothing was done (use a new request id for a new request)"
-        )
+        raise _conflict(method, request_id)
     if row is None or row["response"] is None:
         raise RuntimeError(f"request id {request_id!r} for {method} was committed without a response")
     return bytes(row["response"])
@@ -103,3 +102,85 @@ async def remember(
             f"idempotency.remember() for {method} {request_id!r} found no claim: "
             "call replay() first, in this transaction"
         )
+
+
+async def replay_many(
+    conn: asyncpg.Connection, *, method: str, claims: Sequence[tuple[str, bytes]]
+) -> list[bytes | IdempotencyConflict | None]:
+    """``replay`` for (request id, fingerprint) claims of distinct ids: per claim, the stored response, the
+    conflict, or None when the id is new and now claimed. One statement when every id is new, two otherwise.
+
+    The ids are claimed in their sorted order, so two groups sharing ids queue instead of deadlocking.
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("idempotency.replay_many() must run inside the transaction that does the work")
+    ordered = sorted(claims)
+    claimed = {
+        row["request_id"]
+        for row in await conn.fetch(
+            """INSERT INTO request_log (method, request_id, fingerprint)
+               SELECT $1, c.request_id, c.fingerprint
+               FROM unnest($2::text[], $3::bytea[]) WITH ORDINALITY AS c(request_id, fingerprint, ord)
+               ORDER BY ord
+               ON CONFLICT DO NOTHING RETURNING request_id""",
+            method,
+            *columns(ordered, 2),
+        )
+    }
+    known = [request_id for request_id, _ in claims if request_id not in claimed]
+    stored = {}
+    if known:
+        rows = await conn.fetch(
+            "SELECT request_id, fingerprint, response FROM request_log WHERE method = $1 AND request_id = ANY($2)",
+            method,
+            known,
+        )
+        stored = {row["request_id"]: row for row in rows}
+    answers: list[bytes | IdempotencyConflict | None] = []
+    for request_id, digest in claims:
+        if request_id in claimed:
+            answers.append(None)
+            continue
+        row = stored.get(request_id)
+        if row is not None and bytes(row["fingerprint"]) != digest:
+            answers.append(_conflict(method, request_id))
+        elif row is None or row["response"] is None:
+            raise RuntimeError(f"request id {request_id!r} for {method} was committed without a response")
+        else:
+            answers.append(bytes(row["response"]))
+    return answers
+
+
+async def remember_many(
+    conn: asyncpg.Connection, *, method: str, responses: Sequence[tuple[str, bytes, bytes]]
+) -> None:
+    """``remember`` for (request id, fingerprint, response) of ids ``replay_many`` claimed here, in one statement."""
+    if not responses:
+        return
+    status = await conn.execute(
+        """UPDATE request_log r SET response = u.response
+           FROM unnest($2::text[], $3::bytea[], $4::bytea[]) AS u(request_id, fingerprint, response)
+           WHERE r.method = $1 AND r.request_id = u.request_id AND r.request_id = ANY($2::text[])
+             AND r.fingerprint = u.fingerprint AND r.response IS NULL""",
+        method,
+        *columns(responses, 3),
+    )
+    if status != f"UPDATE {len(responses)}":
+        raise RuntimeError(f"idempotency.remember_many() for {method} found {status} of {len(responses)} claims")
+
+
+async def release_many(conn: asyncpg.Connection, *, method: str, request_ids: Sequence[str]) -> None:
+    """Give back claims of this transaction whose calls were refused: their ids did nothing, so are still new."""
+    if request_ids:
+        await conn.execute(
+            "DELETE FROM request_log WHERE method = $1 AND request_id = ANY($2::text[]) AND response IS NULL",
+            method,
+            list(request_ids),
+        )
+
+
+def _conflict(method: str, request_id: str) -> IdempotencyConflict:
+    return IdempotencyConflict(
+        f"request id {request_id!r} was already used for {method} with different parameters; "
+        "nothing was done (use a new request id for a new request)"
+    )

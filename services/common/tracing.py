@@ -160,6 +160,17 @@ def staged_headers(key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> H
     return with_trace(headers, headers_for())
 
 
+@contextmanager
+def staging(headers_by_key: Mapping[bytes | None, Headers]) -> Iterator[None]:
+    """Inside the block, an event staged for a key continues the trace ``headers_by_key`` gives it (a group of
+    calls handled together: each call's events under its own call's span)."""
+    token = _staging.set(headers_by_key)
+    try:
+        yield
+    finally:
+        _staging.reset(token)
+
+
 def with_trace(headers: Sequence[tuple[str, bytes]], trace_headers: Headers) -> Headers:
     """Return ``headers`` with their trace headers replaced by ``trace_headers``."""
     if not trace_headers and not any(k in TRACE_HEADERS for k, _ in headers):
@@ -244,12 +255,8 @@ class BatchTrace:
     @contextmanager
     def staging(self) -> Iterator[None]:
         """Inside the block, events staged for a record's key continue that record's trace."""
-        token = _staging.set(self.headers_by_key)
-        try:
-            with current(self.span):  # the batch's statements and log lines are its children
-                yield
-        finally:
-            _staging.reset(token)
+        with staging(self.headers_by_key), current(self.span):  # the batch's statements and log lines: its children
+            yield
 
     def end(self) -> None:
         for span in self._record_spans:

@@ -11,7 +11,7 @@ from recovery.intake.v1 import intake_pb2
 
 from services.common.db import Database
 from services.common.errors import IdempotencyConflict, InvalidInput
-from services.common.idempotency import fingerprint, remember, replay
+from services.common.idempotency import fingerprint, release_many, remember, remember_many, replay, replay_many
 from tests.integration.conftest import eventually
 
 pytestmark = pytest.mark.integration
@@ -178,3 +178,39 @@ async def test_replay_refuses_an_empty_request_id(db):
     async with db.transaction() as conn:
         with pytest.raises(InvalidInput, match="request_id"):
             await replay(conn, method=METHOD, request_id="", fingerprint=b"x")
+
+
+# ------------------------------------------------------------------------------- a group of calls at once
+
+
+async def test_a_group_claims_new_ids_replays_known_ones_and_names_a_conflict_in_one_pass(db):
+    known, changed, new = (f"req-{uuid.uuid4().hex}" for _ in range(3))
+    async with db.transaction() as conn:
+        for request_id in (known, changed):
+            await replay(conn, method=METHOD, request_id=request_id, fingerprint=b"before")
+            await remember(conn, method=METHOD, request_id=request_id, fingerprint=b"before", response=b"was")
+    async with db.transaction() as conn:
+        claims = [(new, b"new"), (known, b"before"), (changed, b"other")]
+        new_answer, known_answer, conflict = await replay_many(conn, method=METHOD, claims=claims)
+        assert new_answer is None and known_answer == b"was"
+        assert isinstance(conflict, IdempotencyConflict) and changed in str(conflict)
+        await remember_many(conn, method=METHOD, responses=[(new, b"new", b"now")])
+    assert await db.pool.fetchval("SELECT response FROM request_log WHERE request_id = $1", new) == b"now"
+
+
+async def test_a_refused_call_of_a_group_gives_its_id_back_and_the_others_keep_theirs(db):
+    refused, accepted = f"req-{uuid.uuid4().hex}", f"req-{uuid.uuid4().hex}"
+    async with db.transaction() as conn:
+        await replay_many(conn, method=METHOD, claims=[(refused, b"a"), (accepted, b"b")])
+        await release_many(conn, method=METHOD, request_ids=[refused])
+        await remember_many(conn, method=METHOD, responses=[(accepted, b"b", b"done")])
+    stored = await db.pool.fetch(
+        "SELECT request_id, response FROM request_log WHERE request_id = ANY($1)", [refused, accepted]
+    )
+    assert [(r["request_id"], r["response"]) for r in stored] == [(accepted, b"done")]
+
+
+async def test_remember_many_for_an_id_not_claimed_here_is_a_programming_error(db):
+    with pytest.raises(RuntimeError, match="found UPDATE 0 of 1 claims"):
+        async with db.transaction() as conn:
+            await remember_many(conn, method=METHOD, responses=[(f"req-{uuid.uuid4().hex}", b"x", b"r")])

@@ -347,6 +347,15 @@ async def get_case(conn: asyncpg.Connection, case_id: str) -> CaseRow | None:
     return _case(row) if row else None
 
 
+async def get_cases(conn: asyncpg.Connection, case_ids: Iterable[str]) -> dict[str, CaseRow]:
+    """Return the known cases among ``case_ids``, by id, in one query (none for no ids)."""
+    ids = sorted(set(case_ids))
+    if not ids:
+        return {}
+    rows = await conn.fetch("SELECT * FROM cases WHERE case_id = ANY($1::text[])", ids)
+    return {row["case_id"]: _case(row) for row in rows}
+
+
 async def set_case_status(
     conn: asyncpg.Connection, *, case_id: str, status: CaseStatus, resolved_at: datetime | None
 ) -> bool:

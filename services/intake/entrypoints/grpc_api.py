@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from recovery.events.v1 import common_pb2
 from recovery.intake.v1 import intake_pb2, intake_pb2_grpc
 
-from services.common import idempotency
+from services.common import idempotency, tracing
 from services.common.auth import Rule, allow
 from services.common.db import Database
 from services.common.errors import FieldViolation, InvalidInput, NotFound
+from services.common.group_commit import GroupCommit
 from services.common.grpc_server import method_path, principal
 from services.common.unit_of_work import unit_of_work
 from services.common.wire import enum_from_proto, enum_to_proto, money_to_proto, set_optional, time_to_proto
 from services.intake.adapters import repository, wire
+from services.intake.domain.commands import ReportFailure
 from services.intake.domain.model import Reporter, Source
 from services.intake.service_layer import handlers
-from services.intake.service_layer.handlers import Deps, HistoryView
+from services.intake.service_layer.handlers import Deps, HistoryView, ReportOutcome
 
 SERVICE = intake_pb2.DESCRIPTOR.services_by_name["IntakeService"].full_name
 STAFF = ("agent", "senior_agent", "team_lead", "manager", "director")
@@ -30,47 +34,93 @@ DEFAULT_HISTORY_LIMIT = 20
 MAX_HISTORY_LIMIT = 100
 
 
+REPORT_FAILURE = method_path(SERVICE, "ReportFailure")
+
+
+@dataclass(frozen=True)
+class _Report:
+    """One ReportFailure call as its group handles it: the command, its caller, its idempotency claim, its trace."""
+
+    request_id: str
+    digest: bytes
+    command: ReportFailure
+    reporter: Reporter
+    trace: tracing.Headers
+
+
 class IntakeApi(intake_pb2_grpc.IntakeServiceServicer):
     """The IntakeService servicer: decode, run the handler in a transaction, encode."""
 
     def __init__(self, *, db: Database, deps: Deps) -> None:
         self._db = db
         self._deps = deps
+        # Reports arriving together are accepted together: one transaction for the group (group_commit.py).
+        self._reports: GroupCommit[_Report, intake_pb2.ReportFailureResponse] = GroupCommit(
+            self._report_many, self._report_one, key=lambda call: call.request_id
+        )
 
     async def ReportFailure(
         self, request: intake_pb2.ReportFailureRequest, context
     ) -> intake_pb2.ReportFailureResponse:
         caller = principal()
-        method = method_path(SERVICE, "ReportFailure")
         request_id = idempotency.require_request_id(request.request_id)
         # The caller is part of the request: the same id from another employee is not a retry of this one.
         digest = hashlib.sha256(idempotency.fingerprint(request) + caller.employee_id.encode()).digest()
-        async with unit_of_work(self._db) as uow:
-            conn = uow.conn
-            stored = await idempotency.replay(conn, method=method, request_id=request_id, fingerprint=digest)
-            if stored is not None:
-                return intake_pb2.ReportFailureResponse.FromString(stored)
-            command = wire.command_from_request(request, reporter=caller.employee_id)
-            outcome = await handlers.report_failure(
-                uow, command, deps=self._deps, channel="grpc", reporter=Reporter(team=caller.team, role=caller.role)
-            )
-            response = intake_pb2.ReportFailureResponse(
-                failure_id=outcome.failure_id, case_id=outcome.case_id, merged=outcome.merged
-            )
-            if outcome.classification is not None and outcome.history is not None:
-                # What the report just decided is what the case now says: no read back.
-                response.classification.CopyFrom(wire.classification_to_proto(outcome.classification))
-                response.history.CopyFrom(wire.history_to_proto(outcome.history))
-            else:  # a duplicate: the case as it stands
-                case = await repository.get_case(conn, outcome.case_id)
-                if case is None:
-                    raise NotFound(f"case {outcome.case_id} of a duplicate report is unknown")
-                response.classification.CopyFrom(case.classification)
-                response.history.CopyFrom(case.history)
-            await idempotency.remember(
-                conn, method=method, request_id=request_id, fingerprint=digest, response=response.SerializeToString()
-            )
-        return response
+        command = wire.command_from_request(request, reporter=caller.employee_id)
+        reporter = Reporter(team=caller.team, role=caller.role)
+        return await self._reports.submit(_Report(request_id, digest, command, reporter, tracing.headers_for()))
+
+    async def _report_many(self, calls: Sequence[_Report]) -> list[intake_pb2.ReportFailureResponse | Exception]:
+        """Accept a group of reports in one unit of work: claim their ids, accept the new ones as a set, store
+        every answer. A report refused gives back its claim; a retry gets its stored answer."""
+        answers: list[intake_pb2.ReportFailureResponse | Exception | None] = [None] * len(calls)
+        # Each report's events continue its own call's trace.
+        with tracing.staging({call.command.customer_id.encode(): call.trace for call in calls}):
+            async with unit_of_work(self._db) as uow:
+                claims = [(call.request_id, call.digest) for call in calls]
+                stored = await idempotency.replay_many(uow.conn, method=REPORT_FAILURE, claims=claims)
+                fresh = [i for i, known in enumerate(stored) if known is None]
+                for i, known in enumerate(stored):
+                    if isinstance(known, Exception):
+                        answers[i] = known
+                    elif known is not None:
+                        answers[i] = intake_pb2.ReportFailureResponse.FromString(known)
+                outcomes = await handlers.report_failures(
+                    uow,
+                    [calls[i].command for i in fresh],
+                    deps=self._deps,
+                    channel="grpc",
+                    reporters=[calls[i].reporter for i in fresh],
+                )
+                duplicates = await repository.get_cases(
+                    uow.conn, (o.case_id for o in outcomes if isinstance(o, ReportOutcome) and o.duplicate)
+                )
+                for i, outcome in zip(fresh, outcomes, strict=True):
+                    answers[i] = outcome if isinstance(outcome, Exception) else _response(outcome, duplicates)
+                await idempotency.release_many(
+                    uow.conn,
+                    method=REPORT_FAILURE,
+                    request_ids=[calls[i].request_id for i in fresh if isinstance(answers[i], Exception)],
+                )
+                await idempotency.remember_many(
+                    uow.conn,
+                    method=REPORT_FAILURE,
+                    responses=[
+                        (calls[i].request_id, calls[i].digest, answer.SerializeToString())
+                        for i in fresh
+                        if isinstance(answer := answers[i], intake_pb2.ReportFailureResponse)
+                    ],
+                )
+        if any(answer is None for answer in answers):
+            raise RuntimeError("a report of the group was left without an answer")
+        return [answer for answer in answers if answer is not None]
+
+    async def _report_one(self, call: _Report) -> intake_pb2.ReportFailureResponse:
+        """Accept one report in its own unit of work (a group that failed is redone call by call)."""
+        [answer] = await self._report_many([call])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     async def GetCustomerHistory(
         self, request: intake_pb2.GetCustomerHistoryRequest, context
@@ -94,6 +144,24 @@ class IntakeApi(intake_pb2_grpc.IntakeServiceServicer):
         if found is None:
             raise NotFound(f"no failure accepted for event {request.source_event_id!r}")
         return intake_pb2.FindFailureResponse(failure=_failure_record(found))
+
+
+def _response(outcome: ReportOutcome, cases: Mapping[str, repository.CaseRow]) -> intake_pb2.ReportFailureResponse:
+    """The answer to a report: what it decided is what the case now says (no read back); a duplicate's case as it
+    stands."""
+    response = intake_pb2.ReportFailureResponse(
+        failure_id=outcome.failure_id, case_id=outcome.case_id, merged=outcome.merged
+    )
+    if outcome.classification is not None and outcome.history is not None:
+        response.classification.CopyFrom(wire.classification_to_proto(outcome.classification))
+        response.history.CopyFrom(wire.history_to_proto(outcome.history))
+        return response
+    case = cases.get(outcome.case_id)
+    if case is None:
+        raise NotFound(f"case {outcome.case_id} of a duplicate report is unknown")
+    response.classification.CopyFrom(case.classification)
+    response.history.CopyFrom(case.history)
+    return response
 
 
 def _failure_record(failure) -> intake_pb2.FailureRecord:

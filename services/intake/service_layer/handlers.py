@@ -89,9 +89,11 @@ async def report_failures(
     *,
     deps: Deps,
     channel: str,
-    reporter: Reporter = NO_REPORTER,
+    reporters: Sequence[Reporter] = (),
 ) -> list[ReportOutcome | InvalidFailureReport]:
     """Accept a set of failures, in order: each opens a case, joins an open one, or is a duplicate.
+
+    ``reporters`` gives each command's reporter (the caller of the call it came by); none: reported by systems.
 
     Returns one result per command: its outcome, or the InvalidFailureReport that refused it (a refused report
     changes nothing). A fixed number of round trips whatever the number of commands: lock the customers, load
@@ -126,6 +128,7 @@ async def report_failures(
         )
         for i, report in valid:
             state = states[report.customer_id]
+            reporter = reporters[i] if reporters else NO_REPORTER
             try:
                 decision = acceptance.accept(
                     report, state=state, seen=seen, policy=policy, now=now, reporter=reporter, new_id=deps.new_id
@@ -150,7 +153,7 @@ async def report_failure(
     uow: UnitOfWork, command: ReportFailure, *, deps: Deps, channel: str, reporter: Reporter = NO_REPORTER
 ) -> ReportOutcome:
     """Accept one failure (the frontline's path); raises InvalidFailureReport and changes nothing."""
-    [result] = await report_failures(uow, [command], deps=deps, channel=channel, reporter=reporter)
+    [result] = await report_failures(uow, [command], deps=deps, channel=channel, reporters=[reporter])
     if isinstance(result, InvalidFailureReport):
         raise result
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import grpc
@@ -277,3 +278,32 @@ async def test_history_requests_are_validated(intake, stub):
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.GetCustomerHistory(intake_pb2.GetCustomerHistoryRequest(limit=-1), metadata=agent(intake))
     assert violations(refused.value).keys() == {"customer_id", "limit"}
+
+
+async def test_reports_arriving_together_each_get_their_own_answer_and_owner(intake, stub):
+    """Calls in flight together are accepted as one group: each caller still owns their own case, a refused
+    report fails alone, a retry sent beside its first call gets the same answer, a reused id is refused."""
+    customers = [new_id("cust") for _ in range(12)]
+    requests = [report(customer) for customer in customers]
+    bad = report(new_id("cust"), category=common_pb2.CATEGORY_UNSPECIFIED)
+    reused = report(customers[0], request_id=requests[0].request_id, description="something else")
+    calls = [stub.ReportFailure(r, metadata=agent(intake, sub=f"e-{i}")) for i, r in enumerate(requests)]
+    calls += [
+        stub.ReportFailure(requests[1], metadata=agent(intake, sub="e-1")),  # a retry beside its first call
+        stub.ReportFailure(bad, metadata=agent(intake)),
+        stub.ReportFailure(reused, metadata=agent(intake, sub="e-0")),
+    ]
+    *answers, retry, refused, reused_answer = await asyncio.gather(*calls, return_exceptions=True)
+    # One request id, two parameter sets in flight together: whichever the server took first is accepted, the
+    # other refused, never both.
+    pair = [answers[0], reused_answer]
+    [accepted] = [a for a in pair if isinstance(a, intake_pb2.ReportFailureResponse)]
+    [conflict] = [a for a in pair if not isinstance(a, intake_pb2.ReportFailureResponse)]
+    assert conflict.code() == grpc.StatusCode.ALREADY_EXISTS
+    answers[0] = accepted
+    assert all(isinstance(a, intake_pb2.ReportFailureResponse) for a in answers), answers
+    assert len({a.case_id for a in answers}) == len(customers) and retry == answers[1]
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT and "category" in violations(refused)
+    for i, customer in enumerate(customers):
+        [case] = await cases_of(intake, customer)
+        assert (case["case_id"], case["owner_employee_id"]) == (answers[i].case_id, f"e-{i}")

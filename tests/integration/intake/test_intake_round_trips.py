@@ -6,7 +6,6 @@ count what they send; BEGIN and COMMIT count too, they are round trips like any 
 
 from __future__ import annotations
 
-import contextvars
 from datetime import timedelta
 
 import pytest
@@ -30,19 +29,19 @@ from tests.integration.intake.test_intake_api import report
 
 pytestmark = pytest.mark.integration
 STATEMENTS = ("fetch", "fetchrow", "fetchval", "execute", "executemany")
-_counting: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("counting", default=None)
+# Where statements are counted while a test counts: any task's (a group of reports runs in a task of its own).
+_counting: list[list[str]] = []
 
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Count every statement a pooled connection sends while ``_counting`` holds a list (this task only)."""
+    """Count every statement a pooled connection sends while ``_counting`` holds a list."""
     for name in STATEMENTS:
         original = getattr(PooledConnection, name)
 
         async def counting(self, *args, _original=original, _name=name, **kwargs):
-            sent = _counting.get()
-            if sent is not None:
-                sent.append(f"{_name}: {' '.join(str(args[0]).split())[:110] if args else ''}")
+            if _counting:
+                _counting[-1].append(f"{_name}: {' '.join(str(args[0]).split())[:110] if args else ''}")
             return await _original(self, *args, **kwargs)
 
         monkeypatch.setattr(PooledConnection, name, counting)
@@ -63,11 +62,11 @@ async def api(settings, counted):
 async def statements_of(api: IntakeApi, request) -> list[str]:
     sent: list[str] = []
     token = current_principal.set(Principal(employee_id="e-17", role="agent", team="front-desk"))
-    counting = _counting.set(sent)
+    _counting.append(sent)
     try:
         await api.ReportFailure(request, None)
     finally:
-        _counting.reset(counting)
+        _counting.pop()
         current_principal.reset(token)
     return sent
 
@@ -97,12 +96,12 @@ async def test_a_case_opened_and_merged_into_in_one_batch_is_stored_as_the_batch
     earlier.occurred_at.FromDatetime(first.occurred_at - timedelta(hours=1))
     second = wire.command_from_request(earlier, reporter="e-17")
     sent: list[str] = []
-    counting = _counting.set(sent)
+    _counting.append(sent)
     try:
         async with unit_of_work(db) as uow:
             opened, merged = await handlers.report_failures(uow, [first, second], deps=api._deps, channel="test")
     finally:
-        _counting.reset(counting)
+        _counting.pop()
         async with db.transaction() as conn:
             case = await repository.get_case(conn, opened.case_id)
         await db.close()
