@@ -77,6 +77,8 @@ class Catalogue:
         self.domain = domain
         self._templates = templates
         self._translations = translations
+        # Rendered texts by what decides their words: the same line in the same language is rendered once.
+        self._rendered: dict[tuple, CustomerText] = {}
 
     @classmethod
     def load(cls, directory: Path, domain: str) -> Catalogue:
@@ -109,8 +111,24 @@ class Catalogue:
 
     def render(self, customer_text: CustomerText, locale: str) -> CustomerText:
         """Return ``customer_text`` rendered in ``locale`` (a supported one, "" for the fallback); raises KeyError
-        for an unknown template."""
+        for an unknown template.
+
+        Rendering (Babel's number, currency and date formats) was half the cost of computing an offer, and the
+        same lines recur (a disruption's cases, the usual amounts), so renderings are kept, a bounded number.
+        """
         locale = locale or FALLBACK_LOCALE
+        try:
+            key = (locale, _memo_key(customer_text))
+            known = self._rendered.get(key)
+        except TypeError:  # a parameter that cannot be a key: rendered each time
+            return self._render(customer_text, locale)
+        if known is None:
+            if len(self._rendered) >= 4096:
+                self._rendered.clear()
+            known = self._rendered[key] = self._render(customer_text, locale)
+        return known
+
+    def _render(self, customer_text: CustomerText, locale: str) -> CustomerText:
         template = self._templates.get(customer_text.template_id)
         if template is None:
             raise KeyError(f"no template {customer_text.template_id!r} in catalogue {self.domain!r}")
@@ -145,6 +163,20 @@ class Catalogue:
         if isinstance(value, int) and not isinstance(value, bool):
             return format_decimal(value, locale=locale)
         return str(value)
+
+
+def _memo_key(value: object) -> object:
+    """Return what decides how ``value`` renders: equal keys render the same words.
+
+    Not the value itself: equal values may render differently (``1 == True``; two aware datetimes of one
+    instant in different zones show different clock times), so the key holds the type and, for a moment, its
+    wall-clock time and zone.
+    """
+    if isinstance(value, CustomerText):
+        return (CustomerText, value.template_id, tuple((name, _memo_key(v)) for name, v in value.params))
+    if isinstance(value, datetime):
+        return (datetime, value.replace(tzinfo=None), str(value.tzinfo), value.utcoffset())
+    return (type(value), value)
 
 
 def _check(catalog: Catalog, templates: dict[str, _Template]) -> list[str]:

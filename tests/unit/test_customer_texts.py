@@ -166,3 +166,22 @@ def test_a_progress_update_says_by_when_in_each_language_and_its_local_time():
     assert updates.render(waiting, "lt").text.endswith("iki gruodžio 3 d. 15:30.")
     assert updates.render(waiting, "en").text.endswith("by December 3 15:30.")
     assert updates.render(waiting, "pl").wire_params() == {"by": "2026-12-03T15:30:00+01:00"}  # the local offset
+
+
+def test_a_rendering_kept_for_reuse_is_reused_only_for_what_renders_the_same():
+    """Renderings are kept by what decides their words: one instant shown in two zones is two texts."""
+    says = followup_texts.catalogue()
+    warsaw = datetime(2026, 12, 3, 15, 30, tzinfo=ZoneInfo("Europe/Warsaw"))
+    one_instant = [warsaw, warsaw.astimezone(UTC), warsaw.astimezone(ZoneInfo("Europe/Vilnius"))]
+    texts = [says.render(text("followup.progress_update.awaiting_approval", by=at), "en").text for at in one_instant]
+    assert [t.removesuffix(".").rsplit(" ", 1)[1] for t in texts] == ["15:30", "14:30", "16:30"]
+    again = says.render(text("followup.progress_update.awaiting_approval", by=warsaw), "en")
+    assert again.text == texts[0]
+    offers = compensation_texts.catalogue()
+    taxi = offers.render(text("offer.reimbursement", cost=text("cost_kind.taxi"), amount=Money(1250, "PLN")), "pl")
+    hotel = offers.render(text("offer.reimbursement", cost=text("cost_kind.hotel"), amount=Money(1250, "PLN")), "pl")
+    assert taxi.text != hotel.text  # a nested text is part of the key
+    assert (
+        offers.render(text("offer.reimbursement", cost=text("cost_kind.taxi"), amount=Money(1250, "EUR")), "pl").text
+        != taxi.text
+    )
