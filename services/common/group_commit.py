@@ -60,6 +60,8 @@ class GroupCommit(Generic[C, R]):
     async def _run(self) -> None:
         while self._waiting:
             group = self._next_group()
+            if not group:  # every waiting caller gave up: nothing to do
+                continue
             try:
                 answers = await self._answers([call for call, _ in group])
             except BaseException as exc:  # cancelled (shutting down) or broken: no call waits forever

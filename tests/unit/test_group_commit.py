@@ -138,3 +138,18 @@ async def test_a_caller_that_gave_up_does_not_stop_its_group() -> None:
     assert await first == "A" and await patient == "C"
     with pytest.raises(asyncio.CancelledError):
         await impatient
+
+
+async def test_calls_whose_callers_all_gave_up_make_no_group() -> None:
+    handler = Handler()
+    group = commit(handler)
+    handler.release.clear()
+    first = asyncio.create_task(group.submit("a"))
+    await handler.started.wait()
+    gone = [asyncio.create_task(group.submit(call)) for call in ("b", "c")]
+    await asyncio.sleep(0)
+    for task in gone:
+        task.cancel()
+    handler.release.set()
+    assert await first == "A"
+    assert handler.groups == [["a"]]
