@@ -149,16 +149,6 @@ async def report_failures(
     return outcomes
 
 
-async def report_failure(
-    uow: UnitOfWork, command: ReportFailure, *, deps: Deps, channel: str, reporter: Reporter = NO_REPORTER
-) -> ReportOutcome:
-    """Accept one failure (the frontline's path); raises InvalidFailureReport and changes nothing."""
-    [result] = await report_failures(uow, [command], deps=deps, channel=channel, reporters=[reporter])
-    if isinstance(result, InvalidFailureReport):
-        raise result
-    return result
-
-
 def _outcome(decision: acceptance.Decision) -> ReportOutcome:
     match decision:
         case acceptance.Duplicate(failure_id=failure_id, case_id=case_id):
