@@ -78,11 +78,10 @@ async def replay(conn: asyncpg.Connection, *, method: str, request_id: str, fing
     row = await conn.fetchrow(
         "SELECT fingerprint, response FROM request_log WHERE method = $1 AND request_id = $2", method, request_id
     )
-    if row is not None and bytes(row["fingerprint"]) != fingerprint:
-        raise _conflict(method, request_id)
-    if row is None or row["response"] is None:
-        raise RuntimeError(f"request id {request_id!r} for {method} was committed without a response")
-    return bytes(row["response"])
+    answer = _stored(row, method=method, request_id=request_id, fingerprint=fingerprint)
+    if isinstance(answer, IdempotencyConflict):
+        raise answer
+    return answer
 
 
 async def remember(
@@ -136,19 +135,12 @@ async def replay_many(
             known,
         )
         stored = {row["request_id"]: row for row in rows}
-    answers: list[bytes | IdempotencyConflict | None] = []
-    for request_id, digest in claims:
-        if request_id in claimed:
-            answers.append(None)
-            continue
-        row = stored.get(request_id)
-        if row is not None and bytes(row["fingerprint"]) != digest:
-            answers.append(_conflict(method, request_id))
-        elif row is None or row["response"] is None:
-            raise RuntimeError(f"request id {request_id!r} for {method} was committed without a response")
-        else:
-            answers.append(bytes(row["response"]))
-    return answers
+    return [
+        None
+        if request_id in claimed
+        else _stored(stored.get(request_id), method=method, request_id=request_id, fingerprint=digest)
+        for request_id, digest in claims
+    ]
 
 
 async def remember_many(
@@ -179,8 +171,15 @@ async def release_many(conn: asyncpg.Connection, *, method: str, request_ids: Se
         )
 
 
-def _conflict(method: str, request_id: str) -> IdempotencyConflict:
-    return IdempotencyConflict(
-        f"request id {request_id!r} was already used for {method} with different parameters; "
-        "nothing was done (use a new request id for a new request)"
-    )
+def _stored(
+    row: asyncpg.Record | None, *, method: str, request_id: str, fingerprint: bytes
+) -> bytes | IdempotencyConflict:
+    """Return the response stored for a known id, or the conflict when it was used with other parameters."""
+    if row is not None and bytes(row["fingerprint"]) != fingerprint:
+        return IdempotencyConflict(
+            f"request id {request_id!r} was already used for {method} with different parameters; "
+            "nothing was done (use a new request id for a new request)"
+        )
+    if row is None or row["response"] is None:
+        raise RuntimeError(f"request id {request_id!r} for {method} was committed without a response")
+    return bytes(row["response"])
