@@ -14,6 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from recovery.compensation.v1 import compensation_pb2_grpc
 from recovery.events.v1 import common_pb2, events_pb2
 
+from services.common import migrations
+from services.common.db import Database
 from services.common.runtime import Endpoints
 from services.common.wire import time_to_proto
 from services.compensation import bootstrap
@@ -43,6 +45,17 @@ async def compensation(stack, tmp_path_factory):
     settings = compensation_settings(stack, tmp_path_factory.mktemp("compensation"))
     async with running_service(settings, build=bootstrap.build, migrations_dir=bootstrap.MIGRATIONS) as endpoints:
         yield Compensation(settings=settings, endpoints=endpoints)
+
+
+@pytest.fixture
+async def db(settings):
+    """A fresh schema migrated to compensation's tables, dropped afterwards (for the repository's own tests)."""
+    await migrations.migrate(settings.database_url, schema=settings.schema, service_migrations=bootstrap.MIGRATIONS)
+    database = await Database.connect(settings.database_url, schema=settings.schema, max_size=2)
+    yield database
+    async with database.transaction() as conn:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {settings.schema} CASCADE")
+    await database.close()
 
 
 @pytest.fixture

@@ -8,10 +8,7 @@ from dataclasses import replace
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.common import migrations
-from services.common.db import Database
 from services.common.unit_of_work import unit_of_work
-from services.compensation import bootstrap
 from services.compensation.adapters import repository
 from services.compensation.adapters.metrics import CompensationMetrics
 from services.compensation.adapters.policies import PolicyBook
@@ -43,16 +40,6 @@ class Counting:
             return await attr(*args, **kwargs)
 
         return counted
-
-
-@pytest.fixture
-async def db(settings):
-    await migrations.migrate(settings.database_url, schema=settings.schema, service_migrations=bootstrap.MIGRATIONS)
-    database = await Database.connect(settings.database_url, schema=settings.schema, max_size=2)
-    yield database
-    async with database.transaction() as conn:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {settings.schema} CASCADE")
-    await database.close()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import asyncpg
 import pytest
 
 from services.common import migrations
-from services.common.db import Database
 from services.compensation import bootstrap
 from services.compensation.adapters import repository, wire
 from services.compensation.domain.model import CostKind, CustomerHistory, GrantedLine, Money, RemedyKind
@@ -24,16 +23,6 @@ pytestmark = pytest.mark.integration
 
 MARCH = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 APRIL = datetime(2026, 4, 2, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def db(settings):
-    await migrations.migrate(settings.database_url, schema=settings.schema, service_migrations=bootstrap.MIGRATIONS)
-    database = await Database.connect(settings.database_url, schema=settings.schema, max_size=2)
-    yield database
-    async with database.transaction() as conn:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {settings.schema} CASCADE")
-    await database.close()
 
 
 def spend(amount: int, *, team: str = "front-desk", currency: str = "EUR", at: datetime = MARCH, auth: str = ""):
